@@ -1,0 +1,12 @@
+//! The target side: `PgStore` over a PostgreSQL pool, and the schema.
+//!
+//! Mirrors `sqlite/` file for file: `store.rs` implements `Store`, `error.rs`
+//! maps native errors into the shared `DbErrorKind`; `migrate.rs` applies
+//! `migrations/postgres`.
+
+mod error;
+mod migrate;
+mod store;
+
+pub use migrate::migrate;
+pub use store::PgStore;

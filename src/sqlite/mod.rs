@@ -1,0 +1,12 @@
+//! The legacy side: `SqliteStore` over the application's SQLite file.
+//!
+//! Mirrors `pg/` file for file: `store.rs` implements `Store`, `error.rs`
+//! maps native errors into the shared `DbErrorKind`.
+
+mod error;
+mod store;
+
+pub use store::{SqliteOptions, SqliteStore};
+
+/// The legacy schema, exactly as the old application created it.
+pub const LEGACY_SCHEMA: &str = include_str!("../../legacy/sqlite-schema.sql");

@@ -1,0 +1,145 @@
+//! Test harness: a real PostgreSQL and real SQLite files for every test.
+//!
+//! PostgreSQL is `DATABASE_URL` when set; otherwise a throwaway server started
+//! once per test binary from the local PostgreSQL binaries (tmp-postgrust).
+//! Every test gets its own database, dropped when the test ends, and its own
+//! temporary directory for SQLite files.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use cutover::settings::PgSettings;
+use sqlx::{Connection, PgConnection};
+
+struct Server {
+    admin_url: String,
+    // Keeps the throwaway server alive for the whole test binary.
+    _guard: Option<tmp_postgrust::synchronous::ProcessGuard>,
+}
+
+// The guard is only dropped at process exit; tmp-postgrust kills the server then.
+unsafe impl Sync for Server {}
+unsafe impl Send for Server {}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Server {
+            admin_url: url,
+            _guard: None,
+        },
+        _ => {
+            let guard = tmp_postgrust::new_default_process().expect(
+                "start a throwaway PostgreSQL (set DATABASE_URL to use an existing server)",
+            );
+            Server {
+                admin_url: guard.connection_string(),
+                _guard: Some(guard),
+            }
+        }
+    })
+}
+
+/// The URL of the admin database the per-test databases are created from.
+pub fn admin_url() -> String {
+    server().admin_url.clone()
+}
+
+/// A database of its own for one test, dropped at the end of the test.
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+    /// Settings pointing at it.
+    pub settings: PgSettings,
+}
+
+impl TestDb {
+    /// Creates an empty database.
+    pub async fn new() -> TestDb {
+        let admin = PgSettings::from_url(&admin_url()).expect("admin URL");
+        let name = format!(
+            "cutover_t_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut conn = PgConnection::connect_with(&admin.connect_options())
+            .await
+            .expect("connect to the admin database");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("create the test database");
+        conn.close().await.ok();
+        let settings = admin.with_database(&name);
+        TestDb { name, settings }
+    }
+
+    /// Creates a database with the cutover schema applied.
+    pub async fn migrated() -> TestDb {
+        let db = TestDb::new().await;
+        let pool = db.pool().await;
+        cutover::pg::migrate(&pool).await.expect("migrate");
+        pool.close().await;
+        db
+    }
+
+    /// A small pool on the test database.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(5)
+            .connect_with(self.settings.connect_options())
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_url();
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let opts = PgSettings::from_url(&admin).unwrap().connect_options();
+                if let Ok(mut c) = PgConnection::connect_with(&opts).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A temporary directory for SQLite files, removed at the end of the test.
+pub struct TempDir(pub tempfile::TempDir);
+
+impl TempDir {
+    /// A new empty directory.
+    pub fn new() -> TempDir {
+        TempDir(tempfile::tempdir().expect("temporary directory"))
+    }
+
+    /// A path inside it.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+}
