@@ -360,7 +360,21 @@ pub fn parse_timestamp_text(s: &str) -> Option<(Timestamp, TimestampFormat)> {
         && (s.as_bytes()[10] == b' ' || s.as_bytes()[10] == b'T' || s.as_bytes()[10] == b't')
     {
         let sep = s.as_bytes()[10];
-        let date = parse_date(s.get(..10)?)?;
+        if let Some(date) = s.get(..10).and_then(parse_date) {
+            return parse_datetime_rest(s, sep, date);
+        }
+    }
+    // Twitter: "Wed Oct 10 20:19:24 +0000 2018"; chrono checks the weekday.
+    if s.len() == 30 {
+        if let Ok(t) = DateTime::parse_from_str(s, "%a %b %d %H:%M:%S %z %Y") {
+            return Some((t.with_timezone(&Utc), TimestampFormat::Twitter));
+        }
+    }
+    None
+}
+
+fn parse_datetime_rest(s: &str, sep: u8, date: NaiveDate) -> Option<(Timestamp, TimestampFormat)> {
+    {
         let (time, rest) = parse_time(s.get(11..)?)?;
         let naive = NaiveDateTime::new(date, time);
         if sep == b' ' {
@@ -376,15 +390,8 @@ pub fn parse_timestamp_text(s: &str) -> Option<(Timestamp, TimestampFormat)> {
                 .single()?
                 .with_timezone(&Utc)
         };
-        return Some((t, TimestampFormat::Iso8601));
+        Some((t, TimestampFormat::Iso8601))
     }
-    // Twitter: "Wed Oct 10 20:19:24 +0000 2018"; chrono checks the weekday.
-    if s.len() == 30 {
-        if let Ok(t) = DateTime::parse_from_str(s, "%a %b %d %H:%M:%S %z %Y") {
-            return Some((t.with_timezone(&Utc), TimestampFormat::Twitter));
-        }
-    }
-    None
 }
 
 /// The form of a timestamp value, or None when it is invalid (for the audit).

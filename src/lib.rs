@@ -21,6 +21,7 @@ pub mod convert;
 pub mod error;
 pub mod model;
 pub mod pg;
+pub mod row;
 pub mod settings;
 pub mod sqlite;
 pub mod store;
