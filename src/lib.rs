@@ -19,11 +19,13 @@
 
 pub mod convert;
 pub mod error;
+pub mod image;
 pub mod model;
 pub mod pg;
 pub mod row;
 pub mod settings;
 pub mod sqlite;
+pub mod stage;
 pub mod store;
 pub mod tables;
 

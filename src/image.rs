@@ -1,0 +1,297 @@
+//! Row images: one row of any table, read from or written to either side.
+//!
+//! The secondary apply of the dual store, `verify --repair` and the outbox
+//! replayer all copy "the row's current image" from one database to the
+//! other. They do it here, driven by `tables`, so no per-table code exists.
+//! An image is the row's cells in the table's column order; reading the
+//! SQLite side converts legacy values exactly as the backfill does.
+
+use serde_json::Value;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{Postgres, Row};
+
+use crate::convert::Raw;
+use crate::error::{Error, Result};
+use crate::model::{JobStatus, Timestamp};
+use crate::row::{convert_value, key_text, Cell};
+use crate::tables::{Kind, Table};
+
+/// A row's cells in its table's column order.
+pub type Image = Vec<Cell>;
+
+/// A primary-key value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// TEXT / VARCHAR keys.
+    Text(String),
+    /// SERIAL / AUTOINCREMENT keys.
+    Int(i32),
+}
+
+impl Key {
+    /// Parses a key as `cutover.outbox.row_key` holds it.
+    pub fn parse(table: &Table, s: &str) -> Result<Key> {
+        if table.serial {
+            s.parse().map(Key::Int).map_err(|_| {
+                Error::InvalidArgument(format!("{}: key {s:?} is not an integer", table.name))
+            })
+        } else {
+            Ok(Key::Text(s.to_string()))
+        }
+    }
+
+    /// The key of an image.
+    pub fn of(table: &Table, image: &Image) -> Key {
+        let i = table
+            .columns
+            .iter()
+            .position(|c| c.name == table.primary_key)
+            .unwrap_or(0);
+        match &image[i] {
+            Cell::Int(v) => Key::Int(*v),
+            Cell::Text(s) => Key::Text(s.clone()),
+            other => Key::Text(format!("{other:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Text(s) => f.write_str(s),
+            Key::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+fn sqlite_key(key: &Key) -> rusqlite::types::Value {
+    match key {
+        Key::Text(s) => rusqlite::types::Value::Text(s.clone()),
+        Key::Int(i) => rusqlite::types::Value::Integer(*i as i64),
+    }
+}
+
+/// A cell as SQLite stores it in the legacy schema's conventions.
+pub fn sqlite_value(cell: &Cell) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match cell {
+        Cell::Null => V::Null,
+        Cell::Text(s) => V::Text(s.clone()),
+        Cell::Timestamp(t) => V::Text(crate::convert::format_timestamp(t)),
+        Cell::Bool(b) => V::Integer(*b as i64),
+        Cell::Json(v) => V::Text(v.to_string()),
+        Cell::Int(i) => V::Integer(*i as i64),
+        Cell::Status(s) => V::Text(s.as_str().to_string()),
+    }
+}
+
+/// Reads one row from SQLite, converting legacy values; a bad value is an
+/// `InvalidValue` error naming table, key and column.
+pub fn sqlite_read(
+    conn: &rusqlite::Connection,
+    table: &'static Table,
+    key: &Key,
+) -> Result<Option<Image>> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        table.column_list(),
+        table.name,
+        table.primary_key
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([sqlite_key(key)])?;
+    match rows.next()? {
+        None => Ok(None),
+        Some(row) => sqlite_image(table, row).map(Some),
+    }
+}
+
+/// Converts a SQLite row selected as `table.column_list()` into an image.
+pub fn sqlite_image(table: &'static Table, row: &rusqlite::Row<'_>) -> Result<Image> {
+    let key_idx = table
+        .columns
+        .iter()
+        .position(|c| c.name == table.primary_key)
+        .unwrap_or(0);
+    let mut cells = Vec::with_capacity(table.columns.len());
+    for (i, c) in table.columns.iter().enumerate() {
+        let raw = Raw::from(row.get_ref(i)?);
+        match convert_value(c, raw) {
+            Ok(cell) => cells.push(cell),
+            Err(e) => {
+                let key = key_text(Raw::from(row.get_ref(key_idx)?));
+                return Err(Error::InvalidValue {
+                    table: table.name,
+                    key,
+                    column: e.column,
+                    reason: e.reason,
+                    detail: e.detail,
+                });
+            }
+        }
+    }
+    Ok(cells)
+}
+
+fn upsert_sql_sqlite(table: &Table) -> String {
+    let cols = table.column_list();
+    let params: Vec<String> = (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
+    let sets: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| c.name != table.primary_key)
+        .map(|c| format!("{0} = excluded.{0}", c.name))
+        .collect();
+    format!(
+        "INSERT INTO {} ({cols}) VALUES ({}) ON CONFLICT({}) DO UPDATE SET {}",
+        table.name,
+        params.join(", "),
+        table.primary_key,
+        sets.join(", ")
+    )
+}
+
+/// Writes an image to SQLite (insert or replace every column).
+pub fn sqlite_upsert(conn: &rusqlite::Connection, table: &Table, image: &Image) -> Result<()> {
+    let mut stmt = conn.prepare_cached(&upsert_sql_sqlite(table))?;
+    let values: Vec<rusqlite::types::Value> = image.iter().map(sqlite_value).collect();
+    stmt.execute(rusqlite::params_from_iter(values))?;
+    Ok(())
+}
+
+/// Deletes a row from SQLite; true when it existed.
+pub fn sqlite_delete(conn: &rusqlite::Connection, table: &Table, key: &Key) -> Result<bool> {
+    let sql = format!(
+        "DELETE FROM {} WHERE {} = ?1",
+        table.name, table.primary_key
+    );
+    Ok(conn.prepare_cached(&sql)?.execute([sqlite_key(key)])? > 0)
+}
+
+fn pg_select_list(table: &Table) -> String {
+    table
+        .columns
+        .iter()
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn bind_key<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    key: &Key,
+) -> Query<'q, Postgres, PgArguments> {
+    match key {
+        Key::Text(s) => q.bind(s.clone()),
+        Key::Int(i) => q.bind(*i),
+    }
+}
+
+/// Binds a cell typed by its column kind (NULLs keep the column's type).
+pub fn bind_cell<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    kind: Kind,
+    cell: &Cell,
+) -> Query<'q, Postgres, PgArguments> {
+    match (kind, cell) {
+        (_, Cell::Text(s)) => q.bind(s.clone()),
+        (_, Cell::Timestamp(t)) => q.bind(*t),
+        (_, Cell::Bool(b)) => q.bind(*b),
+        (_, Cell::Json(v)) => q.bind(v.clone()),
+        (_, Cell::Int(i)) => q.bind(*i),
+        (_, Cell::Status(s)) => q.bind(s.as_str()),
+        (Kind::Text | Kind::Status, Cell::Null) => q.bind(None::<String>),
+        (Kind::Timestamp, Cell::Null) => q.bind(None::<Timestamp>),
+        (Kind::Bool, Cell::Null) => q.bind(None::<bool>),
+        (Kind::Json, Cell::Null) => q.bind(None::<Value>),
+        (Kind::Int, Cell::Null) => q.bind(None::<i32>),
+    }
+}
+
+/// Decodes a PostgreSQL row selected in the table's column order.
+pub fn pg_image(table: &'static Table, row: &sqlx::postgres::PgRow) -> Result<Image> {
+    let mut cells = Vec::with_capacity(table.columns.len());
+    for (i, c) in table.columns.iter().enumerate() {
+        let cell = match c.kind {
+            Kind::Text => row.try_get::<Option<String>, _>(i)?.map(Cell::Text),
+            Kind::Timestamp => row.try_get::<Option<Timestamp>, _>(i)?.map(Cell::Timestamp),
+            Kind::Bool => row.try_get::<Option<bool>, _>(i)?.map(Cell::Bool),
+            Kind::Json => row.try_get::<Option<Value>, _>(i)?.map(Cell::Json),
+            Kind::Int => row.try_get::<Option<i32>, _>(i)?.map(Cell::Int),
+            Kind::Status => match row.try_get::<Option<String>, _>(i)? {
+                None => None,
+                Some(s) => Some(Cell::Status(JobStatus::parse(&s).ok_or_else(|| {
+                    Error::InvalidValue {
+                        table: table.name,
+                        key: String::new(),
+                        column: c.name,
+                        reason: crate::convert::RejectReason::CheckViolation,
+                        detail: format!("status {s:?}"),
+                    }
+                })?)),
+            },
+        };
+        cells.push(cell.unwrap_or(Cell::Null));
+    }
+    Ok(cells)
+}
+
+/// Reads one row from PostgreSQL.
+pub async fn pg_read<'e, E>(exec: E, table: &'static Table, key: &Key) -> Result<Option<Image>>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = $1",
+        pg_select_list(table),
+        table.name,
+        table.primary_key
+    );
+    let q = bind_key(sqlx::query(sqlx::AssertSqlSafe(sql)), key);
+    match q.fetch_optional(exec).await? {
+        None => Ok(None),
+        Some(row) => pg_image(table, &row).map(Some),
+    }
+}
+
+/// Writes an image to PostgreSQL (insert or replace every column; serial ids explicit).
+pub async fn pg_upsert<'e, E>(exec: E, table: &'static Table, image: &Image) -> Result<()>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let params: Vec<String> = (1..=table.columns.len()).map(|i| format!("${i}")).collect();
+    let sets: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| c.name != table.primary_key)
+        .map(|c| format!("{0} = EXCLUDED.{0}", c.name))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
+        table.name,
+        pg_select_list(table),
+        params.join(", "),
+        table.primary_key,
+        sets.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (c, cell) in table.columns.iter().zip(image) {
+        q = bind_cell(q, c.kind, cell);
+    }
+    q.execute(exec).await?;
+    Ok(())
+}
+
+/// Deletes a row from PostgreSQL; true when it existed.
+pub async fn pg_delete<'e, E>(exec: E, table: &'static Table, key: &Key) -> Result<bool>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let sql = format!(
+        "DELETE FROM {} WHERE {} = $1",
+        table.name, table.primary_key
+    );
+    let q = bind_key(sqlx::query(sqlx::AssertSqlSafe(sql)), key);
+    Ok(q.execute(exec).await?.rows_affected() > 0)
+}

@@ -1,0 +1,323 @@
+//! The migration stage: what it means, where it is kept, how it changes.
+//!
+//! The stage is one row in `cutover.state`. Changing it is one transaction
+//! that bumps a version, appends to `cutover.stage_history` and sends
+//! `NOTIFY cutover_stage`; every running process listens (and polls as a
+//! fallback) and follows within a second. A move forward into `live` (or
+//! past it) is refused unless the backfill is complete, the outbox is empty
+//! and the last verify was clean; `force` overrides and is recorded.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::error::{Backend, Error, Result};
+
+/// The six stages of DESIGN §2, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// SQLite only.
+    Off,
+    /// SQLite authoritative; writes copied to PostgreSQL.
+    DualWrite,
+    /// As `DualWrite`, and reads compared against PostgreSQL.
+    Shadow,
+    /// PostgreSQL authoritative; writes copied to SQLite; reads compared against SQLite.
+    Live,
+    /// PostgreSQL authoritative; writes still copied to SQLite.
+    Rampdown,
+    /// PostgreSQL only.
+    Complete,
+}
+
+impl Stage {
+    /// All stages in order.
+    pub const ALL: [Stage; 6] = [
+        Stage::Off,
+        Stage::DualWrite,
+        Stage::Shadow,
+        Stage::Live,
+        Stage::Rampdown,
+        Stage::Complete,
+    ];
+
+    /// The name used by the CLI and stored in `cutover.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Off => "off",
+            Stage::DualWrite => "dualwrite",
+            Stage::Shadow => "shadow",
+            Stage::Live => "live",
+            Stage::Rampdown => "rampdown",
+            Stage::Complete => "complete",
+        }
+    }
+
+    /// Parses a stage name.
+    pub fn parse(s: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Position in the order (also the value of the `cutover_stage` gauge).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The side that holds the truth: its write comes first and its result is the caller's.
+    pub fn authoritative(self) -> Backend {
+        if self >= Stage::Live {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// The side reads are served from (always the authoritative one).
+    pub fn read_side(self) -> Backend {
+        self.authoritative()
+    }
+
+    /// The side writes are copied to, if any.
+    pub fn secondary(self) -> Option<Backend> {
+        match self {
+            Stage::Off | Stage::Complete => None,
+            Stage::DualWrite | Stage::Shadow => Some(Backend::Postgres),
+            Stage::Live | Stage::Rampdown => Some(Backend::Sqlite),
+        }
+    }
+
+    /// Whether reads are also run on the other side and compared.
+    pub fn shadows_reads(self) -> bool {
+        matches!(self, Stage::Shadow | Stage::Live)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Stage {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Stage> {
+        Stage::parse(s).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "unknown stage {s:?}; expected one of off, dualwrite, shadow, live, rampdown, complete"
+            ))
+        })
+    }
+}
+
+/// The stage row as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageState {
+    /// Current stage.
+    pub stage: Stage,
+    /// Bumped on every change; watchers compare it.
+    pub version: i64,
+    /// Who made the last change.
+    pub changed_by: Option<String>,
+    /// Whether the last change overrode the gates.
+    pub forced: bool,
+}
+
+/// The NOTIFY channel stage changes are announced on.
+pub const CHANNEL: &str = "cutover_stage";
+
+/// Reads the current stage.
+pub async fn get(pool: &PgPool) -> Result<StageState> {
+    let row: (String, i64, Option<String>, bool) =
+        sqlx::query_as("SELECT stage, version, changed_by, forced FROM cutover.state")
+            .fetch_one(pool)
+            .await?;
+    Ok(StageState {
+        stage: Stage::parse(&row.0).ok_or_else(|| {
+            Error::InvalidArgument(format!("cutover.state holds an unknown stage {:?}", row.0))
+        })?,
+        version: row.1,
+        changed_by: row.2,
+        forced: row.3,
+    })
+}
+
+/// What the gates into `live` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GoLive {
+    /// Every table's backfill checkpoint is complete.
+    pub backfill_complete: bool,
+    /// Entries waiting in the outboxes (both sides, where known).
+    pub outbox_pending: i64,
+    /// The last `cutover verify` found no divergence (None: never ran).
+    pub last_verify_clean: Option<bool>,
+}
+
+impl GoLive {
+    /// Reasons the move is refused; empty when it may go ahead.
+    pub fn blockers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if !self.backfill_complete {
+            v.push("the backfill is not complete (run `cutover backfill`)".to_string());
+        }
+        if self.outbox_pending > 0 {
+            v.push(format!(
+                "{} outbox entries are still pending (wait for the replayer)",
+                self.outbox_pending
+            ));
+        }
+        match self.last_verify_clean {
+            None => v.push("no verify has run (run `cutover verify`)".to_string()),
+            Some(false) => v.push(
+                "the last verify found divergence (run `cutover verify --repair`)".to_string(),
+            ),
+            Some(true) => {}
+        }
+        v
+    }
+}
+
+/// Checks the gates into `live` on PostgreSQL; `extra_pending` adds outbox
+/// entries kept elsewhere (the SQLite side's outbox).
+pub async fn go_live_check(pool: &PgPool, extra_pending: i64) -> Result<GoLive> {
+    let tables = crate::tables::ALL.len() as i64;
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.checkpoints WHERE completed")
+        .fetch_one(pool)
+        .await?;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.outbox")
+        .fetch_one(pool)
+        .await?;
+    let last: Option<bool> =
+        sqlx::query_scalar("SELECT clean FROM cutover.verify_runs WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(GoLive {
+        backfill_complete: done >= tables,
+        outbox_pending: pending + extra_pending,
+        last_verify_clean: last,
+    })
+}
+
+/// A requested stage change.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Target stage.
+    pub to: Stage,
+    /// Override the gates into `live`.
+    pub force: bool,
+    /// Who asks (recorded).
+    pub by: String,
+    /// Outbox entries kept outside PostgreSQL (SQLite side), counted by the gate.
+    pub extra_pending: i64,
+}
+
+/// Changes the stage, checking the gates; returns the new state. Rolling
+/// back to any earlier stage is always allowed.
+pub async fn set(pool: &PgPool, change: &Change) -> Result<StageState> {
+    let mut tx = pool.begin().await?;
+    // Serialises concurrent changes.
+    let (cur, version): (String, i64) =
+        sqlx::query_as("SELECT stage, version FROM cutover.state FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+    let from = Stage::parse(&cur).unwrap_or(Stage::Off);
+    let crosses_into_live = from < Stage::Live && change.to >= Stage::Live;
+    let mut forced = false;
+    if crosses_into_live {
+        let check = go_live_check(pool, change.extra_pending).await?;
+        let blockers = check.blockers();
+        if !blockers.is_empty() {
+            if change.force {
+                forced = true;
+                tracing::warn!(from = %from, to = %change.to, blockers = ?blockers, "stage change FORCED past the go-live gates");
+            } else {
+                return Err(Error::InvalidArgument(format!(
+                    "refusing to move from {from} to {}: {}; pass --force to override",
+                    change.to,
+                    blockers.join("; ")
+                )));
+            }
+        }
+    }
+    let new_version = version + 1;
+    sqlx::query(
+        "UPDATE cutover.state SET stage = $1, version = $2, changed_at = now(), changed_by = $3, forced = $4",
+    )
+    .bind(change.to.as_str())
+    .bind(new_version)
+    .bind(&change.by)
+    .bind(forced)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO cutover.stage_history (from_stage, to_stage, forced, changed_by) VALUES ($1, $2, $3, $4)")
+        .bind(from.as_str())
+        .bind(change.to.as_str())
+        .bind(forced)
+        .bind(&change.by)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(format!("{}:{new_version}", change.to))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(from = %from, to = %change.to, forced, by = %change.by, "stage changed");
+    Ok(StageState {
+        stage: change.to,
+        version: new_version,
+        changed_by: Some(change.by.clone()),
+        forced,
+    })
+}
+
+/// Watches the stage: LISTEN for changes, poll every `poll` as a fallback,
+/// call `on_change` with each new state (in version order), until `shutdown`.
+pub async fn watch<F, Fut>(
+    pool: PgPool,
+    poll: Duration,
+    mut current_version: i64,
+    mut on_change: F,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    F: FnMut(StageState) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    tokio::pin!(shutdown);
+    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    loop {
+        if listener.is_none() {
+            if let Ok(mut l) = sqlx::postgres::PgListener::connect_with(&pool).await {
+                if l.listen(CHANNEL).await.is_ok() {
+                    listener = Some(l);
+                }
+            }
+        }
+        // Wait for a notification, the poll tick, or shutdown.
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.try_recv().await.map(|_| ()).map_err(|_| ()),
+                None => {
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            r = notified => {
+                if r.is_err() {
+                    listener = None;
+                }
+            }
+            _ = tokio::time::sleep(poll) => {}
+        }
+        if let Ok(state) = get(&pool).await {
+            if state.version != current_version {
+                current_version = state.version;
+                on_change(state).await;
+            }
+        }
+    }
+}
