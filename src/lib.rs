@@ -17,10 +17,12 @@
 //!   and the store factory.
 //! - `error`: the one error enum.
 
+pub mod changes;
 pub mod convert;
 pub mod error;
 pub mod image;
 pub mod model;
+pub mod outbox;
 pub mod pg;
 pub mod row;
 pub mod settings;

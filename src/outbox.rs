@@ -1,0 +1,154 @@
+//! The outbox: keys changed on the authoritative side, not yet applied to
+//! the other.
+//!
+//! While SQLite is authoritative the entries live in the SQLite file (table
+//! `_cutover_outbox`, added beside the legacy tables, which stay untouched);
+//! while PostgreSQL is authoritative they live in `cutover.outbox`. An entry
+//! is written in the same transaction as the change it describes, so an
+//! acknowledged write always has either its copy on the other side or its
+//! entry here. An entry's side tells the direction of its apply.
+
+use crate::changes::Change;
+use crate::error::{Backend, Result};
+
+/// The SQLite outbox table (created when the dual store opens the file).
+pub const SQLITE_DDL: &str = "CREATE TABLE IF NOT EXISTS _cutover_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name TEXT NOT NULL,
+    row_key TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX IF NOT EXISTS _cutover_outbox_key ON _cutover_outbox (table_name, row_key);";
+
+/// One pending entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Entry id (increasing in commit order on its side).
+    pub id: i64,
+    /// Which outbox it is in (the side that changed).
+    pub side: Backend,
+    /// Changed row.
+    pub change: Change,
+}
+
+fn table_name(name: &str) -> &'static str {
+    crate::tables::by_name(name).map(|t| t.name).unwrap_or("unknown")
+}
+
+/// Records changes inside a SQLite transaction.
+pub fn sqlite_record(conn: &rusqlite::Connection, changes: &[Change]) -> Result<()> {
+    let mut stmt = conn.prepare_cached("INSERT INTO _cutover_outbox (table_name, row_key) VALUES (?1, ?2)")?;
+    for c in changes {
+        stmt.execute((c.table, &c.key))?;
+    }
+    Ok(())
+}
+
+/// Records changes inside a PostgreSQL transaction.
+pub async fn pg_record(conn: &mut sqlx::PgConnection, changes: &[Change]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let tables: Vec<&str> = changes.iter().map(|c| c.table).collect();
+    let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO cutover.outbox (table_name, row_key)
+         SELECT * FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS u(t, k, n) ORDER BY n",
+    )
+    .bind(&tables)
+    .bind(&keys)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Number of pending SQLite entries (0 when the table does not exist yet).
+pub fn sqlite_pending(conn: &rusqlite::Connection) -> Result<i64> {
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_cutover_outbox'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(0);
+    }
+    Ok(conn.query_row("SELECT count(*) FROM _cutover_outbox", [], |r| r.get(0))?)
+}
+
+/// Number of pending PostgreSQL entries.
+pub async fn pg_pending(pool: &sqlx::PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM cutover.outbox").fetch_one(pool).await?)
+}
+
+/// The oldest `limit` SQLite entries.
+pub fn sqlite_fetch(conn: &rusqlite::Connection, limit: i64) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached("SELECT id, table_name, row_key FROM _cutover_outbox ORDER BY id LIMIT ?1")?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (id, t, k) = r?;
+        out.push(Entry {
+            id,
+            side: Backend::Sqlite,
+            change: Change::new(table_name(&t), k),
+        });
+    }
+    Ok(out)
+}
+
+/// The oldest `limit` PostgreSQL entries.
+pub async fn pg_fetch(pool: &sqlx::PgPool, limit: i64) -> Result<Vec<Entry>> {
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT id, table_name, row_key FROM cutover.outbox ORDER BY id LIMIT $1")
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, t, k)| Entry {
+            id,
+            side: Backend::Postgres,
+            change: Change::new(table_name(&t), k),
+        })
+        .collect())
+}
+
+/// Highest SQLite entry id for a key (None when nothing is pending for it).
+pub fn sqlite_high_water(conn: &rusqlite::Connection, c: &Change) -> Result<Option<i64>> {
+    Ok(conn.query_row(
+        "SELECT max(id) FROM _cutover_outbox WHERE table_name = ?1 AND row_key = ?2",
+        (c.table, &c.key),
+        |r| r.get(0),
+    )?)
+}
+
+/// Highest PostgreSQL entry id for a key.
+pub async fn pg_high_water(pool: &sqlx::PgPool, c: &Change) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT max(id) FROM cutover.outbox WHERE table_name = $1 AND row_key = $2")
+            .bind(c.table)
+            .bind(&c.key)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Clears a key's SQLite entries up to `upto` (entries added later stay).
+pub fn sqlite_clear(conn: &rusqlite::Connection, c: &Change, upto: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM _cutover_outbox WHERE table_name = ?1 AND row_key = ?2 AND id <= ?3")?
+        .execute((c.table, &c.key, upto))?;
+    Ok(())
+}
+
+/// Clears a key's PostgreSQL entries up to `upto`.
+pub async fn pg_clear(pool: &sqlx::PgPool, c: &Change, upto: i64) -> Result<()> {
+    sqlx::query("DELETE FROM cutover.outbox WHERE table_name = $1 AND row_key = $2 AND id <= $3")
+        .bind(c.table)
+        .bind(&c.key)
+        .bind(upto)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
