@@ -32,12 +32,15 @@ pub struct Entry {
 }
 
 fn table_name(name: &str) -> &'static str {
-    crate::tables::by_name(name).map(|t| t.name).unwrap_or("unknown")
+    crate::tables::by_name(name)
+        .map(|t| t.name)
+        .unwrap_or("unknown")
 }
 
 /// Records changes inside a SQLite transaction.
 pub fn sqlite_record(conn: &rusqlite::Connection, changes: &[Change]) -> Result<()> {
-    let mut stmt = conn.prepare_cached("INSERT INTO _cutover_outbox (table_name, row_key) VALUES (?1, ?2)")?;
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO _cutover_outbox (table_name, row_key) VALUES (?1, ?2)")?;
     for c in changes {
         stmt.execute((c.table, &c.key))?;
     }
@@ -77,14 +80,22 @@ pub fn sqlite_pending(conn: &rusqlite::Connection) -> Result<i64> {
 
 /// Number of pending PostgreSQL entries.
 pub async fn pg_pending(pool: &sqlx::PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM cutover.outbox").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM cutover.outbox")
+        .fetch_one(pool)
+        .await?)
 }
 
 /// The oldest `limit` SQLite entries.
 pub fn sqlite_fetch(conn: &rusqlite::Connection, limit: i64) -> Result<Vec<Entry>> {
-    let mut stmt = conn.prepare_cached("SELECT id, table_name, row_key FROM _cutover_outbox ORDER BY id LIMIT ?1")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, table_name, row_key FROM _cutover_outbox ORDER BY id LIMIT ?1",
+    )?;
     let rows = stmt.query_map([limit], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
     })?;
     let mut out = Vec::new();
     for r in rows {
@@ -126,19 +137,21 @@ pub fn sqlite_high_water(conn: &rusqlite::Connection, c: &Change) -> Result<Opti
 
 /// Highest PostgreSQL entry id for a key.
 pub async fn pg_high_water(pool: &sqlx::PgPool, c: &Change) -> Result<Option<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT max(id) FROM cutover.outbox WHERE table_name = $1 AND row_key = $2")
-            .bind(c.table)
-            .bind(&c.key)
-            .fetch_one(pool)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT max(id) FROM cutover.outbox WHERE table_name = $1 AND row_key = $2",
     )
+    .bind(c.table)
+    .bind(&c.key)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Clears a key's SQLite entries up to `upto` (entries added later stay).
 pub fn sqlite_clear(conn: &rusqlite::Connection, c: &Change, upto: i64) -> Result<()> {
-    conn.prepare_cached("DELETE FROM _cutover_outbox WHERE table_name = ?1 AND row_key = ?2 AND id <= ?3")?
-        .execute((c.table, &c.key, upto))?;
+    conn.prepare_cached(
+        "DELETE FROM _cutover_outbox WHERE table_name = ?1 AND row_key = ?2 AND id <= ?3",
+    )?
+    .execute((c.table, &c.key, upto))?;
     Ok(())
 }
 

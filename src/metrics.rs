@@ -1,0 +1,110 @@
+//! Metric names (DESIGN §8) and the Prometheus exporter.
+//!
+//! Everything is recorded through the `metrics` facade, so the library works
+//! with whatever recorder the application installs; `install_exporter`
+//! installs the Prometheus one and serves it over HTTP.
+
+use std::net::SocketAddr;
+
+use crate::error::{Error, Result};
+
+/// Current stage index (0 off … 5 complete).
+pub const STAGE: &str = "cutover_stage";
+/// Store call latency, by `op` and `backend`.
+pub const OP_DURATION: &str = "cutover_op_duration_seconds";
+/// Failed applies to the non-authoritative side, by `op` and `table`.
+pub const SECONDARY_WRITE_FAILURES: &str = "cutover_secondary_write_failures_total";
+/// Outbox entries waiting.
+pub const OUTBOX_PENDING: &str = "cutover_outbox_pending";
+/// Shadow comparisons, by `op` and `outcome` (match, mismatch, lag_resolved, error, skipped).
+pub const SHADOW_COMPARISONS: &str = "cutover_shadow_comparisons_total";
+/// Shadow mismatches, by `op`, `table` and `kind` (missing, extra, field).
+pub const SHADOW_MISMATCHES: &str = "cutover_shadow_mismatches_total";
+/// Backfilled rows, by `table` and `outcome` (copied, rejected).
+pub const BACKFILL_ROWS: &str = "cutover_backfill_rows_total";
+/// Rows left to backfill, by `table`.
+pub const BACKFILL_REMAINING: &str = "cutover_backfill_remaining";
+/// Divergent rows found by the last verify, by `table` and `kind`.
+pub const VERIFY_DIVERGENT_ROWS: &str = "cutover_verify_divergent_rows";
+/// 1 while the store has fallen back to SQLite.
+pub const FALLBACK_ACTIVE: &str = "cutover_fallback_active";
+/// Pause of an authority flip (new writes held), seconds.
+pub const FLIP_PAUSE: &str = "cutover_flip_pause_seconds";
+/// Outbox entries applied by the replayer, by `side`.
+pub const OUTBOX_REPLAYED: &str = "cutover_outbox_replayed_total";
+
+/// Registers help texts for every metric.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        STAGE,
+        "Current migration stage (0 off, 1 dualwrite, 2 shadow, 3 live, 4 rampdown, 5 complete)"
+    );
+    describe_histogram!(
+        OP_DURATION,
+        Unit::Seconds,
+        "Store call latency by operation and backend"
+    );
+    describe_counter!(
+        SECONDARY_WRITE_FAILURES,
+        "Failed writes to the non-authoritative side (kept in the outbox)"
+    );
+    describe_gauge!(
+        OUTBOX_PENDING,
+        "Outbox entries not yet applied to the other side"
+    );
+    describe_counter!(SHADOW_COMPARISONS, "Shadow read comparisons by outcome");
+    describe_counter!(
+        SHADOW_MISMATCHES,
+        "Shadow read mismatches by table and kind"
+    );
+    describe_counter!(BACKFILL_ROWS, "Rows handled by the backfill by outcome");
+    describe_gauge!(BACKFILL_REMAINING, "Rows left to backfill per table");
+    describe_gauge!(
+        VERIFY_DIVERGENT_ROWS,
+        "Divergent rows found by the last verify"
+    );
+    describe_gauge!(
+        FALLBACK_ACTIVE,
+        "1 while PostgreSQL is unreachable and SQLite serves as authoritative"
+    );
+    describe_histogram!(
+        FLIP_PAUSE,
+        Unit::Seconds,
+        "Time new writes were held during an authority flip"
+    );
+    describe_counter!(
+        OUTBOX_REPLAYED,
+        "Outbox entries applied by the background replayer"
+    );
+}
+
+/// The default exporter address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
+
+/// Installs the Prometheus recorder and serves `/metrics` on `addr`.
+/// Returns a handle that renders the current metrics (for reports and tests).
+pub fn install_exporter(addr: SocketAddr) -> Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        )
+        .map_err(|e| Error::Config(format!("metrics buckets: {e}")))?;
+    let (recorder, exporter) = builder
+        .build()
+        .map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|_| Error::Config("a metrics recorder is already installed".into()))?;
+    tokio::spawn(async move {
+        if let Err(e) = exporter.await {
+            tracing::warn!(error = ?e, "metrics exporter stopped");
+        }
+    });
+    describe();
+    Ok(handle)
+}
