@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod pg;
+pub mod pgserver;
 pub mod row;
 pub mod settings;
 pub mod shadow;
