@@ -246,6 +246,7 @@ pub fn generate(path: &Path, options: &GenerateOptions) -> Result<GenerateReport
         dirty: options.dirty,
         planted: BTreeMap::new(),
         rows: BTreeMap::new(),
+        forced: BTreeMap::new(),
         text: String::new(),
     };
     g.fill(&tx, options)?;
@@ -372,6 +373,7 @@ struct Gen {
     dirty: f64,
     planted: BTreeMap<(&'static str, &'static str, Messy), u64>,
     rows: BTreeMap<&'static str, u64>,
+    forced: BTreeMap<&'static str, usize>,
     text: String,
 }
 
@@ -434,9 +436,23 @@ impl Gen {
         render_timestamp(ms, form)
     }
 
-    /// With probability `dirty`, one of `choices` for this row.
-    fn messy(&mut self, choices: &[(&'static str, Messy)]) -> Option<(&'static str, Messy)> {
-        if self.dirty > 0.0 && !choices.is_empty() && self.rng.random_bool(self.dirty) {
+    /// With probability `dirty`, one of `choices` for this row of `table`.
+    /// The first rows of a table take the choices in turn, so that every
+    /// kind appears even in a small file.
+    fn messy(
+        &mut self,
+        table: &'static str,
+        choices: &[(&'static str, Messy)],
+    ) -> Option<(&'static str, Messy)> {
+        if self.dirty <= 0.0 || choices.is_empty() {
+            return None;
+        }
+        let forced = self.forced.entry(table).or_default();
+        if *forced < choices.len() {
+            *forced += 1;
+            return Some(choices[*forced - 1]);
+        }
+        if self.rng.random_bool(self.dirty) {
             Some(self.pick(choices))
         } else {
             None
@@ -657,7 +673,7 @@ impl Gen {
             let spoil = if collide && (i == 0 || i == o.users - 1) {
                 None
             } else {
-                self.messy(&[
+                self.messy(t.name, &[
                     ("last_scraped", Messy::GarbageTimestamp),
                     ("created_at", Messy::GarbageTimestamp),
                     ("profile_data", Messy::EmptyJson),
@@ -766,7 +782,7 @@ impl Gen {
                 V::Text(meta.clone()),
                 self.timestamp(DB_TS),
             ];
-            match self.messy(&[
+            match self.messy(t.name, &[
                 ("created_at", Messy::GarbageTimestamp),
                 ("created_in_db", Messy::GarbageTimestamp),
                 ("is_reply", Messy::BooleanWord),
@@ -835,7 +851,7 @@ impl Gen {
                     V::Text(style),
                     self.timestamp(DB_TS),
                 ];
-                match self.messy(&[
+                match self.messy(t.name, &[
                     ("traits", Messy::EmptyJson),
                     ("interests", Messy::TruncatedJson),
                     ("communication_style", Messy::JsonNulEscape),
@@ -890,7 +906,7 @@ impl Gen {
                 V::Text(responses),
                 self.timestamp(DB_TS),
             ];
-            match self.messy(&[
+            match self.messy(tp.name, &[
                 ("current_command_index", Messy::IntegerText),
                 ("current_command_index", Messy::IntegralReal),
                 ("current_command_index", Messy::OutOfRangeInteger),
@@ -915,7 +931,7 @@ impl Gen {
                         self.pick(EMOJI)
                     )),
                 ];
-                match self.messy(&[
+                match self.messy(tc.name, &[
                     ("completed_at", Messy::GarbageTimestamp),
                     ("completion_data", Messy::EmptyJson),
                     ("completion_data", Messy::TruncatedJson),
@@ -974,7 +990,7 @@ impl Gen {
                 V::Int(uses.len() as i64),
                 self.timestamp(DB_TS),
             ];
-            match self.messy(&[
+            match self.messy(tcode.name, &[
                 ("usage_count", Messy::IntegerText),
                 ("usage_count", Messy::IntegralReal),
                 ("usage_count", Messy::OutOfRangeInteger),
@@ -994,7 +1010,7 @@ impl Gen {
                     V::Text(referred.clone()),
                     used_at.clone(),
                 ];
-                if let Some((col, kind)) = self.messy(&[("used_at", Messy::GarbageTimestamp)]) {
+                if let Some((col, kind)) = self.messy(ttrack.name, &[("used_at", Messy::GarbageTimestamp)]) {
                     self.spoil(ttrack, &mut row, col, kind);
                 }
                 self.insert(tracking, ttrack, &row)?;
@@ -1004,7 +1020,7 @@ impl Gen {
                     V::Text(referred),
                     used_at,
                 ];
-                match self.messy(&[
+                match self.messy(tlog.name, &[
                     ("used_at", Messy::GarbageTimestamp),
                     ("referral_code", Messy::Orphan),
                 ]) {
@@ -1090,7 +1106,7 @@ impl Gen {
                 },
                 error.map_or(V::Null, V::Text),
             ];
-            match self.messy(&[
+            match self.messy(tq.name, &[
                 ("status", Messy::BadStatus),
                 ("priority", Messy::IntegerText),
                 ("priority", Messy::IntegralReal),
@@ -1148,13 +1164,15 @@ impl Gen {
                         V::Null
                     },
                 ];
+                // The second list is a prefix of the first, so the rows that
+                // take the choices in turn cover them all in any order.
                 let choices: &[(&str, Messy)] = if done {
                     &[
                         ("job_id", Messy::Orphan),
                         ("status", Messy::BadStatus),
+                        ("tweet_count", Messy::OutOfRangeInteger),
                         ("tweet_count", Messy::IntegerText),
                         ("tweet_count", Messy::IntegralReal),
-                        ("tweet_count", Messy::OutOfRangeInteger),
                         ("result", Messy::EmptyJson),
                         ("result", Messy::TruncatedJson),
                         ("result", Messy::JsonNulEscape),
@@ -1167,7 +1185,7 @@ impl Gen {
                         ("tweet_count", Messy::OutOfRangeInteger),
                     ]
                 };
-                match self.messy(choices) {
+                match self.messy(tc.name, choices) {
                     Some((col, Messy::Orphan)) => {
                         row[index_of(tc, col)] = V::Int(1_000_000_000 + chunk_id);
                         self.plant(tc.name, col, Messy::Orphan);
