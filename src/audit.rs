@@ -146,7 +146,10 @@ fn key_of(cell: &Cell) -> Option<String> {
 }
 
 fn convert_key(column: &'static Column, raw: Raw<'_>) -> Option<String> {
-    row::convert_value(column, raw).ok().as_ref().and_then(key_of)
+    row::convert_value(column, raw)
+        .ok()
+        .as_ref()
+        .and_then(key_of)
 }
 
 /// Per policy: the accepted keys of referenced tables, so a child of a
@@ -186,7 +189,13 @@ pub fn audit(path: &Path) -> Result<AuditReport> {
     let mut states: [PolicyState; 2] = Default::default();
     let mut out = Vec::new();
     for t in tables::ALL {
-        out.push(audit_table(&conn, t, &referenced, &mut present, &mut states)?);
+        out.push(audit_table(
+            &conn,
+            t,
+            &referenced,
+            &mut present,
+            &mut states,
+        )?);
     }
     Ok(AuditReport {
         path: path.display().to_string(),
@@ -205,7 +214,11 @@ fn contested_values(conn: &Connection, t: &'static Table) -> Result<Vec<(usize, 
             .enumerate()
             .find(|(_, c)| c.name == *name)
             .expect("key columns are columns");
-        let canon = if column.kind == Kind::Int { "integer" } else { "text" };
+        let canon = if column.kind == Kind::Int {
+            "integer"
+        } else {
+            "text"
+        };
         let sql = format!(
             "SELECT {name} FROM {} WHERE typeof({name}) NOT IN ('{canon}', 'null')",
             t.name
@@ -256,7 +269,10 @@ fn audit_table(
         .iter()
         .map(|f| {
             (
-                t.columns.iter().position(|c| c.name == f.column).expect("fk column"),
+                t.columns
+                    .iter()
+                    .position(|c| c.name == f.column)
+                    .expect("fk column"),
                 f.parent_table,
             )
         })
@@ -294,7 +310,11 @@ fn audit_table(
         };
         if let Err(errs) = &strict {
             for e in errs {
-                let i = t.columns.iter().position(|c| c.name == e.column).expect("column");
+                let i = t
+                    .columns
+                    .iter()
+                    .position(|c| c.name == e.column)
+                    .expect("column");
                 *columns[i].invalid.entry(e.reason.as_str()).or_default() += 1;
             }
         }
@@ -350,10 +370,12 @@ fn audit_table(
                 Ok(c) => c,
             };
             let state = &mut states[p];
-            let orphan = fk_index.iter().any(|&(i, parent)| match key_of(&converted.cells[i]) {
-                None => false,
-                Some(k) => !state.accepted.get(parent).is_some_and(|s| s.contains(&k)),
-            });
+            let orphan = fk_index
+                .iter()
+                .any(|&(i, parent)| match key_of(&converted.cells[i]) {
+                    None => false,
+                    Some(k) => !state.accepted.get(parent).is_some_and(|s| s.contains(&k)),
+                });
             if orphan {
                 reject(pred, RejectReason::Orphan);
                 continue;
@@ -409,8 +431,8 @@ impl fmt::Display for AuditReport {
             writeln!(f, "{} ({} rows)", t.table, t.rows)?;
             writeln!(
                 f,
-                "  {:<22} {:<9} {:<34} {:<44} {}",
-                "column", "kind", "typeof", "valid forms", "invalid"
+                "  {:<22} {:<9} {:<34} {:<44} invalid",
+                "column", "kind", "typeof", "valid forms"
             )?;
             for c in &t.columns {
                 let mut forms = c.timestamp_formats.clone();

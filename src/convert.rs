@@ -234,10 +234,13 @@ fn parse_time(s: &str) -> Option<(NaiveTime, &str)> {
     // Check the bytes before slicing: a multi-byte character inside
     // `HH:MM:SS` would otherwise put a slice end inside it (a panic).
     if b.len() < 8
-        || !b[..8]
-            .iter()
-            .enumerate()
-            .all(|(i, c)| if i == 2 || i == 5 { *c == b':' } else { c.is_ascii_digit() })
+        || !b[..8].iter().enumerate().all(|(i, c)| {
+            if i == 2 || i == 5 {
+                *c == b':'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
     {
         return None;
     }

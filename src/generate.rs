@@ -327,7 +327,18 @@ const WORDS: &[&str] = &[
     "long", "day", "tomorrow", "never", "always", "maybe", "open", "source", "sql", "learn",
 ];
 const EMOJI: &[&str] = &[
-    "😀", "🚀", "🔥", "❤️", "👍🏽", "🇫🇷", "👨‍👩‍👧", "🎉", "☕", "🤔", "✨", "🙏🏿",
+    "😀",
+    "🚀",
+    "🔥",
+    "❤️",
+    "👍🏽",
+    "🇫🇷",
+    "👨‍👩‍👧",
+    "🎉",
+    "☕",
+    "🤔",
+    "✨",
+    "🙏🏿",
 ];
 const RTL: &[&str] = &["مرحبا", "بالعالم", "شكرا", "שלום", "עולם", "תודה", "سلام"];
 const COMBINING: &[&str] = &[
@@ -496,9 +507,9 @@ impl Gen {
                 }
                 V::Text(s[..cut.max(1)].to_string())
             }
-            Messy::JsonNulEscape => V::Text(
-                r#"{"note":"copied from a C string\u0000","v":1}"#.to_string(),
-            ),
+            Messy::JsonNulEscape => {
+                V::Text(r#"{"note":"copied from a C string\u0000","v":1}"#.to_string())
+            }
             Messy::NulChar => {
                 let mut b = current.text_bytes();
                 let at = self.char_boundary(&b);
@@ -508,7 +519,8 @@ impl Gen {
             Messy::InvalidUtf8 => {
                 let mut b = current.text_bytes();
                 let at = self.char_boundary(&b);
-                let bad: &[u8] = self.pick(&[&b"\xff"[..], b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80"]);
+                let bad: &[u8] =
+                    self.pick(&[&b"\xff"[..], b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80"]);
                 b.splice(at..at, bad.iter().copied());
                 V::Bytes(b)
             }
@@ -624,7 +636,12 @@ impl Gen {
         Ok(())
     }
 
-    fn users(&mut self, stmt: &mut Statement<'_>, o: &GenerateOptions, collide: bool) -> Result<()> {
+    fn users(
+        &mut self,
+        stmt: &mut Statement<'_>,
+        o: &GenerateOptions,
+        collide: bool,
+    ) -> Result<()> {
         let t = &tables::USERS;
         for i in 0..o.users {
             let name = self.pick(NAMES);
@@ -673,16 +690,19 @@ impl Gen {
             let spoil = if collide && (i == 0 || i == o.users - 1) {
                 None
             } else {
-                self.messy(t.name, &[
-                    ("last_scraped", Messy::GarbageTimestamp),
-                    ("created_at", Messy::GarbageTimestamp),
-                    ("profile_data", Messy::EmptyJson),
-                    ("profile_data", Messy::TruncatedJson),
-                    ("profile_data", Messy::JsonNulEscape),
-                    ("profile_picture_url", Messy::NulChar),
-                    ("profile_picture_url", Messy::InvalidUtf8),
-                    ("username", Messy::LongUsername),
-                ])
+                self.messy(
+                    t.name,
+                    &[
+                        ("last_scraped", Messy::GarbageTimestamp),
+                        ("created_at", Messy::GarbageTimestamp),
+                        ("profile_data", Messy::EmptyJson),
+                        ("profile_data", Messy::TruncatedJson),
+                        ("profile_data", Messy::JsonNulEscape),
+                        ("profile_picture_url", Messy::NulChar),
+                        ("profile_picture_url", Messy::InvalidUtf8),
+                        ("username", Messy::LongUsername),
+                    ],
+                )
             };
             match spoil {
                 Some((col, Messy::LongUsername)) => {
@@ -741,9 +761,18 @@ impl Gen {
                 self.rng.random_range(0..3_000),
                 self.rng.random_range(0..500),
                 self.pick(&["en", "ar", "he", "fr", "ja", "und"]),
-                self.pick(&["Twitter Web App", "Twitter for iPhone", "Twitter for Android", "TweetDeck"]),
+                self.pick(&[
+                    "Twitter Web App",
+                    "Twitter for iPhone",
+                    "Twitter for Android",
+                    "TweetDeck"
+                ]),
                 self.rng.random_ratio(1, 50),
-                if is_reply { id - self.rng.random_range(1..1_000_000) } else { id },
+                if is_reply {
+                    id - self.rng.random_range(1..1_000_000)
+                } else {
+                    id
+                },
             );
             meta.push_str(r#""entities":{"hashtags":["#);
             for (k, h) in tt.hashtags.iter().enumerate() {
@@ -782,20 +811,23 @@ impl Gen {
                 V::Text(meta.clone()),
                 self.timestamp(DB_TS),
             ];
-            match self.messy(t.name, &[
-                ("created_at", Messy::GarbageTimestamp),
-                ("created_in_db", Messy::GarbageTimestamp),
-                ("is_reply", Messy::BooleanWord),
-                ("is_reply", Messy::BooleanWord),
-                ("is_reply", Messy::InvalidBoolean),
-                ("metadata", Messy::EmptyJson),
-                ("metadata", Messy::TruncatedJson),
-                ("metadata", Messy::JsonNulEscape),
-                ("text", Messy::NulChar),
-                ("text", Messy::InvalidUtf8),
-                ("user_id", Messy::Orphan),
-                ("id", Messy::NullKey),
-            ]) {
+            match self.messy(
+                t.name,
+                &[
+                    ("created_at", Messy::GarbageTimestamp),
+                    ("created_in_db", Messy::GarbageTimestamp),
+                    ("is_reply", Messy::BooleanWord),
+                    ("is_reply", Messy::BooleanWord),
+                    ("is_reply", Messy::InvalidBoolean),
+                    ("metadata", Messy::EmptyJson),
+                    ("metadata", Messy::TruncatedJson),
+                    ("metadata", Messy::JsonNulEscape),
+                    ("text", Messy::NulChar),
+                    ("text", Messy::InvalidUtf8),
+                    ("user_id", Messy::Orphan),
+                    ("id", Messy::NullKey),
+                ],
+            ) {
                 Some((col, Messy::Orphan)) => {
                     row[index_of(t, col)] = V::Text(self.orphan_user());
                     self.plant(t.name, col, Messy::Orphan);
@@ -828,7 +860,12 @@ impl Gen {
                     self.rng.random::<f64>(),
                     self.rng.random::<f64>(),
                     self.rng.random::<f64>(),
-                    self.pick(&["curious and direct", "calm, détaillé", "enthousiaste 🎉", "حذر ومتأمل"]),
+                    self.pick(&[
+                        "curious and direct",
+                        "calm, détaillé",
+                        "enthousiaste 🎉",
+                        "حذر ومتأمل"
+                    ]),
                 );
                 let interests = format!(
                     r#"["{}","{}","{}"]"#,
@@ -851,13 +888,16 @@ impl Gen {
                     V::Text(style),
                     self.timestamp(DB_TS),
                 ];
-                match self.messy(t.name, &[
-                    ("traits", Messy::EmptyJson),
-                    ("interests", Messy::TruncatedJson),
-                    ("communication_style", Messy::JsonNulEscape),
-                    ("analyzed_at", Messy::GarbageTimestamp),
-                    ("user_id", Messy::Orphan),
-                ]) {
+                match self.messy(
+                    t.name,
+                    &[
+                        ("traits", Messy::EmptyJson),
+                        ("interests", Messy::TruncatedJson),
+                        ("communication_style", Messy::JsonNulEscape),
+                        ("analyzed_at", Messy::GarbageTimestamp),
+                        ("user_id", Messy::Orphan),
+                    ],
+                ) {
                     Some((col, Messy::Orphan)) => {
                         row[index_of(t, col)] = V::Text(self.orphan_user());
                         self.plant(t.name, col, Messy::Orphan);
@@ -906,17 +946,19 @@ impl Gen {
                 V::Text(responses),
                 self.timestamp(DB_TS),
             ];
-            match self.messy(tp.name, &[
-                ("current_command_index", Messy::IntegerText),
-                ("current_command_index", Messy::IntegralReal),
-                ("current_command_index", Messy::OutOfRangeInteger),
-                ("completed_commands", Messy::EmptyJson),
-                ("completed_commands", Messy::TruncatedJson),
-                ("command_responses", Messy::JsonNulEscape),
-                ("last_updated", Messy::GarbageTimestamp),
-            ]) {
-                Some((col, kind)) => self.spoil(tp, &mut row, col, kind),
-                None => {}
+            if let Some((col, kind)) = self.messy(
+                tp.name,
+                &[
+                    ("current_command_index", Messy::IntegerText),
+                    ("current_command_index", Messy::IntegralReal),
+                    ("current_command_index", Messy::OutOfRangeInteger),
+                    ("completed_commands", Messy::EmptyJson),
+                    ("completed_commands", Messy::TruncatedJson),
+                    ("command_responses", Messy::JsonNulEscape),
+                    ("last_updated", Messy::GarbageTimestamp),
+                ],
+            ) {
+                self.spoil(tp, &mut row, col, kind);
             }
             self.insert(progress, tp, &row)?;
 
@@ -931,14 +973,16 @@ impl Gen {
                         self.pick(EMOJI)
                     )),
                 ];
-                match self.messy(tc.name, &[
-                    ("completed_at", Messy::GarbageTimestamp),
-                    ("completion_data", Messy::EmptyJson),
-                    ("completion_data", Messy::TruncatedJson),
-                    ("completion_data", Messy::JsonNulEscape),
-                ]) {
-                    Some((col, kind)) => self.spoil(tc, &mut row, col, kind),
-                    None => {}
+                if let Some((col, kind)) = self.messy(
+                    tc.name,
+                    &[
+                        ("completed_at", Messy::GarbageTimestamp),
+                        ("completion_data", Messy::EmptyJson),
+                        ("completion_data", Messy::TruncatedJson),
+                        ("completion_data", Messy::JsonNulEscape),
+                    ],
+                ) {
+                    self.spoil(tc, &mut row, col, kind);
                 }
                 self.insert(completion, tc, &row)?;
             }
@@ -990,14 +1034,16 @@ impl Gen {
                 V::Int(uses.len() as i64),
                 self.timestamp(DB_TS),
             ];
-            match self.messy(tcode.name, &[
-                ("usage_count", Messy::IntegerText),
-                ("usage_count", Messy::IntegralReal),
-                ("usage_count", Messy::OutOfRangeInteger),
-                ("created_at", Messy::GarbageTimestamp),
-            ]) {
-                Some((col, kind)) => self.spoil(tcode, &mut row, col, kind),
-                None => {}
+            if let Some((col, kind)) = self.messy(
+                tcode.name,
+                &[
+                    ("usage_count", Messy::IntegerText),
+                    ("usage_count", Messy::IntegralReal),
+                    ("usage_count", Messy::OutOfRangeInteger),
+                    ("created_at", Messy::GarbageTimestamp),
+                ],
+            ) {
+                self.spoil(tcode, &mut row, col, kind);
             }
             self.insert(codes, tcode, &row)?;
             for r in uses {
@@ -1010,7 +1056,9 @@ impl Gen {
                     V::Text(referred.clone()),
                     used_at.clone(),
                 ];
-                if let Some((col, kind)) = self.messy(ttrack.name, &[("used_at", Messy::GarbageTimestamp)]) {
+                if let Some((col, kind)) =
+                    self.messy(ttrack.name, &[("used_at", Messy::GarbageTimestamp)])
+                {
                     self.spoil(ttrack, &mut row, col, kind);
                 }
                 self.insert(tracking, ttrack, &row)?;
@@ -1020,10 +1068,13 @@ impl Gen {
                     V::Text(referred),
                     used_at,
                 ];
-                match self.messy(tlog.name, &[
-                    ("used_at", Messy::GarbageTimestamp),
-                    ("referral_code", Messy::Orphan),
-                ]) {
+                match self.messy(
+                    tlog.name,
+                    &[
+                        ("used_at", Messy::GarbageTimestamp),
+                        ("referral_code", Messy::Orphan),
+                    ],
+                ) {
                     Some((col, Messy::Orphan)) => {
                         row[index_of(tlog, col)] =
                             V::Text(format!("GONE{}", alnum(&mut self.rng, 8)));
@@ -1106,16 +1157,18 @@ impl Gen {
                 },
                 error.map_or(V::Null, V::Text),
             ];
-            match self.messy(tq.name, &[
-                ("status", Messy::BadStatus),
-                ("priority", Messy::IntegerText),
-                ("priority", Messy::IntegralReal),
-                ("priority", Messy::OutOfRangeInteger),
-                ("created_at", Messy::GarbageTimestamp),
-                ("error", Messy::NulChar),
-            ]) {
-                Some((col, kind)) => self.spoil(tq, &mut row, col, kind),
-                None => {}
+            if let Some((col, kind)) = self.messy(
+                tq.name,
+                &[
+                    ("status", Messy::BadStatus),
+                    ("priority", Messy::IntegerText),
+                    ("priority", Messy::IntegralReal),
+                    ("priority", Messy::OutOfRangeInteger),
+                    ("created_at", Messy::GarbageTimestamp),
+                    ("error", Messy::NulChar),
+                ],
+            ) {
+                self.spoil(tq, &mut row, col, kind);
             }
             self.insert(queue, tq, &row)?;
 

@@ -231,7 +231,11 @@ proptest! {
 fn multibyte_character_inside_the_time_is_refused_not_a_panic() {
     // Byte 7 starts a two-byte character: slicing the seconds at byte 8
     // would cut it.
-    for s in ["2018-10-10 00:00:0é", "2018-10-10T20:19:2é.5Z", "2018-10-10 1é:00:00"] {
+    for s in [
+        "2018-10-10 00:00:0é",
+        "2018-10-10T20:19:2é.5Z",
+        "2018-10-10 1é:00:00",
+    ] {
         let e = convert::timestamp("created_at", Raw::Text(s.as_bytes())).unwrap_err();
         assert_eq!(e.reason, RejectReason::InvalidTimestamp, "{s}");
     }

@@ -161,13 +161,19 @@ fn audit_finds_every_planted_value_in_its_column() {
     // All four legacy timestamp forms occur.
     let created = audit.table("tweets").unwrap().column("created_at").unwrap();
     for form in ["sql_datetime", "iso8601", "twitter", "epoch_millis"] {
-        assert!(created.timestamp_formats.get(form).copied().unwrap_or(0) > 0, "{form}");
+        assert!(
+            created.timestamp_formats.get(form).copied().unwrap_or(0) > 0,
+            "{form}"
+        );
     }
     // The blob twin of user '12345' collides under both policies.
     let users = audit.table("users").unwrap();
     for policy in [Policy::RejectRow, Policy::NullAndRecord] {
         assert_eq!(
-            users.prediction(policy).rejected_by_reason.get("unique_violation"),
+            users
+                .prediction(policy)
+                .rejected_by_reason
+                .get("unique_violation"),
             Some(&report.planted_total(Messy::KeyCollision)),
             "{policy:?}"
         );
@@ -198,7 +204,10 @@ fn predictions_account_for_every_row() {
     let tweets = audit.table("tweets").unwrap();
     let planted_orphans = tweets.orphans["user_id"];
     let predicted = tweets.prediction(Policy::RejectRow).rejected_by_reason["orphan"];
-    assert!(predicted > planted_orphans, "{predicted} <= {planted_orphans}");
+    assert!(
+        predicted > planted_orphans,
+        "{predicted} <= {planted_orphans}"
+    );
 }
 
 #[test]

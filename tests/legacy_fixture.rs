@@ -169,7 +169,10 @@ async fn legacy_values_read_back_exactly() {
             reason,
             ..
         }) => {
-            assert_eq!((table, key.as_str(), column), ("tweets", "bad-json", "metadata"));
+            assert_eq!(
+                (table, key.as_str(), column),
+                ("tweets", "bad-json", "metadata")
+            );
             assert_eq!(reason, RejectReason::InvalidJson);
         }
         other => panic!("an empty JSON text must be an InvalidValue error, got {other:?}"),
@@ -232,7 +235,11 @@ async fn opening_the_store_leaves_the_legacy_rows_as_they_are() {
             let mut stmt = conn
                 .prepare(&format!("SELECT {cols} FROM {} ORDER BY rowid", t.name))
                 .unwrap();
-            out.extend(stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap));
+            out.extend(
+                stmt.query_map([], |r| r.get::<_, String>(0))
+                    .unwrap()
+                    .map(Result::unwrap),
+            );
         }
         out
     };
@@ -258,7 +265,11 @@ fn fixture_rows_convert_under_the_backfill_rules() {
     let mut rejected = Vec::new();
     for t in cutover::tables::ALL {
         let mut stmt = conn
-            .prepare(&format!("SELECT {} FROM {} ORDER BY rowid", t.column_list(), t.name))
+            .prepare(&format!(
+                "SELECT {} FROM {} ORDER BY rowid",
+                t.column_list(),
+                t.name
+            ))
             .unwrap();
         let mut rows = stmt.query([]).unwrap();
         let mut n = 0;
@@ -271,7 +282,10 @@ fn fixture_rows_convert_under_the_backfill_rules() {
                 Ok(c) => {
                     if t.name == "users" && c.cells[0] == Cell::Text("1003".into()) {
                         assert_eq!(c.cells[4], Cell::Timestamp(utc(2024, 3, 1, 12, 34, 56, 0)));
-                        assert_eq!(c.cells[5], Cell::Timestamp(utc(2018, 10, 10, 20, 19, 24, 0)));
+                        assert_eq!(
+                            c.cells[5],
+                            Cell::Timestamp(utc(2018, 10, 10, 20, 19, 24, 0))
+                        );
                     }
                 }
                 Err(errs) => rejected.push((t.name, row::key_text(raws[0]), errs[0].reason)),

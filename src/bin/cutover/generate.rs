@@ -51,8 +51,7 @@ pub async fn run(_cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
             p.push(suffix);
             let p = PathBuf::from(p);
             if p.exists() {
-                std::fs::remove_file(&p)
-                    .with_context(|| format!("removing {}", p.display()))?;
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
             }
         }
     }
@@ -64,8 +63,7 @@ pub async fn run(_cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     };
     let out = args.out.clone();
     let started = Instant::now();
-    let report =
-        tokio::task::spawn_blocking(move || generate::generate(&out, &options)).await??;
+    let report = tokio::task::spawn_blocking(move || generate::generate(&out, &options)).await??;
     let elapsed = started.elapsed();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
