@@ -240,6 +240,12 @@ pub fn generate(path: &Path, options: &GenerateOptions) -> Result<GenerateReport
          PRAGMA cache_size = -200000;",
     )?;
     conn.execute_batch(crate::sqlite::LEGACY_SCHEMA)?;
+    // Secondary indexes are built once at the end (a sort) rather than kept
+    // up to date row by row; running the schema again recreates them with
+    // the very same SQL text, so the file's schema is the legacy one.
+    for index in legacy_indexes(&conn)? {
+        conn.execute_batch(&format!("DROP INDEX {index}"))?;
+    }
     let tx = conn.transaction()?;
     let mut g = Gen {
         rng: StdRng::seed_from_u64(options.seed),
@@ -251,6 +257,7 @@ pub fn generate(path: &Path, options: &GenerateOptions) -> Result<GenerateReport
     };
     g.fill(&tx, options)?;
     tx.commit()?;
+    conn.execute_batch(crate::sqlite::LEGACY_SCHEMA)?;
     conn.execute_batch("PRAGMA journal_mode = DELETE;")?;
     drop(conn);
 
@@ -270,6 +277,18 @@ pub fn generate(path: &Path, options: &GenerateOptions) -> Result<GenerateReport
             })
             .collect(),
     })
+}
+
+/// The explicitly created indexes of the legacy schema (not the automatic
+/// ones behind PRIMARY KEY and UNIQUE).
+fn legacy_indexes(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+    )?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
 }
 
 /// A value to bind, owned; `Bytes` is TEXT whose bytes need not be UTF-8.
