@@ -2,7 +2,7 @@
 //! (`cutover audit`).
 //!
 //! The audit reads the SQLite file (opened read-only) once, table by table
-//! in `tables::ALL` order, streaming rows by rowid. Each row is judged by
+//! in `tables::ALL` order, streaming rows in rowid batches. Each row is judged by
 //! `row::convert_row`, the very function the backfill uses, under both
 //! policies, and then checked the way PostgreSQL will check it: its parents
 //! must have been accepted (a child of a rejected or missing parent is an
@@ -26,6 +26,9 @@ use crate::convert::{self, Raw, RejectReason};
 use crate::error::{Error, Result};
 use crate::row::{self, Cell, Policy};
 use crate::tables::{self, Column, Kind, Table};
+
+/// Rows read per statement.
+const BATCH: usize = 5000;
 
 /// The policies the audit predicts, in report order.
 pub const POLICIES: [Policy; 2] = [Policy::RejectRow, Policy::NullAndRecord];
@@ -291,117 +294,134 @@ fn audit_table(
         })
         .collect();
 
-    let sql = format!("SELECT {} FROM {} ORDER BY rowid", t.column_list(), t.name);
+    // Batches by rowid, each its own statement: between batches no read
+    // lock is held, so the application keeps writing to a live file while
+    // a large table is audited (at the price of a snapshot per batch).
+    let sql = format!(
+        "SELECT rowid, {} FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {BATCH}",
+        t.column_list(),
+        t.name
+    );
     let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query([])?;
     let mut count = 0u64;
-    while let Some(r) = rows.next()? {
-        count += 1;
-        let raws = (0..t.columns.len())
-            .map(|i| r.get_ref(i).map(Raw::from))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut last = i64::MIN;
+    loop {
+        let mut in_batch = 0;
+        let mut rows = stmt.query([last])?;
+        while let Some(r) = rows.next()? {
+            count += 1;
+            in_batch += 1;
+            last = r.get(0)?;
+            let raws = (0..t.columns.len())
+                .map(|i| r.get_ref(i + 1).map(Raw::from))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
 
-        // The default policy's verdict also gives every bad value: under
-        // RejectRow each problem is fatal and all of them are returned.
-        let strict = row::convert_row(t, &raws, Policy::RejectRow);
-        let bad_columns: Vec<&'static str> = match &strict {
-            Ok(_) => Vec::new(),
-            Err(errs) => errs.iter().map(|e| e.column).collect(),
-        };
-        if let Err(errs) = &strict {
-            for e in errs {
-                let i = t
-                    .columns
-                    .iter()
-                    .position(|c| c.name == e.column)
-                    .expect("column");
-                *columns[i].invalid.entry(e.reason.as_str()).or_default() += 1;
-            }
-        }
-        for (i, (c, raw)) in t.columns.iter().zip(&raws).enumerate() {
-            let stats = &mut columns[i];
-            *stats.types.entry(raw.type_name()).or_default() += 1;
-            if *raw == Raw::Null || bad_columns.contains(&c.name) {
-                continue;
-            }
-            if c.kind == Kind::Timestamp {
-                if let Some(f) = convert::timestamp_format(*raw) {
-                    *stats.timestamp_formats.entry(f.as_str()).or_default() += 1;
+            // The default policy's verdict also gives every bad value: under
+            // RejectRow each problem is fatal and all of them are returned.
+            let strict = row::convert_row(t, &raws, Policy::RejectRow);
+            let bad_columns: Vec<&'static str> = match &strict {
+                Ok(_) => Vec::new(),
+                Err(errs) => errs.iter().map(|e| e.column).collect(),
+            };
+            if let Err(errs) = &strict {
+                for e in errs {
+                    let i = t
+                        .columns
+                        .iter()
+                        .position(|c| c.name == e.column)
+                        .expect("column");
+                    *columns[i].invalid.entry(e.reason.as_str()).or_default() += 1;
                 }
             }
-            if !canonical(c.kind, raw.type_name()) {
-                *stats.converted_from.entry(raw.type_name()).or_default() += 1;
-            }
-        }
-
-        if is_parent {
-            if let Some(k) = convert_key(&t.columns[key_index], raws[key_index]) {
-                present.entry(t.name).or_default().insert(k);
-            }
-        }
-        for &(i, parent) in &fk_index {
-            if raws[i] == Raw::Null {
-                continue;
-            }
-            if let Some(k) = convert_key(&t.columns[i], raws[i]) {
-                if !present.get(parent).is_some_and(|s| s.contains(&k)) {
-                    *orphans.get_mut(t.columns[i].name).expect("fk column") += 1;
-                }
-            }
-        }
-
-        for (p, policy) in POLICIES.iter().enumerate() {
-            // RejectRow and NullAndRecord only differ on rows with a bad value.
-            let verdict = match (&strict, policy) {
-                (Ok(c), _) => Ok(c.clone()),
-                (Err(e), Policy::RejectRow) => Err(e.clone()),
-                (Err(_), _) => row::convert_row(t, &raws, *policy),
-            };
-            let pred = &mut predictions[p];
-            let reject = |pred: &mut Prediction, reason: RejectReason| {
-                pred.rejected += 1;
-                *pred.rejected_by_reason.entry(reason.as_str()).or_default() += 1;
-            };
-            let converted = match verdict {
-                Err(errs) => {
-                    reject(pred, errs[0].reason);
+            for (i, (c, raw)) in t.columns.iter().zip(&raws).enumerate() {
+                let stats = &mut columns[i];
+                *stats.types.entry(raw.type_name()).or_default() += 1;
+                if *raw == Raw::Null || bad_columns.contains(&c.name) {
                     continue;
                 }
-                Ok(c) => c,
-            };
-            let state = &mut states[p];
-            let orphan = fk_index
-                .iter()
-                .any(|&(i, parent)| match key_of(&converted.cells[i]) {
-                    None => false,
-                    Some(k) => !state.accepted.get(parent).is_some_and(|s| s.contains(&k)),
-                });
-            if orphan {
-                reject(pred, RejectReason::Orphan);
-                continue;
-            }
-            let mine: Vec<(usize, String)> = contested
-                .iter()
-                .filter_map(|(i, set)| {
-                    key_of(&converted.cells[*i])
-                        .filter(|k| set.contains(k))
-                        .map(|k| (*i, k))
-                })
-                .collect();
-            if mine.iter().any(|c| claims[p].contains(c)) {
-                reject(pred, RejectReason::UniqueViolation);
-                continue;
-            }
-            claims[p].extend(mine);
-            pred.copied += 1;
-            for e in &converted.nulled {
-                *pred.nulled_by_reason.entry(e.reason.as_str()).or_default() += 1;
-            }
-            if is_parent {
-                if let Some(k) = key_of(&converted.cells[key_index]) {
-                    state.accepted.entry(t.name).or_default().insert(k);
+                if c.kind == Kind::Timestamp {
+                    if let Some(f) = convert::timestamp_format(*raw) {
+                        *stats.timestamp_formats.entry(f.as_str()).or_default() += 1;
+                    }
+                }
+                if !canonical(c.kind, raw.type_name()) {
+                    *stats.converted_from.entry(raw.type_name()).or_default() += 1;
                 }
             }
+
+            if is_parent {
+                if let Some(k) = convert_key(&t.columns[key_index], raws[key_index]) {
+                    present.entry(t.name).or_default().insert(k);
+                }
+            }
+            for &(i, parent) in &fk_index {
+                if raws[i] == Raw::Null {
+                    continue;
+                }
+                if let Some(k) = convert_key(&t.columns[i], raws[i]) {
+                    if !present.get(parent).is_some_and(|s| s.contains(&k)) {
+                        *orphans.get_mut(t.columns[i].name).expect("fk column") += 1;
+                    }
+                }
+            }
+
+            for (p, policy) in POLICIES.iter().enumerate() {
+                // RejectRow and NullAndRecord only differ on rows with a bad value.
+                let verdict = match (&strict, policy) {
+                    (Ok(c), _) => Ok(c.clone()),
+                    (Err(e), Policy::RejectRow) => Err(e.clone()),
+                    (Err(_), _) => row::convert_row(t, &raws, *policy),
+                };
+                let pred = &mut predictions[p];
+                let reject = |pred: &mut Prediction, reason: RejectReason| {
+                    pred.rejected += 1;
+                    *pred.rejected_by_reason.entry(reason.as_str()).or_default() += 1;
+                };
+                let converted = match verdict {
+                    Err(errs) => {
+                        reject(pred, errs[0].reason);
+                        continue;
+                    }
+                    Ok(c) => c,
+                };
+                let state = &mut states[p];
+                let orphan =
+                    fk_index
+                        .iter()
+                        .any(|&(i, parent)| match key_of(&converted.cells[i]) {
+                            None => false,
+                            Some(k) => !state.accepted.get(parent).is_some_and(|s| s.contains(&k)),
+                        });
+                if orphan {
+                    reject(pred, RejectReason::Orphan);
+                    continue;
+                }
+                let mine: Vec<(usize, String)> = contested
+                    .iter()
+                    .filter_map(|(i, set)| {
+                        key_of(&converted.cells[*i])
+                            .filter(|k| set.contains(k))
+                            .map(|k| (*i, k))
+                    })
+                    .collect();
+                if mine.iter().any(|c| claims[p].contains(c)) {
+                    reject(pred, RejectReason::UniqueViolation);
+                    continue;
+                }
+                claims[p].extend(mine);
+                pred.copied += 1;
+                for e in &converted.nulled {
+                    *pred.nulled_by_reason.entry(e.reason.as_str()).or_default() += 1;
+                }
+                if is_parent {
+                    if let Some(k) = key_of(&converted.cells[key_index]) {
+                        state.accepted.entry(t.name).or_default().insert(k);
+                    }
+                }
+            }
+        }
+        if in_batch < BATCH {
+            break;
         }
     }
     Ok(TableAudit {
