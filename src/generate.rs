@@ -233,6 +233,15 @@ pub fn generate(path: &Path, options: &GenerateOptions) -> Result<GenerateReport
             path.display()
         )));
     }
+    let result = fill_file(path, options);
+    if result.is_err() {
+        // A half-written file would only be refused by the next run.
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+fn fill_file(path: &Path, options: &GenerateOptions) -> Result<GenerateReport> {
     let mut conn = Connection::open(path)?;
     // The file is new and private until generate returns: no journal needed,
     // and without one a million rows go in several times faster. rusqlite's
