@@ -255,3 +255,62 @@ fn audit_does_not_change_the_file() {
     assert_eq!(json["tables"].as_array().unwrap().len(), 10);
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+#[test]
+fn a_clean_database_is_consistent() {
+    let dir = TempDir::new();
+    let path = dir.file("clean.db");
+    generate::generate(
+        &path,
+        &GenerateOptions {
+            dirty: 0.0,
+            ..options(4)
+        },
+    )
+    .unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    // Referral counters match their log; every redemption has both rows.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM referral_codes c WHERE usage_count != \
+             (SELECT count(*) FROM referral_usage_log l WHERE l.referral_code = c.code)"
+        ),
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM referral_tracking"),
+        count("SELECT count(*) FROM referral_usage_log")
+    );
+    assert!(count("SELECT count(*) FROM referral_usage_log") > 0);
+    // Every job has its chunks, and the four statuses occur.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM analysis_queue q WHERE total_chunks != \
+             (SELECT count(*) FROM analysis_chunks c WHERE c.job_id = q.job_id)"
+        ),
+        0
+    );
+    assert_eq!(
+        count("SELECT count(DISTINCT status) FROM analysis_queue"),
+        4
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM analysis_queue WHERE status = 'completed' \
+             AND processed_chunks != total_chunks"
+        ),
+        0
+    );
+    // No orphans at all when nothing is dirty.
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check").unwrap();
+    let violations = stmt.query_map([], |_| Ok(())).unwrap().count();
+    assert_eq!(violations, 0);
+    // Tweet texts are 40..=280 characters, with non-ASCII in many of them.
+    assert!(count("SELECT min(length(text)) FROM tweets") >= 40);
+    assert!(count("SELECT max(length(text)) FROM tweets") <= 280);
+    assert!(
+        count("SELECT count(*) FROM tweets WHERE length(text) != length(CAST(text AS BLOB))")
+            > 1000
+    );
+}
