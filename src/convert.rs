@@ -231,17 +231,20 @@ fn is_integer_text(s: &str) -> bool {
 /// unless the extra digits are zero, since storing them would round.
 fn parse_time(s: &str) -> Option<(NaiveTime, &str)> {
     let b = s.as_bytes();
-    if b.len() < 8 || b[2] != b':' || b[5] != b':' {
+    // Check the bytes before slicing: a multi-byte character inside
+    // `HH:MM:SS` would otherwise put a slice end inside it (a panic).
+    if b.len() < 8
+        || !b[..8].iter().enumerate().all(|(i, c)| {
+            if i == 2 || i == 5 {
+                *c == b':'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+    {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = &s[r];
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
+    let num = |r: std::ops::Range<usize>| -> Option<u32> { s[r].parse().ok() };
     let (h, m, sec) = (num(0..2)?, num(3..5)?, num(6..8)?);
     let mut rest = &s[8..];
     let mut micros = 0u32;

@@ -13,13 +13,17 @@
 //! - `pg`: `PgStore`, PostgreSQL through a sqlx pool; the schema migrations.
 //! - `convert`: legacy SQLite values → domain values, exactly or rejected.
 //! - `tables`: the ten tables' shapes, described once.
+//! - `generate`: a legacy database with realistic and messy rows (`cutover generate`).
+//! - `audit`: what a legacy file holds and what each policy would copy or reject.
 //! - `settings`: connection settings (flags > environment > `.env.migration`)
 //!   and the store factory.
 //! - `error`: the one error enum.
 
+pub mod audit;
 pub mod changes;
 pub mod convert;
 pub mod error;
+pub mod generate;
 pub mod image;
 pub mod metrics;
 pub mod model;

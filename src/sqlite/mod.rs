@@ -4,6 +4,7 @@
 //! maps native errors into the shared `DbErrorKind`.
 
 mod error;
+mod row;
 mod store;
 
 pub use store::{SqliteOptions, SqliteStore};
