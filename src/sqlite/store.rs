@@ -16,12 +16,15 @@
 
 use std::cmp::Ordering;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
+use crate::changes::{self, Change};
 use crate::convert::format_timestamp;
 use crate::error::{Backend, Error, Result};
 use crate::model::*;
@@ -48,6 +51,7 @@ impl Default for SqliteOptions {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: tokio_rusqlite::Connection,
+    outbox: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -83,7 +87,33 @@ impl SqliteStore {
             Ok(())
         })
         .await?;
-        Ok(Self { conn })
+        conn.call(|c| install_change_capture(c)).await?;
+        Ok(Self {
+            conn,
+            outbox: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Switches outbox recording on or off: when on, every write records the
+    /// keys it changed in `_cutover_outbox` inside its own transaction.
+    pub fn set_outbox(&self, on: bool) {
+        self.outbox.store(on, AtomicOrdering::SeqCst);
+    }
+
+    /// Whether writes record their changes in the outbox.
+    pub fn outbox_enabled(&self) -> bool {
+        self.outbox.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Creates the outbox table beside the legacy tables (they stay untouched).
+    pub async fn ensure_outbox(&self) -> Result<()> {
+        Ok(self
+            .conn
+            .call(|c| -> Result<()> {
+                c.execute_batch(crate::outbox::SQLITE_DDL)?;
+                Ok(())
+            })
+            .await?)
     }
 
     /// The underlying connection (for the backfill and export).
@@ -107,16 +137,77 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        Ok(self
+        let outbox = self.outbox.clone();
+        let (out, changed) = self
             .conn
-            .call(move |c| -> Result<R> {
+            .call(move |c| -> Result<(R, Vec<Change>)> {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute_batch("UPDATE temp._cutover_capture SET active = 1")?;
                 let out = f(&tx)?;
+                let changed = take_changes(&tx)?;
+                if outbox.load(AtomicOrdering::SeqCst) {
+                    crate::outbox::sqlite_record(&tx, &changed)?;
+                }
                 tx.commit()?;
-                Ok(out)
+                Ok((out, changed))
             })
-            .await?)
+            .await?;
+        changes::report(changed);
+        Ok(out)
     }
+}
+
+/// Installs, for this connection only, triggers that note the key of every
+/// row a write inserts, updates or deletes. They are TEMP triggers: nothing
+/// is added to the legacy file, and the legacy application's own
+/// connections are unaffected. They note only while `write` runs (the flag
+/// in `temp._cutover_capture`), so the dual store's applies, which run on
+/// the same connection, are not mistaken for application writes.
+fn install_change_capture(c: &mut Connection) -> Result<()> {
+    let mut sql = String::from(
+        "CREATE TEMP TABLE IF NOT EXISTS _cutover_capture (active INTEGER NOT NULL);
+         INSERT INTO temp._cutover_capture SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM temp._cutover_capture);
+         CREATE TEMP TABLE IF NOT EXISTS _cutover_changes (seq INTEGER PRIMARY KEY, table_name TEXT NOT NULL, row_key ANY);",
+    );
+    for t in tables::ALL {
+        for (event, row) in [("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")] {
+            sql.push_str(&format!(
+                "CREATE TEMP TRIGGER IF NOT EXISTS _cutover_{table}_{ev} AFTER {event} ON main.{table}
+                 WHEN (SELECT active FROM temp._cutover_capture)
+                 BEGIN INSERT INTO _cutover_changes (table_name, row_key) VALUES ('{table}', {row}.{pk}); END;",
+                table = t.name,
+                ev = event.to_lowercase(),
+                pk = t.primary_key,
+            ));
+        }
+    }
+    c.execute_batch(&sql)?;
+    Ok(())
+}
+
+/// The changes noted during this write, in statement order (parents
+/// inserted before their children come first; children deleted first stay
+/// first), and stops noting.
+fn take_changes(tx: &Transaction<'_>) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached("SELECT table_name, row_key FROM temp._cutover_changes ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let table: String = r.get(0)?;
+            if let Some(t) = tables::by_name(&table) {
+                out.push(Change::new(
+                    t.name,
+                    crate::row::key_text(r.get_ref(1)?.into()),
+                ));
+            }
+        }
+    }
+    tx.execute_batch(
+        "DELETE FROM temp._cutover_changes; UPDATE temp._cutover_capture SET active = 0",
+    )?;
+    Ok(out)
 }
 
 /// How a timestamp is written: RFC 3339 UTC with microseconds.
