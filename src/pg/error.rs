@@ -1,4 +1,10 @@
 //! sqlx errors → the shared `Error`.
+//!
+//! SQLSTATEs become `DbErrorKind`s; `PoolTimedOut` becomes `Error::PoolTimeout`
+//! carrying the pool's configured limits (`PoolLimits::map`), so a caller can
+//! tell "the pool is exhausted" from "the database is down".
+
+use std::time::Duration;
 
 use crate::error::{Backend, DbErrorKind, Error};
 
@@ -27,12 +33,65 @@ pub(crate) fn kind(e: &sqlx::Error) -> DbErrorKind {
     }
 }
 
+/// The constraint a database error names, with its classification, when the
+/// failure is a constraint violation. Stores use it as the backstop for races
+/// that slip past their explicit checks (two transactions inserting the same
+/// key at once).
+pub(crate) fn violated_constraint(e: &sqlx::Error) -> Option<(DbErrorKind, &str)> {
+    match e {
+        sqlx::Error::Database(db) => {
+            let k = kind(e);
+            match k {
+                DbErrorKind::UniqueViolation
+                | DbErrorKind::ForeignKeyViolation
+                | DbErrorKind::CheckViolation
+                | DbErrorKind::NotNullViolation => db.constraint().map(|c| (k, c)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The configured pool limits, kept by the store so that a `PoolTimedOut`
+/// can be reported with the numbers an operator has to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolLimits {
+    /// Configured acquire timeout.
+    pub acquire_timeout: Duration,
+    /// Configured pool size.
+    pub max_connections: u32,
+}
+
+impl PoolLimits {
+    /// Maps a sqlx error, turning `PoolTimedOut` into `Error::PoolTimeout`.
+    pub(crate) fn map(&self, e: sqlx::Error) -> Error {
+        match e {
+            sqlx::Error::PoolTimedOut => Error::PoolTimeout {
+                backend: Backend::Postgres,
+                waited_ms: u64::try_from(self.acquire_timeout.as_millis()).unwrap_or(u64::MAX),
+                max_connections: self.max_connections,
+            },
+            other => other.into(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Error::Database {
-            backend: Backend::Postgres,
-            kind: kind(&e),
-            message: e.to_string(),
+        match e {
+            // Without the pool at hand the limits are unknown; `PoolLimits::map`
+            // is used wherever they are known, this keeps the variant right elsewhere.
+            sqlx::Error::PoolTimedOut => Error::PoolTimeout {
+                backend: Backend::Postgres,
+                waited_ms: 0,
+                max_connections: 0,
+            },
+            e => Error::Database {
+                backend: Backend::Postgres,
+                kind: kind(&e),
+                message: e.to_string(),
+            },
         }
     }
 }
