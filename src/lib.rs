@@ -16,9 +16,15 @@
 //! - `settings`: connection settings (flags > environment > `.env.migration`)
 //!   and the store factory.
 //! - `error`: the one error enum.
+//! - `verify`: both databases compared by per-range checksums of a canonical
+//!   row form, then row by row; `--repair`.
+//! - `export`: PostgreSQL → a new SQLite file in the legacy schema (the way back).
+//! - `backup`: a consistent online copy of the live SQLite file.
 
+pub mod backup;
 pub mod convert;
 pub mod error;
+pub mod export;
 pub mod model;
 pub mod pg;
 pub mod row;
@@ -26,6 +32,7 @@ pub mod settings;
 pub mod sqlite;
 pub mod store;
 pub mod tables;
+pub mod verify;
 
 pub use error::{Backend, DbErrorKind, Error, Result};
 pub use model::*;
