@@ -130,7 +130,11 @@ async fn equal_data_in_legacy_forms_verifies_clean_by_checksum() {
     // Every range agreed on its checksum: the canonical forms of legacy
     // timestamps and JSON are byte-identical to PostgreSQL's, no row shipped.
     for t in &r.tables {
-        assert_eq!(t.chunks_compared, 0, "{} ranges were compared row by row", t.table);
+        assert_eq!(
+            t.chunks_compared, 0,
+            "{} ranges were compared row by row",
+            t.table
+        );
     }
     let (clean, n): (bool, i64) = sqlx::query_as(
         "SELECT clean, divergent_rows FROM cutover.verify_runs ORDER BY id DESC LIMIT 1",
@@ -141,8 +145,17 @@ async fn equal_data_in_legacy_forms_verifies_clean_by_checksum() {
     assert!(clean);
     assert_eq!(n, 0);
 
-    let out = cli(&path, &db, &["verify", "--json", "--tables", "users,tweets"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        &path,
+        &db,
+        &["verify", "--json", "--tables", "users,tweets"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["clean"], true);
     assert_eq!(v["tables"].as_array().unwrap().len(), 2);
@@ -198,7 +211,11 @@ async fn divergences_are_named_rejects_accounted_and_repair_fixes_them() {
     assert_eq!(
         tw,
         vec![
-            (DivergenceKind::Field, "b01234".into(), vec!["created_at".into()]),
+            (
+                DivergenceKind::Field,
+                "b01234".into(),
+                vec!["created_at".into()]
+            ),
             (DivergenceKind::Missing, "t2".into(), vec![]),
             (DivergenceKind::Extra, "tx".into(), vec![]),
         ]
@@ -221,14 +238,24 @@ async fn divergences_are_named_rejects_accounted_and_repair_fixes_them() {
 
     // The binary: exit 1 and one parseable JSON object.
     let out = cli(&path, &db, &["verify", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["clean"], false);
     assert_eq!(v["divergent_rows"], 7);
 
     // Repair, through the binary, then a fresh verify is clean.
     let out = cli(&path, &db, &["verify", "--json", "--repair"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["repair"]["divergent_before"], 7);
     assert_eq!(v["repair"]["rows_deleted"], 2);
@@ -277,7 +304,8 @@ async fn with_postgres_authoritative_repair_rewrites_sqlite() {
     .await
     .unwrap();
     let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute("DELETE FROM referral_usage_log WHERE id = 1", []).unwrap();
+    c.execute("DELETE FROM referral_usage_log WHERE id = 1", [])
+        .unwrap();
     c.execute(
         "INSERT INTO tweets VALUES ('t8', 'u1', 'only legacy', '2020-01-01 00:00:00', NULL, 0, NULL, NULL)",
         [],
@@ -297,7 +325,11 @@ async fn with_postgres_authoritative_repair_rewrites_sqlite() {
     );
     assert_eq!(
         kinds(&r, "funnel_progress"),
-        vec![(DivergenceKind::Field, "u1".into(), vec!["current_command_index".into()])]
+        vec![(
+            DivergenceKind::Field,
+            "u1".into(),
+            vec!["current_command_index".into()]
+        )]
     );
     assert_eq!(
         kinds(&r, "referral_usage_log"),
@@ -319,7 +351,9 @@ async fn with_postgres_authoritative_repair_rewrites_sqlite() {
     assert_eq!(ts, "2025-01-02T03:04:05.678901Z");
     assert_eq!(reply, 1);
     let gone: i64 = c
-        .query_row("SELECT count(*) FROM tweets WHERE id = 't8'", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM tweets WHERE id = 't8'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(gone, 0);
 }
