@@ -183,6 +183,21 @@ async fn divergences_are_named_rejects_accounted_and_repair_fixes_them() {
     .execute(&pool)
     .await
     .unwrap();
+    // A row copied under null-and-record: NULL in PostgreSQL where SQLite
+    // holds a bad boolean, recorded with row_copied: not divergence.
+    c.execute(
+        "INSERT INTO tweets VALUES ('tnull', 'u1', 'bad bool', '2020-01-01 00:00:00', NULL, 'maybe', NULL, NULL)",
+        [],
+    )
+    .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO tweets VALUES ('tnull', 'u1', 'bad bool', '2020-01-01 00:00:00+00', NULL, NULL, NULL, NULL); \
+         INSERT INTO cutover.rejects (table_name, row_key, column_name, reason, policy, row_copied, original) \
+         VALUES ('tweets', 'tnull', 'is_reply', 'invalid_boolean', 'null-and-record', true, '{}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     // missing: t2 and chunk 2 gone from PostgreSQL; extra: tx and chunk 3 only there;
     // field: username of u1, traits of p1 (JSON), a bulk tweet's created_at.
     sqlx::raw_sql(
