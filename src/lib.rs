@@ -18,11 +18,28 @@
 //! - `settings`: connection settings (flags > environment > `.env.migration`)
 //!   and the store factory.
 //! - `error`: the one error enum.
+//! - `backfill`, `rejects`: the bulk copy SQLite → PostgreSQL and its rejects ledger.
+//! - `verify`: both databases compared table by table; repair.
+//! - `export`: PostgreSQL → a new legacy SQLite file (the way back).
+//! - `backup`: an online, consistent copy of the live SQLite file.
+//! - `image`, `changes`, `outbox`: row images on either side, the keys a
+//!   write changed, and the outboxes that record them.
+//! - `dual`, `shadow`, `stage`, `cutover`: the dual store, shadow-read
+//!   comparison, the stage and its persistence, the handle an application embeds.
+//! - `metrics`: metric names and the Prometheus exporter.
+//! - `pgserver`: a restartable throwaway PostgreSQL (demo, fault tests).
+//! - `demo`: the whole cutover under simulated traffic.
 
 pub mod audit;
+pub mod backfill;
+pub mod backup;
 pub mod changes;
 pub mod convert;
+pub mod cutover;
+pub mod demo;
+pub mod dual;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod image;
 pub mod metrics;
@@ -30,6 +47,7 @@ pub mod model;
 pub mod outbox;
 pub mod pg;
 pub mod pgserver;
+pub mod rejects;
 pub mod row;
 pub mod settings;
 pub mod shadow;
@@ -37,6 +55,7 @@ pub mod sqlite;
 pub mod stage;
 pub mod store;
 pub mod tables;
+pub mod verify;
 
 pub use error::{Backend, DbErrorKind, Error, Result};
 pub use model::*;

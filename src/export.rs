@@ -1,0 +1,205 @@
+//! `cutover export`: PostgreSQL → a new SQLite file in the legacy schema.
+//!
+//! This is the way back: the file it writes is what the old application
+//! opens. Tables are written parents first (`tables::ALL`), read from
+//! PostgreSQL in keyset pages and written one SQLite transaction per page,
+//! so memory stays bounded by the page. Values take the forms the SQLite
+//! store writes (timestamps RFC 3339 UTC with microseconds, booleans 0/1,
+//! JSON compact); serial ids are written explicitly and `sqlite_sequence`
+//! is set past the highest id (or PostgreSQL's sequence, when ahead), so the
+//! old application never reuses an id. The file is built as `PATH.partial`
+//! and renamed into place only when complete.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::settings::PgSettings;
+use crate::tables::{self, Table};
+use crate::verify::side::{self, legacy_value, Range};
+
+/// Rows read from PostgreSQL (and written to SQLite) per page.
+pub const PAGE_ROWS: i64 = 2000;
+
+/// One table's export.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedTable {
+    /// Table name.
+    pub table: &'static str,
+    /// Rows written.
+    pub rows: u64,
+    /// `sqlite_sequence` value set (serial tables with rows or a used sequence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<i64>,
+}
+
+/// The result of `cutover export`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// The file written.
+    pub out: PathBuf,
+    /// Per table, in the order written.
+    pub tables: Vec<ExportedTable>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+/// `PATH.partial`, where the file is built.
+pub fn partial_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Exports PostgreSQL to a new SQLite file at `out`; an existing file is
+/// refused unless `force`.
+pub async fn export(pg: &PgSettings, out: &Path, force: bool) -> Result<ExportReport> {
+    let started = Instant::now();
+    if out.exists() && !force {
+        return Err(Error::InvalidArgument(format!(
+            "{} already exists; choose another path or pass --force to replace it",
+            out.display()
+        )));
+    }
+    let partial = partial_path(out);
+    // A partial file is a previous run that did not finish: never trusted.
+    for p in [
+        partial.clone(),
+        PathBuf::from(format!("{}-journal", partial.display())),
+    ] {
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| Error::Io {
+                context: format!("removing the stale {}", p.display()),
+                source: e,
+            })?;
+        }
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(pg.connect_options())
+        .await?;
+    let conn = tokio_rusqlite::Connection::open(&partial).await?;
+    conn.call(|c| -> Result<()> {
+        c.execute_batch(crate::sqlite::LEGACY_SCHEMA)?;
+        Ok(())
+    })
+    .await?;
+
+    let mut report = Vec::new();
+    for &table in tables::ALL.iter() {
+        let rows = export_table(&pool, &conn, table).await?;
+        let sequence = if table.serial {
+            set_sequence(&pool, &conn, table).await?
+        } else {
+            None
+        };
+        tracing::info!(table = table.name, rows, "exported");
+        report.push(ExportedTable {
+            table: table.name,
+            rows,
+            sequence,
+        });
+    }
+    pool.close().await;
+    conn.close().await.map_err(|e| Error::Database {
+        backend: crate::Backend::Sqlite,
+        kind: crate::DbErrorKind::Other,
+        message: format!("closing {}: {e}", partial.display()),
+    })?;
+    std::fs::rename(&partial, out).map_err(|e| Error::Io {
+        context: format!("renaming {} to {}", partial.display(), out.display()),
+        source: e,
+    })?;
+    Ok(ExportReport {
+        out: out.to_path_buf(),
+        tables: report,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+async fn export_table(
+    pool: &sqlx::PgPool,
+    conn: &tokio_rusqlite::Connection,
+    table: &'static Table,
+) -> Result<u64> {
+    let mut range = Range::default();
+    let mut total = 0u64;
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        table.name,
+        table.column_list(),
+        (1..=table.columns.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    loop {
+        let page = side::pg_rows(pool, table, &range, Some(PAGE_ROWS)).await?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        range.lo = Some(last.clone());
+        let n = page.len();
+        let values: Vec<Vec<rusqlite::types::Value>> = page
+            .iter()
+            .map(|(_, cells)| cells.iter().map(legacy_value).collect())
+            .collect();
+        let sql = sql.clone();
+        conn.call(move |c| -> Result<()> {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(&sql)?;
+                for row in values {
+                    stmt.execute(rusqlite::params_from_iter(row))?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        total += n as u64;
+        if (n as i64) < PAGE_ROWS {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Sets `sqlite_sequence` for a serial table past both the highest id and
+/// PostgreSQL's sequence (ids handed out and then deleted stay unused).
+async fn set_sequence(
+    pool: &sqlx::PgPool,
+    conn: &tokio_rusqlite::Connection,
+    table: &'static Table,
+) -> Result<Option<i64>> {
+    let sql = format!(
+        "SELECT GREATEST((SELECT max({pk})::bigint FROM {t}), \
+         pg_sequence_last_value(pg_get_serial_sequence('{t}', '{pk}')::regclass))",
+        t = table.name,
+        pk = table.primary_key
+    );
+    let seq: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await?;
+    let Some(seq) = seq else {
+        return Ok(None);
+    };
+    let name = table.name;
+    conn.call(move |c| -> Result<()> {
+        let n = c.execute(
+            "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1",
+            rusqlite::params![name, seq],
+        )?;
+        if n == 0 {
+            c.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
+                rusqlite::params![name, seq],
+            )?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Some(seq))
+}

@@ -1,0 +1,658 @@
+//! `cutover verify`: compare both databases table by table, optionally repair.
+//!
+//! For each table: row counts; then the key space is cut into ranges of at
+//! most `chunk_rows` keys on either side, and each database computes a
+//! checksum of its rows' canonical form per range (`canonical`), next to the
+//! data, so agreeing ranges ship no rows. Only ranges whose checksums differ
+//! are read row by row and compared on domain values (JSON semantically,
+//! timestamps at microseconds): each divergent key is `missing` (on the
+//! authoritative side only), `extra` (on the other side only) or `field`
+//! (naming the columns). Legacy rows recorded in `cutover.rejects` as not
+//! copied are accounted for, not divergence.
+//!
+//! SQLite is authoritative until the stage is `live`, `rampdown` or
+//! `complete`. `--repair` rewrites divergent rows on the other side from
+//! the authoritative side's image (upsert, or delete an extra) and verifies
+//! again. Every run is recorded in `cutover.verify_runs`, whose last row
+//! gates the move to `live`.
+
+pub mod canonical;
+mod repair;
+pub mod side;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::error::{Backend, Error, Result};
+use crate::row::{convert_row, Cell, OwnedRaw, Policy};
+use crate::settings::PgSettings;
+use crate::tables::{self, Table};
+use canonical::SortKey;
+use side::{LegacyRow, Range};
+
+/// What to verify and how.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// The legacy SQLite file.
+    pub sqlite_path: PathBuf,
+    /// PostgreSQL.
+    pub postgres: PgSettings,
+    /// Only these tables (all when `None`).
+    pub tables: Option<Vec<String>>,
+    /// Rewrite divergent rows from the authoritative side, then verify again.
+    pub repair: bool,
+    /// Most keys per checksummed range on either side.
+    pub chunk_rows: i64,
+    /// Show a progress bar when stderr is a terminal.
+    pub progress: bool,
+    /// Most divergent (and rejected) keys listed per table in the report;
+    /// the counts are always exact.
+    pub max_listed: usize,
+}
+
+impl VerifyOptions {
+    /// Defaults: every table, no repair, 1000-key ranges, 100 keys listed.
+    pub fn new(sqlite_path: impl Into<PathBuf>, postgres: PgSettings) -> Self {
+        Self {
+            sqlite_path: sqlite_path.into(),
+            postgres,
+            tables: None,
+            repair: false,
+            chunk_rows: 1000,
+            progress: false,
+            max_listed: 100,
+        }
+    }
+}
+
+/// How a key diverges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DivergenceKind {
+    /// On the authoritative side only.
+    Missing,
+    /// On the other side only.
+    Extra,
+    /// On both, with different values.
+    Field,
+}
+
+impl DivergenceKind {
+    /// Every kind.
+    pub const ALL: [DivergenceKind; 3] = [Self::Missing, Self::Extra, Self::Field];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Extra => "extra",
+            Self::Field => "field",
+        }
+    }
+}
+
+/// One divergent row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Divergence {
+    /// The primary key, as text.
+    pub key: String,
+    /// How it diverges.
+    pub kind: DivergenceKind,
+    /// The differing columns (`field` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// Why it cannot be compared or repaired, when that is the case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One table's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    /// Table name.
+    pub table: &'static str,
+    /// Rows in SQLite.
+    pub sqlite_rows: i64,
+    /// Rows in PostgreSQL.
+    pub postgres_rows: i64,
+    /// Legacy rows absent from PostgreSQL because they were rejected.
+    pub rejected_rows: u64,
+    /// Ranges checksummed.
+    pub chunks: u64,
+    /// Ranges whose checksums differed (and were compared row by row).
+    pub chunks_compared: u64,
+    /// `missing` rows.
+    pub missing: u64,
+    /// `extra` rows.
+    pub extra: u64,
+    /// `field` rows.
+    pub field: u64,
+    /// The first divergent keys (up to `max_listed`).
+    pub divergences: Vec<Divergence>,
+    /// The first rejected keys (up to `max_listed`).
+    pub rejected: Vec<String>,
+}
+
+impl TableReport {
+    /// Divergent rows of this table.
+    pub fn divergent_rows(&self) -> u64 {
+        self.missing + self.extra + self.field
+    }
+}
+
+/// What `--repair` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairReport {
+    /// Divergent rows found before the repair.
+    pub divergent_before: u64,
+    /// Rows written (upserted) on the non-authoritative side.
+    pub rows_written: u64,
+    /// Rows deleted on the non-authoritative side.
+    pub rows_deleted: u64,
+    /// Divergent rows that could not be rewritten (the authoritative value
+    /// does not convert); they stay divergent.
+    pub unrepairable: u64,
+}
+
+/// The result of `cutover verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The stage read from `cutover.state`.
+    pub stage: String,
+    /// `sqlite` or `postgres`.
+    pub authoritative: &'static str,
+    /// Per table, in copy order.
+    pub tables: Vec<TableReport>,
+    /// Divergent rows over all tables (after the repair, when repairing).
+    pub divergent_rows: u64,
+    /// Rejected rows accounted for over all tables.
+    pub rejected_rows: u64,
+    /// True when no row diverges.
+    pub clean: bool,
+    /// Present when `--repair` ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairReport>,
+    /// The `cutover.verify_runs` id of this run.
+    pub run_id: Option<i64>,
+    /// Wall time of the whole run.
+    pub elapsed_ms: u64,
+}
+
+/// A rewrite that would remove one divergence.
+#[derive(Debug, Clone)]
+pub(crate) enum Fix {
+    /// Upsert the authoritative row image (cells in column order).
+    Upsert(&'static Table, Vec<Cell>),
+    /// Delete a row (its key as SQLite stores it, or as PostgreSQL does).
+    Delete(&'static Table, OwnedRaw),
+}
+
+/// Runs `cutover verify` (and the repair, when asked).
+pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let selected = select_tables(opts.tables.as_deref())?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts.postgres.connect_options())
+        .await?;
+    let stage: String = sqlx::query_scalar("SELECT stage FROM cutover.state")
+        .fetch_one(&pool)
+        .await?;
+    let authority = if matches!(stage.as_str(), "live" | "rampdown" | "complete") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    let sqlite = open_sqlite(opts).await?;
+
+    let (mut tables_out, fixes) = pass(opts, &pool, &sqlite, &selected, authority).await?;
+    let mut repair_report = None;
+    if opts.repair {
+        let before: u64 = tables_out.iter().map(TableReport::divergent_rows).sum();
+        let mut rr = RepairReport {
+            divergent_before: before,
+            ..Default::default()
+        };
+        if before > 0 {
+            let (written, deleted) = repair::apply(&pool, &sqlite, authority, &fixes).await?;
+            rr.rows_written = written;
+            rr.rows_deleted = deleted;
+            rr.unrepairable = before.saturating_sub(fixes.len() as u64);
+            tables_out = pass(opts, &pool, &sqlite, &selected, authority).await?.0;
+        }
+        repair_report = Some(rr);
+    }
+
+    let divergent_rows: u64 = tables_out.iter().map(TableReport::divergent_rows).sum();
+    let rejected_rows: u64 = tables_out.iter().map(|t| t.rejected_rows).sum();
+    for t in &tables_out {
+        for kind in DivergenceKind::ALL {
+            let n = match kind {
+                DivergenceKind::Missing => t.missing,
+                DivergenceKind::Extra => t.extra,
+                DivergenceKind::Field => t.field,
+            };
+            metrics::gauge!("cutover_verify_divergent_rows", "table" => t.table, "kind" => kind.as_str())
+                .set(n as f64);
+        }
+    }
+    let mut report = VerifyReport {
+        stage,
+        authoritative: authority.as_str(),
+        tables: tables_out,
+        divergent_rows,
+        rejected_rows,
+        clean: divergent_rows == 0,
+        repair: repair_report,
+        run_id: None,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    let json = serde_json::to_value(&report).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO cutover.verify_runs (started_at, finished_at, divergent_rows, clean, report) \
+         VALUES ($1, now(), $2, $3, $4) RETURNING id",
+    )
+    .bind(started_at)
+    .bind(divergent_rows as i64)
+    .bind(report.clean)
+    .bind(sqlx::types::Json(json))
+    .fetch_one(&pool)
+    .await?;
+    report.run_id = Some(id);
+    pool.close().await;
+    Ok(report)
+}
+
+fn select_tables(names: Option<&[String]>) -> Result<Vec<&'static Table>> {
+    match names {
+        None => Ok(tables::ALL.to_vec()),
+        Some(names) => {
+            for n in names {
+                if tables::by_name(n).is_none() {
+                    return Err(Error::InvalidArgument(format!(
+                        "unknown table {n:?}; the tables are {}",
+                        tables::ALL.map(|t| t.name).join(", ")
+                    )));
+                }
+            }
+            // Keep copy order whatever order they were given in.
+            Ok(tables::ALL
+                .into_iter()
+                .filter(|t| names.iter().any(|n| n == t.name))
+                .collect())
+        }
+    }
+}
+
+async fn open_sqlite(opts: &VerifyOptions) -> Result<tokio_rusqlite::Connection> {
+    if !opts.sqlite_path.exists() {
+        return Err(Error::Config(format!(
+            "the SQLite file {} does not exist",
+            opts.sqlite_path.display()
+        )));
+    }
+    let conn = tokio_rusqlite::Connection::open(&opts.sqlite_path).await?;
+    conn.call(|c| -> Result<()> {
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        canonical::register(c)?;
+        Ok(())
+    })
+    .await?;
+    Ok(conn)
+}
+
+/// Rejects of a table: row key → whether the row was copied (with NULLs).
+async fn rejects(pool: &PgPool, table: &Table) -> Result<HashMap<String, bool>> {
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT row_key, bool_and(row_copied) FROM cutover.rejects WHERE table_name = $1 GROUP BY row_key",
+    )
+    .bind(table.name)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+fn progress_bar(opts: &VerifyOptions, len: u64, table: &str) -> indicatif::ProgressBar {
+    if opts.progress && std::io::stderr().is_terminal() {
+        let pb = indicatif::ProgressBar::new(len);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix:>22} [{bar:30}] {pos}/{len} ranges {msg}",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_prefix(table.to_string());
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
+
+/// One verification pass over the selected tables.
+async fn pass(
+    opts: &VerifyOptions,
+    pool: &PgPool,
+    sqlite: &tokio_rusqlite::Connection,
+    selected: &[&'static Table],
+    authority: Backend,
+) -> Result<(Vec<TableReport>, Vec<Fix>)> {
+    let mut reports = Vec::new();
+    let mut fixes = Vec::new();
+    for &table in selected {
+        let (r, f) = verify_table(opts, pool, sqlite, table, authority).await?;
+        tracing::info!(
+            table = table.name,
+            sqlite_rows = r.sqlite_rows,
+            postgres_rows = r.postgres_rows,
+            chunks = r.chunks,
+            compared = r.chunks_compared,
+            missing = r.missing,
+            extra = r.extra,
+            field = r.field,
+            rejected = r.rejected_rows,
+            "verified"
+        );
+        reports.push(r);
+        fixes.extend(f);
+    }
+    Ok((reports, fixes))
+}
+
+async fn verify_table(
+    opts: &VerifyOptions,
+    pool: &PgPool,
+    sqlite: &tokio_rusqlite::Connection,
+    table: &'static Table,
+    authority: Backend,
+) -> Result<(TableReport, Vec<Fix>)> {
+    let every = opts.chunk_rows.max(1);
+    let (sqlite_rows, mut bounds) = sqlite
+        .call(move |c| -> Result<(i64, Vec<SortKey>)> {
+            Ok((
+                side::sqlite_count(c, table)?,
+                side::sqlite_boundaries(c, table, every)?,
+            ))
+        })
+        .await?;
+    let postgres_rows = side::pg_count(pool, table).await?;
+    bounds.extend(side::pg_boundaries(pool, table, every).await?);
+    bounds.sort();
+    bounds.dedup();
+    let mut ranges = Vec::with_capacity(bounds.len() + 1);
+    let mut lo = None;
+    for b in bounds {
+        ranges.push(Range {
+            lo: lo.clone(),
+            hi: Some(b.clone()),
+        });
+        lo = Some(b);
+    }
+    ranges.push(Range { lo, hi: None });
+
+    let rejects = rejects(pool, table).await?;
+    let mut report = TableReport {
+        table: table.name,
+        sqlite_rows,
+        postgres_rows,
+        rejected_rows: 0,
+        chunks: ranges.len() as u64,
+        chunks_compared: 0,
+        missing: 0,
+        extra: 0,
+        field: 0,
+        divergences: Vec::new(),
+        rejected: Vec::new(),
+    };
+    let mut fixes = Vec::new();
+    let pb = progress_bar(opts, ranges.len() as u64, table.name);
+    for range in ranges {
+        let r = range.clone();
+        let (s_hash, s_count) = sqlite
+            .call(move |c| side::sqlite_chunk(c, table, &r))
+            .await?;
+        let (p_hash, p_count) = side::pg_chunk(pool, table, &range).await?;
+        pb.inc(1);
+        if s_hash == p_hash && s_count == p_count {
+            continue;
+        }
+        report.chunks_compared += 1;
+        let r = range.clone();
+        let legacy = sqlite
+            .call(move |c| side::sqlite_rows(c, table, &r))
+            .await?;
+        let target = side::pg_rows(pool, table, &range, None).await?;
+        diff_rows(
+            table,
+            legacy,
+            target,
+            &rejects,
+            authority,
+            opts.max_listed,
+            &mut report,
+            &mut fixes,
+        );
+        pb.set_message(format!("{} divergent", report.divergent_rows()));
+    }
+    pb.finish_and_clear();
+    Ok((report, fixes))
+}
+
+/// Semantic JSON equality: numbers by value (`1` = `1.0`), objects by key.
+pub fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(i), Some(j)) = (x.as_i64(), y.as_i64()) {
+                i == j
+            } else if let (Some(i), Some(j)) = (x.as_u64(), y.as_u64()) {
+                i == j
+            } else {
+                x.as_f64() == y.as_f64()
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn cell_eq(a: &Cell, b: &Cell) -> bool {
+    match (a, b) {
+        (Cell::Json(x), Cell::Json(y)) => json_eq(x, y),
+        _ => a == b,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn diff_rows(
+    table: &'static Table,
+    legacy: Vec<LegacyRow>,
+    target: Vec<(SortKey, Vec<Cell>)>,
+    rejects: &HashMap<String, bool>,
+    authority: Backend,
+    max_listed: usize,
+    report: &mut TableReport,
+    fixes: &mut Vec<Fix>,
+) {
+    let mut both: BTreeMap<SortKey, (Option<LegacyRow>, Option<Vec<Cell>>)> = BTreeMap::new();
+    for l in legacy {
+        let k = l.sort.clone();
+        both.entry(k).or_default().0 = Some(l);
+    }
+    for (k, cells) in target {
+        both.entry(k).or_default().1 = Some(cells);
+    }
+    let sqlite_auth = authority == Backend::Sqlite;
+    let record = |report: &mut TableReport, d: Divergence| {
+        match d.kind {
+            DivergenceKind::Missing => report.missing += 1,
+            DivergenceKind::Extra => report.extra += 1,
+            DivergenceKind::Field => report.field += 1,
+        }
+        if report.divergences.len() < max_listed {
+            report.divergences.push(d);
+        }
+    };
+    for (sort, (l, p)) in both {
+        match (l, p) {
+            (Some(l), Some(p)) => {
+                let raws = l.raw_values();
+                // A row copied under null-and-record holds NULL where its
+                // bad value was: judge it under the same policy.
+                let policy = if rejects.get(&l.key_text) == Some(&true) {
+                    Policy::NullAndRecord
+                } else {
+                    Policy::RejectRow
+                };
+                match convert_row(table, &raws, policy) {
+                    Ok(conv) => {
+                        let columns: Vec<String> = table
+                            .columns
+                            .iter()
+                            .zip(conv.cells.iter().zip(&p))
+                            .filter(|(_, (a, b))| !cell_eq(a, b))
+                            .map(|(c, _)| c.name.to_string())
+                            .collect();
+                        if columns.is_empty() {
+                            continue;
+                        }
+                        fixes.push(Fix::Upsert(table, if sqlite_auth { conv.cells } else { p }));
+                        record(
+                            report,
+                            Divergence {
+                                key: l.key_text,
+                                kind: DivergenceKind::Field,
+                                columns,
+                                detail: None,
+                            },
+                        );
+                    }
+                    Err(errs) => {
+                        let detail = errs
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        if !sqlite_auth {
+                            fixes.push(Fix::Upsert(table, p));
+                        }
+                        record(
+                            report,
+                            Divergence {
+                                key: l.key_text,
+                                kind: DivergenceKind::Field,
+                                columns: errs.iter().map(|e| e.column.to_string()).collect(),
+                                detail: Some(format!("the SQLite row does not convert: {detail}")),
+                            },
+                        );
+                    }
+                }
+            }
+            (Some(l), None) => {
+                if rejects.get(&l.key_text) == Some(&false) {
+                    report.rejected_rows += 1;
+                    if report.rejected.len() < max_listed {
+                        report.rejected.push(l.key_text);
+                    }
+                    continue;
+                }
+                if sqlite_auth {
+                    let raws = l.raw_values();
+                    let detail = match convert_row(table, &raws, Policy::RejectRow) {
+                        Ok(conv) => {
+                            fixes.push(Fix::Upsert(table, conv.cells));
+                            None
+                        }
+                        Err(errs) => Some(format!(
+                            "the SQLite row does not convert and is not in cutover.rejects: {}",
+                            errs.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )),
+                    };
+                    record(
+                        report,
+                        Divergence {
+                            key: l.key_text,
+                            kind: DivergenceKind::Missing,
+                            columns: Vec::new(),
+                            detail,
+                        },
+                    );
+                } else {
+                    let key_idx = key_index(table);
+                    fixes.push(Fix::Delete(table, l.raws[key_idx].clone()));
+                    record(
+                        report,
+                        Divergence {
+                            key: l.key_text,
+                            kind: DivergenceKind::Extra,
+                            columns: Vec::new(),
+                            detail: None,
+                        },
+                    );
+                }
+            }
+            (None, Some(p)) => {
+                let key = side::sort_key_text(&sort);
+                let kind = if sqlite_auth {
+                    let raw = match &sort {
+                        SortKey::Int(i) => OwnedRaw::Integer(*i),
+                        SortKey::Bytes(b) => OwnedRaw::Text(b.clone()),
+                    };
+                    fixes.push(Fix::Delete(table, raw));
+                    DivergenceKind::Extra
+                } else {
+                    fixes.push(Fix::Upsert(table, p));
+                    DivergenceKind::Missing
+                };
+                record(
+                    report,
+                    Divergence {
+                        key,
+                        kind,
+                        columns: Vec::new(),
+                        detail: None,
+                    },
+                );
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+pub(crate) fn key_index(table: &Table) -> usize {
+    table
+        .columns
+        .iter()
+        .position(|c| c.name == table.primary_key)
+        .expect("primary key is a column")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_equality_is_semantic() {
+        assert!(json_eq(
+            &json!({"a": 1, "b": [1.0]}),
+            &json!({"b": [1], "a": 1.0})
+        ));
+        assert!(!json_eq(&json!({"a": 1}), &json!({"a": 2})));
+        assert!(!json_eq(&json!({"a": 1}), &json!({"a": 1, "b": null})));
+    }
+}

@@ -1,0 +1,208 @@
+//! `--repair`: rewrite divergent rows on the non-authoritative side.
+//!
+//! Extras are deleted children first, then authoritative images are upserted
+//! parents first, so foreign keys hold at every step; all of it in one
+//! transaction per database, so a failure leaves the side as it was.
+
+use sqlx::PgPool;
+
+use super::side::legacy_value;
+use super::{key_index, Fix};
+use crate::error::{Backend, Error, Result};
+use crate::row::{Cell, OwnedRaw};
+use crate::tables::{self, Kind, Table};
+
+fn order(t: &Table) -> usize {
+    tables::ALL
+        .iter()
+        .position(|x| x.name == t.name)
+        .unwrap_or(usize::MAX)
+}
+
+/// Applies the fixes; returns (rows written, rows deleted).
+pub(crate) async fn apply(
+    pool: &PgPool,
+    sqlite: &tokio_rusqlite::Connection,
+    authority: Backend,
+    fixes: &[Fix],
+) -> Result<(u64, u64)> {
+    let mut deletes: Vec<&Fix> = fixes
+        .iter()
+        .filter(|f| matches!(f, Fix::Delete(..)))
+        .collect();
+    let mut upserts: Vec<&Fix> = fixes
+        .iter()
+        .filter(|f| matches!(f, Fix::Upsert(..)))
+        .collect();
+    let table_of = |f: &Fix| match f {
+        Fix::Upsert(t, _) | Fix::Delete(t, _) => order(t),
+    };
+    deletes.sort_by_key(|f| std::cmp::Reverse(table_of(f)));
+    upserts.sort_by_key(|f| table_of(f));
+    let ordered: Vec<Fix> = deletes.into_iter().chain(upserts).cloned().collect();
+    let n_del = fixes
+        .iter()
+        .filter(|f| matches!(f, Fix::Delete(..)))
+        .count() as u64;
+    let n_up = fixes.len() as u64 - n_del;
+    match authority {
+        Backend::Sqlite => apply_pg(pool, &ordered).await?,
+        Backend::Postgres => sqlite.call(move |c| apply_sqlite(c, &ordered)).await?,
+    }
+    tracing::info!(written = n_up, deleted = n_del, target = %match authority {
+        Backend::Sqlite => Backend::Postgres,
+        Backend::Postgres => Backend::Sqlite,
+    }, "repaired");
+    Ok((n_up, n_del))
+}
+
+fn named(table: &Table, key: &str, e: impl std::fmt::Display, backend: Backend) -> Error {
+    Error::Database {
+        backend,
+        kind: crate::error::DbErrorKind::Other,
+        message: format!("repairing {} row {key:?}: {e}", table.name),
+    }
+}
+
+fn key_text(table: &Table, cells: &[Cell]) -> String {
+    match &cells[key_index(table)] {
+        Cell::Text(s) => s.clone(),
+        Cell::Int(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The INSERT … ON CONFLICT DO UPDATE statement of a table, with `$n` or `?n`.
+pub(crate) fn upsert_sql(table: &Table, pg: bool) -> String {
+    let params: Vec<String> = (1..=table.columns.len())
+        .map(|i| if pg { format!("${i}") } else { format!("?{i}") })
+        .collect();
+    let sets: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| c.name != table.primary_key)
+        .map(|c| format!("{0} = excluded.{0}", c.name))
+        .collect();
+    format!(
+        "INSERT INTO {t} ({cols}) VALUES ({params}) ON CONFLICT ({pk}) DO UPDATE SET {sets}",
+        t = table.name,
+        cols = table.column_list(),
+        params = params.join(", "),
+        pk = table.primary_key,
+        sets = sets.join(", ")
+    )
+}
+
+/// Binds one cell as its column's PostgreSQL type (typed NULLs included).
+pub(crate) fn bind_cell<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    kind: Kind,
+    cell: &Cell,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    match kind {
+        Kind::Text | Kind::Status => q.bind(match cell {
+            Cell::Text(s) => Some(s.clone()),
+            Cell::Status(s) => Some(s.as_str().to_string()),
+            _ => None,
+        }),
+        Kind::Timestamp => q.bind(match cell {
+            Cell::Timestamp(t) => Some(*t),
+            _ => None,
+        }),
+        Kind::Bool => q.bind(match cell {
+            Cell::Bool(b) => Some(*b),
+            _ => None,
+        }),
+        Kind::Json => q.bind(match cell {
+            Cell::Json(v) => Some(sqlx::types::Json(v.clone())),
+            _ => None,
+        }),
+        Kind::Int => q.bind(match cell {
+            Cell::Int(i) => Some(*i),
+            _ => None,
+        }),
+    }
+}
+
+async fn apply_pg(pool: &PgPool, fixes: &[Fix]) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let mut serial_touched: Vec<&Table> = Vec::new();
+    for f in fixes {
+        match f {
+            Fix::Delete(t, raw) => {
+                let sql = format!("DELETE FROM {} WHERE {} = $1", t.name, t.primary_key);
+                let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let q = match raw {
+                    OwnedRaw::Integer(i) => q.bind(i32::try_from(*i).unwrap_or(i32::MAX)),
+                    OwnedRaw::Text(b) | OwnedRaw::Blob(b) => {
+                        q.bind(String::from_utf8_lossy(b).into_owned())
+                    }
+                    other => q.bind(format!("{other:?}")),
+                };
+                q.execute(&mut *tx).await.map_err(|e| {
+                    named(t, &crate::row::key_text(raw.as_raw()), e, Backend::Postgres)
+                })?;
+            }
+            Fix::Upsert(t, cells) => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_sql(t, true)));
+                for (c, cell) in t.columns.iter().zip(cells) {
+                    q = bind_cell(q, c.kind, cell);
+                }
+                q.execute(&mut *tx)
+                    .await
+                    .map_err(|e| named(t, &key_text(t, cells), e, Backend::Postgres))?;
+                if t.serial && !serial_touched.iter().any(|x| x.name == t.name) {
+                    serial_touched.push(t);
+                }
+            }
+        }
+    }
+    // Ids written explicitly: move the sequence past them, never back.
+    for t in serial_touched {
+        let sql = format!(
+            "SELECT setval(s, GREATEST(m, coalesce(pg_sequence_last_value(s::regclass), 1))) \
+             FROM (SELECT pg_get_serial_sequence('{t}', '{pk}') AS s, (SELECT max({pk}) FROM {t}) AS m) x \
+             WHERE m IS NOT NULL",
+            t = t.name,
+            pk = t.primary_key
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn apply_sqlite(c: &mut rusqlite::Connection, fixes: &[Fix]) -> Result<()> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for f in fixes {
+        match f {
+            Fix::Delete(t, raw) => {
+                // Text keys are bound as bytes and cast back, so a key that
+                // is not UTF-8 still matches exactly.
+                let (param, key): (&str, rusqlite::types::Value) = match raw {
+                    OwnedRaw::Null => ("?1", rusqlite::types::Value::Null),
+                    OwnedRaw::Integer(i) => ("?1", (*i).into()),
+                    OwnedRaw::Real(f) => ("?1", (*f).into()),
+                    OwnedRaw::Text(b) => {
+                        ("CAST(?1 AS TEXT)", rusqlite::types::Value::Blob(b.clone()))
+                    }
+                    OwnedRaw::Blob(b) => ("?1", rusqlite::types::Value::Blob(b.clone())),
+                };
+                tx.execute(
+                    &format!("DELETE FROM {} WHERE {} = {param}", t.name, t.primary_key),
+                    [key],
+                )
+                .map_err(|e| named(t, &crate::row::key_text(raw.as_raw()), e, Backend::Sqlite))?;
+            }
+            Fix::Upsert(t, cells) => {
+                let values: Vec<rusqlite::types::Value> = cells.iter().map(legacy_value).collect();
+                tx.execute(&upsert_sql(t, false), rusqlite::params_from_iter(values))
+                    .map_err(|e| named(t, &key_text(t, cells), e, Backend::Sqlite))?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
