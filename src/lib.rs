@@ -16,11 +16,16 @@
 //! - `settings`: connection settings (flags > environment > `.env.migration`)
 //!   and the store factory.
 //! - `error`: the one error enum.
+//! - `backfill`: the copy SQLite → PostgreSQL (keyset batches under SQLite's
+//!   write lock, binary `COPY`, checkpoints, rejects).
+//! - `rejects`: the `cutover.rejects` ledger of rows and values not copied as they were.
 
+pub mod backfill;
 pub mod convert;
 pub mod error;
 pub mod model;
 pub mod pg;
+pub mod rejects;
 pub mod row;
 pub mod settings;
 pub mod sqlite;
