@@ -41,8 +41,11 @@ use source::Source;
 /// The advisory-lock key that keeps a second backfill out ("cutover" in ASCII).
 pub const LOCK_KEY: i64 = 0x6375_746f_7665_72;
 
-/// Failed attempts in a row at batch size 1 before the run gives up.
+/// Timed-out attempts in a row at batch size 1 before the run gives up.
 const MAX_ATTEMPTS_AT_ONE: u32 = 5;
+
+/// The longest pause left to SQLite writers between two batches.
+const MAX_WRITER_PAUSE: Duration = Duration::from_millis(50);
 
 /// Failed attempts in a row of a batch that raced a concurrent write.
 const MAX_RACE_RETRIES: u32 = 5;
@@ -70,6 +73,10 @@ pub struct BackfillOptions {
     pub busy_timeout: Duration,
     /// Draw a progress bar; `None` draws one when stderr is a terminal.
     pub progress_bar: Option<bool>,
+    /// After each batch, leave SQLite's lock free for this fraction of the
+    /// time the batch held it (at most 50 ms), so the application's writers
+    /// get their turn; 0 copies flat out.
+    pub writer_share: f64,
 }
 
 impl BackfillOptions {
@@ -86,6 +93,7 @@ impl BackfillOptions {
             statement_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(10),
             progress_bar: None,
+            writer_share: 0.25,
         }
     }
 
@@ -264,10 +272,10 @@ async fn run_locked(
         .progress_bar
         .unwrap_or_else(|| std::io::stderr().is_terminal());
     let mut summary = BackfillSummary::default();
-    let throttle = Throttle::new(opts.max_rows_per_sec);
+    let mut throttle = Throttle::new(opts.max_rows_per_sec);
     for &table in tables {
         let (t, stopped) =
-            copy_table(opts, &source, &mut target, table, bar, &throttle, &mut shutdown).await?;
+            copy_table(opts, &source, &mut target, table, bar, &mut throttle, &mut shutdown).await?;
         summary.tables.push(t);
         if stopped {
             summary.interrupted = true;
@@ -291,7 +299,7 @@ async fn run_locked(
 struct Throttle {
     rate: Option<u64>,
     started: Instant,
-    rows: std::cell::Cell<u64>,
+    rows: u64,
 }
 
 impl Throttle {
@@ -299,15 +307,15 @@ impl Throttle {
         Self {
             rate: rate.filter(|r| *r > 0),
             started: Instant::now(),
-            rows: std::cell::Cell::new(0),
+            rows: 0,
         }
     }
 
     /// How long to wait after `n` more rows.
-    fn after(&self, n: u64) -> Option<Duration> {
+    fn after(&mut self, n: u64) -> Option<Duration> {
         let rate = self.rate?;
-        self.rows.set(self.rows.get() + n);
-        let due = Duration::from_secs_f64(self.rows.get() as f64 / rate as f64);
+        self.rows += n;
+        let due = Duration::from_secs_f64(self.rows as f64 / rate as f64);
         due.checked_sub(self.started.elapsed())
     }
 }
@@ -327,7 +335,7 @@ async fn copy_table(
     target: &mut Target,
     table: &'static Table,
     bar: bool,
-    throttle: &Throttle,
+    throttle: &mut Throttle,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(TableSummary, bool)> {
     let started = Instant::now();
@@ -341,12 +349,14 @@ async fn copy_table(
     };
     let mut size = opts.batch_size;
     let mut failures = 0u32;
+    let mut at_one = 0u32;
     let mut stopped = false;
     loop {
         if stopping(shutdown).await {
             stopped = true;
             break;
         }
+        let locked_at = Instant::now();
         let batch = source
             .read_batch(table, cp.last_rowid, size, opts.policy, losers.clone())
             .await?;
@@ -369,6 +379,20 @@ async fn copy_table(
         .await;
         // The lock is released whatever happened in PostgreSQL.
         source.release().await?;
+        let held = locked_at.elapsed();
+        if loaded.as_ref().is_ok_and(|r| r.is_ok()) {
+            // SQLite has no queue for its lock: a writer waiting in its busy
+            // handler only gets in if the lock stays free for a while, so
+            // leave it free for a share of the time it was held.
+            let pause = held.mul_f64(opts.writer_share).min(MAX_WRITER_PAUSE);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        } else {
+            // PostgreSQL is in trouble: back off as long as the attempt held
+            // the lock, which also lets the application's writers through.
+            tokio::time::sleep(held.min(Duration::from_secs(1))).await;
+        }
         let loaded = match loaded {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
@@ -386,7 +410,8 @@ async fn copy_table(
                     tracing::warn!(table = table.name, error = %e, "batch raced a live write; retrying");
                     continue;
                 }
-                if timeout && (size > 1 || failures <= MAX_ATTEMPTS_AT_ONE) {
+                if timeout && (size > 1 || at_one < MAX_ATTEMPTS_AT_ONE) {
+                    at_one += u32::from(size == 1);
                     size = (size / 2).max(1);
                     tracing::warn!(table = table.name, batch_size = size, "batch timed out in PostgreSQL; retrying smaller");
                     continue;
@@ -397,7 +422,8 @@ async fn copy_table(
                 // The connection is mid-protocol: drop it and start afresh.
                 target.conn = None;
                 failures += 1;
-                if size > 1 || failures <= MAX_ATTEMPTS_AT_ONE {
+                if size > 1 || at_one < MAX_ATTEMPTS_AT_ONE {
+                    at_one += u32::from(size == 1);
                     size = (size / 2).max(1);
                     tracing::warn!(table = table.name, batch_size = size, "PostgreSQL did not answer in time; retrying smaller");
                     continue;
@@ -413,6 +439,7 @@ async fn copy_table(
             }
         };
         failures = 0;
+        at_one = 0;
         // Grow back towards the configured size after a success.
         size = (size * 2).min(opts.batch_size);
         cp.last_rowid = last.expect("a batch that read rows has a last rowid");

@@ -33,6 +33,10 @@ pub struct Args {
     /// that exceeds it releases SQLite's lock and is retried at half the size.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub statement_timeout: f64,
+    /// Share of a batch's lock time left free for the application's SQLite
+    /// writers after it (0 = copy flat out, for a file no one writes).
+    #[arg(long, default_value_t = 0.25, value_name = "F")]
+    pub writer_share: f64,
 }
 
 /// Runs `cutover backfill`.
@@ -49,7 +53,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     if !(args.statement_timeout > 0.0 && args.statement_timeout.is_finite()) {
         anyhow::bail!("--statement-timeout must be a positive number of seconds");
     }
+    if !(args.writer_share >= 0.0 && args.writer_share.is_finite()) {
+        anyhow::bail!("--writer-share must be a number >= 0");
+    }
     let mut opts = BackfillOptions::new(sqlite, pg.clone());
+    opts.writer_share = args.writer_share;
     opts.batch_size = args.batch_size;
     opts.tables = args.tables.clone();
     opts.policy = Policy::parse(&args.on_bad_value).expect("clap checked the value");
