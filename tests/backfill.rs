@@ -104,7 +104,12 @@ async fn ledger(
         .collect()
 }
 
-fn entry(key: &str, col: &str, reason: RejectReason, copied: bool) -> ((String, String), (RejectReason, bool)) {
+fn entry(
+    key: &str,
+    col: &str,
+    reason: RejectReason,
+    copied: bool,
+) -> ((String, String), (RejectReason, bool)) {
     ((key.into(), col.into()), (reason, copied))
 }
 
@@ -130,7 +135,11 @@ async fn originals_restore_exactly(conn: &mut PgConnection, sqlite: &Path) {
             let rowid = r.source_rowid.expect("backfill records the rowid");
             let actual: Vec<OwnedRaw> = c
                 .query_row(
-                    &format!("SELECT {} FROM {} WHERE rowid = ?1", t.column_list(), t.name),
+                    &format!(
+                        "SELECT {} FROM {} WHERE rowid = ?1",
+                        t.column_list(),
+                        t.name
+                    ),
                     [rowid],
                     |row| {
                         (0..t.columns.len())
@@ -177,7 +186,10 @@ async fn messy_rows_are_converted_or_rejected_exactly_under_reject_row() {
     .collect();
     assert_eq!(ledger(&mut conn, "users").await, want);
 
-    assert_eq!(keys(&mut conn, "tweets", "id").await, strs(&["t1", "t2", "t3"]));
+    assert_eq!(
+        keys(&mut conn, "tweets", "id").await,
+        strs(&["t1", "t2", "t3"])
+    );
     let want: BTreeMap<_, _> = [
         entry("t4", "created_at", InvalidTimestamp, false),
         entry("t5", "is_reply", InvalidBoolean, false),
@@ -219,9 +231,15 @@ async fn messy_rows_are_converted_or_rejected_exactly_under_reject_row() {
             .await
             .unwrap();
     assert_eq!(scraped, want_ts);
-    assert_eq!(created, Utc.with_ymd_and_hms(2024, 3, 1, 12, 34, 56).unwrap());
+    assert_eq!(
+        created,
+        Utc.with_ymd_and_hms(2024, 3, 1, 12, 34, 56).unwrap()
+    );
 
-    assert_eq!(keys(&mut conn, "analysis_queue", "job_id").await, strs(&["1"]));
+    assert_eq!(
+        keys(&mut conn, "analysis_queue", "job_id").await,
+        strs(&["1"])
+    );
     let want: BTreeMap<_, _> = [
         entry("2", "status", CheckViolation, false),
         entry("3", "user_id", Orphan, false),
@@ -229,7 +247,10 @@ async fn messy_rows_are_converted_or_rejected_exactly_under_reject_row() {
     .into_iter()
     .collect();
     assert_eq!(ledger(&mut conn, "analysis_queue").await, want);
-    assert_eq!(keys(&mut conn, "analysis_chunks", "chunk_id").await, strs(&["1", "3"]));
+    assert_eq!(
+        keys(&mut conn, "analysis_chunks", "chunk_id").await,
+        strs(&["1", "3"])
+    );
     let want: BTreeMap<_, _> = [
         entry("2", "job_id", Orphan, false),
         entry("4", "result", InvalidJson, false),
@@ -247,10 +268,12 @@ async fn messy_rows_are_converted_or_rejected_exactly_under_reject_row() {
     assert_eq!(tweets.rejected.get(&Orphan), Some(&3));
 
     // Sequences moved past the highest ids of both sides.
-    let next: i32 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('analysis_chunks', 'chunk_id'))::int")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let next: i32 = sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('analysis_chunks', 'chunk_id'))::int",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
     assert_eq!(next, 5);
 
     originals_restore_exactly(&mut conn, &path).await;
@@ -292,7 +315,10 @@ async fn messy_rows_under_null_and_record_copy_nullable_values_as_null() {
         .await
         .unwrap();
     assert_eq!(scraped, None);
-    assert_eq!(created, Utc.timestamp_millis_opt(1_709_296_496_789).single());
+    assert_eq!(
+        created,
+        Utc.timestamp_millis_opt(1_709_296_496_789).single()
+    );
     assert_eq!(profile, None);
 
     // The NOT NULL created_at and text still reject; nullable ones are nulled.
@@ -317,9 +343,15 @@ async fn messy_rows_under_null_and_record_copy_nullable_values_as_null() {
         .unwrap();
     assert_eq!(reply, None);
 
-    assert_eq!(keys(&mut conn, "analysis_chunks", "chunk_id").await, strs(&["1", "3", "4"]));
+    assert_eq!(
+        keys(&mut conn, "analysis_chunks", "chunk_id").await,
+        strs(&["1", "3", "4"])
+    );
     let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
-    assert_eq!((tweets.copied, tweets.rejected_total(), tweets.nulled_values), (6, 4, 2));
+    assert_eq!(
+        (tweets.copied, tweets.rejected_total(), tweets.nulled_values),
+        (6, 4, 2)
+    );
     originals_restore_exactly(&mut conn, &path).await;
 }
 
@@ -464,11 +496,17 @@ async fn a_run_killed_with_sigkill_resumes_without_duplicates_or_gaps() {
             copied_at_kill = n;
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(copied_at_kill > 0 && (copied_at_kill as usize) < N, "killed mid-table");
+    assert!(
+        copied_at_kill > 0 && (copied_at_kill as usize) < N,
+        "killed mid-table"
+    );
     let (copied, in_table): (i64, i64) = sqlx::query_as(
         "SELECT rows_copied, (SELECT count(*) FROM tweets) FROM cutover.checkpoints WHERE table_name = 'tweets'",
     )
@@ -482,7 +520,11 @@ async fn a_run_killed_with_sigkill_resumes_without_duplicates_or_gaps() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("reconciliation: ok"), "{stdout}");
     let (n, distinct, cp): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), count(DISTINCT id), (SELECT rows_copied FROM cutover.checkpoints WHERE table_name = 'tweets') FROM tweets",
@@ -515,10 +557,16 @@ async fn a_second_backfill_is_refused_while_one_runs() {
     assert_eq!(n, 0);
 
     // The library refuses the same way.
-    let err = backfill::run(options(&path, &db, Policy::RejectRow), std::future::pending())
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("another backfill is running"), "{err}");
+    let err = backfill::run(
+        options(&path, &db, Policy::RejectRow),
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("another backfill is running"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,7 +643,10 @@ async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
         .execute(&mut conn)
         .await
         .unwrap();
-    sqlx::query("DROP INDEX idx_tweets_created").execute(&mut conn).await.unwrap();
+    sqlx::query("DROP INDEX idx_tweets_created")
+        .execute(&mut conn)
+        .await
+        .unwrap();
 
     let mut opts = options(&path, &db, Policy::RejectRow);
     opts.defer_indexes = true;
@@ -603,8 +654,12 @@ async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
     opts.tables = Some(vec!["users".into(), "tweets".into()]);
     let summary = backfill(opts).await;
     assert!(summary.reconciled(), "{summary:#?}");
-    assert!(summary.indexes_rebuilt.contains(&"idx_tweets_created".to_string()));
-    assert!(summary.indexes_rebuilt.contains(&"idx_tweets_text".to_string()));
+    assert!(summary
+        .indexes_rebuilt
+        .contains(&"idx_tweets_created".to_string()));
+    assert!(summary
+        .indexes_rebuilt
+        .contains(&"idx_tweets_text".to_string()));
     let after: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
     assert_eq!(after, before);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.deferred_indexes")

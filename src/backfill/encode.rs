@@ -35,10 +35,9 @@ pub(crate) fn encode_row(buf: &mut Vec<u8>, cells: &[Cell]) {
             Cell::Null => buf.extend_from_slice(&(-1i32).to_be_bytes()),
             Cell::Text(s) => field(buf, s.as_bytes()),
             Cell::Status(s) => field(buf, s.as_str().as_bytes()),
-            Cell::Timestamp(t) => field(
-                buf,
-                &(t.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes(),
-            ),
+            Cell::Timestamp(t) => {
+                field(buf, &(t.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes())
+            }
             Cell::Bool(b) => field(buf, &[u8::from(*b)]),
             Cell::Int(i) => field(buf, &i.to_be_bytes()),
             Cell::Json(v) => {

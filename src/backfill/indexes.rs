@@ -15,7 +15,10 @@ use crate::tables::Table;
 
 /// Drops the non-unique, non-primary indexes of `tables`, recording each.
 /// Returns the names dropped.
-pub(crate) async fn defer(conn: &mut PgConnection, tables: &[&'static Table]) -> Result<Vec<String>> {
+pub(crate) async fn defer(
+    conn: &mut PgConnection,
+    tables: &[&'static Table],
+) -> Result<Vec<String>> {
     let names: Vec<String> = tables.iter().map(|t| t.name.to_string()).collect();
     let found: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT i.relname::text, t.relname::text, pg_get_indexdef(i.oid)
@@ -42,9 +45,11 @@ pub(crate) async fn defer(conn: &mut PgConnection, tables: &[&'static Table]) ->
         .bind(&definition)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS \"{index}\"")))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP INDEX IF EXISTS \"{index}\""
+        )))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         tracing::info!(index = %index, table = %table, "secondary index dropped until the copy ends");
         dropped.push(index);
@@ -80,9 +85,10 @@ pub(crate) async fn rebuild(conn: &mut PgConnection) -> Result<Vec<String>> {
         }
         if valid != Some(true) {
             let started = std::time::Instant::now();
-            let create = definition
-                .replacen("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1);
-            sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut *conn).await?;
+            let create = definition.replacen("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1);
+            sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(&mut *conn)
+                .await?;
             tracing::info!(index = %index, seconds = started.elapsed().as_secs_f64(), "index rebuilt");
         }
         sqlx::query("DELETE FROM cutover.deferred_indexes WHERE index_name = $1")

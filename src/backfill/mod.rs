@@ -39,7 +39,7 @@ use progress::Progress;
 use source::Source;
 
 /// The advisory-lock key that keeps a second backfill out ("cutover" in ASCII).
-pub const LOCK_KEY: i64 = 0x6375_746f_7665_72;
+pub const LOCK_KEY: i64 = 0x0063_7574_6f76_6572;
 
 /// Timed-out attempts in a row at batch size 1 before the run gives up.
 const MAX_ATTEMPTS_AT_ONE: u32 = 5;
@@ -240,11 +240,16 @@ impl Target {
 
 /// Copies the selected tables; stops at a committed batch when `shutdown`
 /// completes. The schema must exist (`crate::pg::migrate`).
-pub async fn run(opts: BackfillOptions, shutdown: impl Future<Output = ()>) -> Result<BackfillSummary> {
+pub async fn run(
+    opts: BackfillOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<BackfillSummary> {
     let started = Instant::now();
     let tables = opts.selected_tables()?;
     if opts.batch_size == 0 {
-        return Err(Error::InvalidArgument("--batch-size must be at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "--batch-size must be at least 1".into(),
+        ));
     }
     let lock = RunLock::take(&opts.postgres).await?;
     let result = run_locked(&opts, &tables, shutdown).await;
@@ -274,8 +279,16 @@ async fn run_locked(
     let mut summary = BackfillSummary::default();
     let mut throttle = Throttle::new(opts.max_rows_per_sec);
     for &table in tables {
-        let (t, stopped) =
-            copy_table(opts, &source, &mut target, table, bar, &mut throttle, &mut shutdown).await?;
+        let (t, stopped) = copy_table(
+            opts,
+            &source,
+            &mut target,
+            table,
+            bar,
+            &mut throttle,
+            &mut shutdown,
+        )
+        .await?;
         summary.tables.push(t);
         if stopped {
             summary.interrupted = true;
@@ -374,7 +387,14 @@ async fn copy_table(
         let limit = opts.statement_timeout + opts.statement_timeout / 2 + Duration::from_secs(1);
         let loaded = tokio::time::timeout(
             limit,
-            target::load_batch(conn, source, table, batch, opts.policy, opts.statement_timeout),
+            target::load_batch(
+                conn,
+                source,
+                table,
+                batch,
+                opts.policy,
+                opts.statement_timeout,
+            ),
         )
         .await;
         // The lock is released whatever happened in PostgreSQL.
@@ -413,7 +433,11 @@ async fn copy_table(
                 if timeout && (size > 1 || at_one < MAX_ATTEMPTS_AT_ONE) {
                     at_one += u32::from(size == 1);
                     size = (size / 2).max(1);
-                    tracing::warn!(table = table.name, batch_size = size, "batch timed out in PostgreSQL; retrying smaller");
+                    tracing::warn!(
+                        table = table.name,
+                        batch_size = size,
+                        "batch timed out in PostgreSQL; retrying smaller"
+                    );
                     continue;
                 }
                 return Err(annotate(e, table, cp.last_rowid));
@@ -425,7 +449,11 @@ async fn copy_table(
                 if size > 1 || at_one < MAX_ATTEMPTS_AT_ONE {
                     at_one += u32::from(size == 1);
                     size = (size / 2).max(1);
-                    tracing::warn!(table = table.name, batch_size = size, "PostgreSQL did not answer in time; retrying smaller");
+                    tracing::warn!(
+                        table = table.name,
+                        batch_size = size,
+                        "PostgreSQL did not answer in time; retrying smaller"
+                    );
                     continue;
                 }
                 return Err(Error::Database {

@@ -113,16 +113,20 @@ fn column_index(table: &Table, name: &str) -> usize {
 /// Refuses timestamps PostgreSQL cannot store (before 4714 BC), which
 /// `convert` accepts because chrono can represent them.
 fn pg_range(table: &Table, cells: &[Cell]) -> Option<convert::ValueError> {
-    table.columns.iter().zip(cells).find_map(|(c, cell)| match cell {
-        Cell::Timestamp(t) if t.timestamp_micros() < encode::MIN_MICROS => {
-            Some(convert::ValueError {
-                column: c.name,
-                reason: RejectReason::InvalidTimestamp,
-                detail: format!("{t} is before PostgreSQL's lowest timestamp"),
-            })
-        }
-        _ => None,
-    })
+    table
+        .columns
+        .iter()
+        .zip(cells)
+        .find_map(|(c, cell)| match cell {
+            Cell::Timestamp(t) if t.timestamp_micros() < encode::MIN_MICROS => {
+                Some(convert::ValueError {
+                    column: c.name,
+                    reason: RejectReason::InvalidTimestamp,
+                    detail: format!("{t} is before PostgreSQL's lowest timestamp"),
+                })
+            }
+            _ => None,
+        })
 }
 
 impl Source {
@@ -287,11 +291,10 @@ impl Source {
     pub async fn max_id(&self, table: &'static Table) -> Result<i64> {
         self.conn
             .call(move |c| -> Result<i64> {
-                let max: Option<i64> = c.query_row(
-                    &format!("SELECT max(rowid) FROM {}", table.name),
-                    [],
-                    |r| r.get(0),
-                )?;
+                let max: Option<i64> =
+                    c.query_row(&format!("SELECT max(rowid) FROM {}", table.name), [], |r| {
+                        r.get(0)
+                    })?;
                 let seq: Option<i64> = c
                     .query_row(
                         "SELECT seq FROM sqlite_sequence WHERE name = ?1",
@@ -301,7 +304,9 @@ impl Source {
                     .or_else(|e| match e {
                         rusqlite::Error::QueryReturnedNoRows => Ok(None),
                         // No AUTOINCREMENT table was ever written: no sqlite_sequence.
-                        rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("no such table") => {
+                        rusqlite::Error::SqliteFailure(_, Some(m))
+                            if m.contains("no such table") =>
+                        {
                             Ok(None)
                         }
                         e => Err(e),
@@ -372,7 +377,10 @@ fn read_locked(
             Err(errors) => {
                 let mut rec = reject(&errors[0], false);
                 for e in &errors[1..] {
-                    rec.detail.push_str(&format!("; also column {}: {}: {}", e.column, e.reason, e.detail));
+                    rec.detail.push_str(&format!(
+                        "; also column {}: {}: {}",
+                        e.column, e.reason, e.detail
+                    ));
                 }
                 batch.rejects.push(rec);
                 continue;
@@ -396,8 +404,14 @@ fn read_locked(
         let nulled = conv.nulled.iter().map(|e| reject(e, true)).collect();
         batch.rows.push(SourceRow {
             rowid,
-            uniques: unique_at.iter().map(|&i| cell_text(&conv.cells[i])).collect(),
-            parents: parent_at.iter().map(|&i| cell_text(&conv.cells[i])).collect(),
+            uniques: unique_at
+                .iter()
+                .map(|&i| cell_text(&conv.cells[i]))
+                .collect(),
+            parents: parent_at
+                .iter()
+                .map(|&i| cell_text(&conv.cells[i]))
+                .collect(),
             range: start..batch.buf.len(),
             nulled,
         });

@@ -140,7 +140,10 @@ pub(crate) async fn load_batch(
     }
     if !orphans.is_empty() {
         let images = source
-            .images(table, orphans.iter().map(|(n, ..)| rows[*n].rowid).collect())
+            .images(
+                table,
+                orphans.iter().map(|(n, ..)| rows[*n].rowid).collect(),
+            )
             .await?;
         for ((_, column, detail), (rowid, key, image)) in orphans.into_iter().zip(images) {
             rejects.push(RejectRecord {

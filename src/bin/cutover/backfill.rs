@@ -101,11 +101,7 @@ fn print_summary(s: &BackfillSummary) {
         "table", "source", "copied", "rejected", "seconds", "rows/s"
     );
     for t in &s.tables {
-        let reasons: Vec<String> = t
-            .rejected
-            .iter()
-            .map(|(r, n)| format!("{r}={n}"))
-            .collect();
+        let reasons: Vec<String> = t.rejected.iter().map(|(r, n)| format!("{r}={n}")).collect();
         println!(
             "{:<22} {:>10} {:>10} {:>10} {:>9.2} {:>11.0}  {}",
             t.table,
