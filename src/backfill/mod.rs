@@ -1,0 +1,512 @@
+//! Backfill: copy the legacy rows SQLite → PostgreSQL while traffic runs (DESIGN §4).
+//!
+//! Tables are copied in `crate::tables::ALL` order (parents first), each by
+//! keyset pagination on SQLite's rowid. A batch is read and loaded while it
+//! holds SQLite's write lock, so it never races a live write to the same
+//! rows; its PostgreSQL side runs under a statement timeout, and a batch that
+//! times out rolls back, releases the lock and is retried at half the size,
+//! so a slow PostgreSQL never stalls the application's SQLite writes for long.
+//! Rows, rejects and the table's checkpoint commit in one transaction, so a
+//! killed run resumes with no duplicate and no gap; an advisory lock keeps a
+//! second run out.
+//!
+//! Files: `source.rs` reads SQLite, `target.rs` loads PostgreSQL,
+//! `encode.rs` is the binary `COPY` format, `indexes.rs` handles
+//! `--defer-indexes`, `progress.rs` the bar, logs and metrics.
+
+mod encode;
+mod indexes;
+mod progress;
+mod source;
+mod target;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+
+use crate::convert::RejectReason;
+use crate::error::{Backend, DbErrorKind, Error, Result};
+use crate::row::Policy;
+use crate::settings::PgSettings;
+use crate::tables::{self, Table};
+
+use progress::Progress;
+use source::Source;
+
+/// The advisory-lock key that keeps a second backfill out ("cutover" in ASCII).
+pub const LOCK_KEY: i64 = 0x0063_7574_6f76_6572;
+
+/// Timed-out attempts in a row at batch size 1 before the run gives up.
+const MAX_ATTEMPTS_AT_ONE: u32 = 5;
+
+/// The longest pause left to SQLite writers between two batches.
+const MAX_WRITER_PAUSE: Duration = Duration::from_millis(50);
+
+/// Failed attempts in a row of a batch that raced a concurrent write.
+const MAX_RACE_RETRIES: u32 = 5;
+
+/// How a backfill runs.
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// The legacy SQLite file.
+    pub sqlite_path: PathBuf,
+    /// The PostgreSQL target.
+    pub postgres: PgSettings,
+    /// Rows per batch (and so the longest a batch holds SQLite's write lock).
+    pub batch_size: usize,
+    /// Only these tables (in `tables::ALL` order); all when `None`.
+    pub tables: Option<Vec<String>>,
+    /// What to do with a bad value (`--on-bad-value`).
+    pub policy: Policy,
+    /// Throttle: at most this many source rows per second.
+    pub max_rows_per_sec: Option<u64>,
+    /// Drop secondary indexes during the copy and rebuild them after.
+    pub defer_indexes: bool,
+    /// `statement_timeout` of the PostgreSQL side of a batch.
+    pub statement_timeout: Duration,
+    /// How long a batch waits for the application to release SQLite's lock.
+    pub busy_timeout: Duration,
+    /// Draw a progress bar; `None` draws one when stderr is a terminal.
+    pub progress_bar: Option<bool>,
+    /// After each batch, leave SQLite's lock free for this fraction of the
+    /// time the batch held it (at most 50 ms), so the application's writers
+    /// get their turn; 0 copies flat out.
+    pub writer_share: f64,
+}
+
+impl BackfillOptions {
+    /// Defaults: batches of 5000, reject-row, no throttle, 30 s statement timeout.
+    pub fn new(sqlite_path: impl Into<PathBuf>, postgres: PgSettings) -> Self {
+        Self {
+            sqlite_path: sqlite_path.into(),
+            postgres,
+            batch_size: 5000,
+            tables: None,
+            policy: Policy::RejectRow,
+            max_rows_per_sec: None,
+            defer_indexes: false,
+            statement_timeout: Duration::from_secs(30),
+            busy_timeout: Duration::from_secs(10),
+            progress_bar: None,
+            writer_share: 0.25,
+        }
+    }
+
+    /// The tables to copy, in copy order; an unknown name is an error.
+    pub fn selected_tables(&self) -> Result<Vec<&'static Table>> {
+        let Some(names) = &self.tables else {
+            return Ok(tables::ALL.to_vec());
+        };
+        for n in names {
+            if tables::by_name(n).is_none() {
+                let known: Vec<&str> = tables::ALL.iter().map(|t| t.name).collect();
+                return Err(Error::InvalidArgument(format!(
+                    "unknown table {n:?}; the tables are {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(tables::ALL
+            .into_iter()
+            .filter(|t| names.iter().any(|n| n == t.name))
+            .collect())
+    }
+}
+
+/// What the run did to one table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableSummary {
+    /// Table name.
+    pub table: &'static str,
+    /// Rows in the SQLite table when the copy reached its end (counted under
+    /// the write lock); `None` when the run stopped before that.
+    pub source_rows: Option<u64>,
+    /// Rows copied by this run (written, or found already present).
+    pub copied: u64,
+    /// Of `copied`, rows a live write had already put in PostgreSQL.
+    pub already_present: u64,
+    /// Rows rejected by this run, by reason.
+    pub rejected: BTreeMap<RejectReason, u64>,
+    /// Values nulled (and recorded) under `null-and-record` in copied rows.
+    pub nulled_values: u64,
+    /// Rows copied over every run (the checkpoint's total).
+    pub total_copied: u64,
+    /// Rows rejected over every run (the checkpoint's total).
+    pub total_rejected: u64,
+    /// Wall-clock seconds spent on the table.
+    pub seconds: f64,
+}
+
+impl TableSummary {
+    /// Rows rejected by this run.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// Source rows handled per second by this run.
+    pub fn rows_per_sec(&self) -> f64 {
+        let n = (self.copied + self.rejected_total()) as f64;
+        if self.seconds > 0.0 {
+            n / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Source rows = copied + rejected, over every run (`None` when the table
+    /// was not read to its end).
+    pub fn reconciled(&self) -> Option<bool> {
+        self.source_rows
+            .map(|n| n == self.total_copied + self.total_rejected)
+    }
+}
+
+/// What a whole run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackfillSummary {
+    /// One entry per table handled, in copy order.
+    pub tables: Vec<TableSummary>,
+    /// True when the shutdown signal stopped the run early.
+    pub interrupted: bool,
+    /// Serial tables' sequences, set past the highest id: (table, value).
+    pub sequences: Vec<(&'static str, i64)>,
+    /// Secondary indexes rebuilt at the end.
+    pub indexes_rebuilt: Vec<String>,
+    /// Wall-clock seconds of the whole run.
+    pub seconds: f64,
+}
+
+impl BackfillSummary {
+    /// True when every table read to its end reconciles and none was left unread.
+    pub fn reconciled(&self) -> bool {
+        !self.interrupted && self.tables.iter().all(|t| t.reconciled() == Some(true))
+    }
+}
+
+/// Holds the advisory lock for the length of a run, on a connection of its own.
+struct RunLock {
+    conn: PgConnection,
+}
+
+impl RunLock {
+    async fn take(settings: &PgSettings) -> Result<Self> {
+        let mut conn = PgConnection::connect_with(&settings.connect_options()).await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        if !got {
+            return Err(Error::Database {
+                backend: Backend::Postgres,
+                kind: DbErrorKind::Busy,
+                message: format!(
+                    "another backfill is running (advisory lock {LOCK_KEY} is held on {}); \
+                     wait for it to finish",
+                    settings.redacted()
+                ),
+            });
+        }
+        Ok(Self { conn })
+    }
+
+    async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut self.conn)
+            .await;
+        let _ = self.conn.close().await;
+    }
+}
+
+/// The PostgreSQL connection batches run on; replaced when a batch hangs.
+struct Target {
+    settings: PgSettings,
+    conn: Option<PgConnection>,
+}
+
+impl Target {
+    async fn conn(&mut self) -> Result<&mut PgConnection> {
+        if self.conn.is_none() {
+            self.conn = Some(PgConnection::connect_with(&self.settings.connect_options()).await?);
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+}
+
+/// Copies the selected tables; stops at a committed batch when `shutdown`
+/// completes. The schema must exist (`crate::pg::migrate`).
+pub async fn run(
+    opts: BackfillOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<BackfillSummary> {
+    let started = Instant::now();
+    let tables = opts.selected_tables()?;
+    if opts.batch_size == 0 {
+        return Err(Error::InvalidArgument(
+            "--batch-size must be at least 1".into(),
+        ));
+    }
+    let lock = RunLock::take(&opts.postgres).await?;
+    let result = run_locked(&opts, &tables, shutdown).await;
+    lock.release().await;
+    let mut summary = result?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+async fn run_locked(
+    opts: &BackfillOptions,
+    tables: &[&'static Table],
+    shutdown: impl Future<Output = ()>,
+) -> Result<BackfillSummary> {
+    tokio::pin!(shutdown);
+    let source = Source::open(&opts.sqlite_path, opts.busy_timeout).await?;
+    let mut target = Target {
+        settings: opts.postgres.clone(),
+        conn: None,
+    };
+    if opts.defer_indexes {
+        indexes::defer(target.conn().await?, tables).await?;
+    }
+    let bar = opts
+        .progress_bar
+        .unwrap_or_else(|| std::io::stderr().is_terminal());
+    let mut summary = BackfillSummary::default();
+    let mut throttle = Throttle::new(opts.max_rows_per_sec);
+    for &table in tables {
+        let (t, stopped) = copy_table(
+            opts,
+            &source,
+            &mut target,
+            table,
+            bar,
+            &mut throttle,
+            &mut shutdown,
+        )
+        .await?;
+        summary.tables.push(t);
+        if stopped {
+            summary.interrupted = true;
+            break;
+        }
+    }
+    if !summary.interrupted {
+        for &table in tables.iter().filter(|t| t.serial) {
+            let max = source.max_id(table).await?;
+            let v = target::set_sequence(target.conn().await?, table, max).await?;
+            summary.sequences.push((table.name, v));
+        }
+    }
+    // Rebuilt even after an interruption: the application needs them, and
+    // a resumed run with --defer-indexes drops them again.
+    summary.indexes_rebuilt = indexes::rebuild(target.conn().await?).await?;
+    Ok(summary)
+}
+
+/// Spaces batches so the run stays under `max_rows_per_sec`.
+struct Throttle {
+    rate: Option<u64>,
+    started: Instant,
+    rows: u64,
+}
+
+impl Throttle {
+    fn new(rate: Option<u64>) -> Self {
+        Self {
+            rate: rate.filter(|r| *r > 0),
+            started: Instant::now(),
+            rows: 0,
+        }
+    }
+
+    /// How long to wait after `n` more rows.
+    fn after(&mut self, n: u64) -> Option<Duration> {
+        let rate = self.rate?;
+        self.rows += n;
+        let due = Duration::from_secs_f64(self.rows as f64 / rate as f64);
+        due.checked_sub(self.started.elapsed())
+    }
+}
+
+/// True when `shutdown` has completed.
+async fn stopping(shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.as_mut() => true,
+        _ = std::future::ready(()) => false,
+    }
+}
+
+async fn copy_table(
+    opts: &BackfillOptions,
+    source: &Source,
+    target: &mut Target,
+    table: &'static Table,
+    bar: bool,
+    throttle: &mut Throttle,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(TableSummary, bool)> {
+    let started = Instant::now();
+    let mut cp = target::checkpoint(target.conn().await?, table).await?;
+    let (remaining, losers) = source.prepare_table(table, cp.last_rowid).await?;
+    let losers = Arc::new(losers);
+    let mut progress = Progress::new(table.name, remaining, bar);
+    let mut summary = TableSummary {
+        table: table.name,
+        ..TableSummary::default()
+    };
+    let mut size = opts.batch_size;
+    let mut failures = 0u32;
+    let mut at_one = 0u32;
+    let mut stopped = false;
+    loop {
+        if stopping(shutdown).await {
+            stopped = true;
+            break;
+        }
+        let locked_at = Instant::now();
+        let batch = source
+            .read_batch(table, cp.last_rowid, size, opts.policy, losers.clone())
+            .await?;
+        if batch.read == 0 {
+            // Nothing left: the count was taken under the lock, now released.
+            source.release().await?;
+            summary.source_rows = batch.source_total;
+            target::mark_completed(target.conn().await?, table).await?;
+            break;
+        }
+        let (read, last) = (batch.read, batch.last_rowid);
+        let conn = target.conn().await?;
+        // The client-side limit covers what statement_timeout cannot: a
+        // server or network that stops answering altogether.
+        let limit = opts.statement_timeout + opts.statement_timeout / 2 + Duration::from_secs(1);
+        let loaded = tokio::time::timeout(
+            limit,
+            target::load_batch(
+                conn,
+                source,
+                table,
+                batch,
+                opts.policy,
+                opts.statement_timeout,
+            ),
+        )
+        .await;
+        // The lock is released whatever happened in PostgreSQL.
+        source.release().await?;
+        let held = locked_at.elapsed();
+        if loaded.as_ref().is_ok_and(|r| r.is_ok()) {
+            // SQLite has no queue for its lock: a writer waiting in its busy
+            // handler only gets in if the lock stays free for a while, so
+            // leave it free for a share of the time it was held.
+            let pause = held.mul_f64(opts.writer_share).min(MAX_WRITER_PAUSE);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        } else {
+            // PostgreSQL is in trouble: back off as long as the attempt held
+            // the lock, which also lets the application's writers through.
+            tokio::time::sleep(held.min(Duration::from_secs(1))).await;
+        }
+        let loaded = match loaded {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                let kind = e.db_kind();
+                let timeout = kind == Some(DbErrorKind::Timeout);
+                let raced = matches!(
+                    kind,
+                    Some(DbErrorKind::UniqueViolation | DbErrorKind::ForeignKeyViolation)
+                );
+                if kind == Some(DbErrorKind::Unavailable) {
+                    target.conn = None;
+                }
+                failures += 1;
+                if raced && failures <= MAX_RACE_RETRIES {
+                    tracing::warn!(table = table.name, error = %e, "batch raced a live write; retrying");
+                    continue;
+                }
+                if timeout && (size > 1 || at_one < MAX_ATTEMPTS_AT_ONE) {
+                    at_one += u32::from(size == 1);
+                    size = (size / 2).max(1);
+                    tracing::warn!(
+                        table = table.name,
+                        batch_size = size,
+                        "batch timed out in PostgreSQL; retrying smaller"
+                    );
+                    continue;
+                }
+                return Err(annotate(e, table, cp.last_rowid));
+            }
+            Err(_) => {
+                // The connection is mid-protocol: drop it and start afresh.
+                target.conn = None;
+                failures += 1;
+                if size > 1 || at_one < MAX_ATTEMPTS_AT_ONE {
+                    at_one += u32::from(size == 1);
+                    size = (size / 2).max(1);
+                    tracing::warn!(
+                        table = table.name,
+                        batch_size = size,
+                        "PostgreSQL did not answer in time; retrying smaller"
+                    );
+                    continue;
+                }
+                return Err(Error::Database {
+                    backend: Backend::Postgres,
+                    kind: DbErrorKind::Timeout,
+                    message: format!(
+                        "{}: a batch of one row after rowid {} got no answer within {limit:?}",
+                        table.name, cp.last_rowid
+                    ),
+                });
+            }
+        };
+        failures = 0;
+        at_one = 0;
+        // Grow back towards the configured size after a success.
+        size = (size * 2).min(opts.batch_size);
+        cp.last_rowid = last.expect("a batch that read rows has a last rowid");
+        cp.copied += loaded.copied();
+        cp.rejected += loaded.rejected_total();
+        summary.copied += loaded.copied();
+        summary.already_present += loaded.present;
+        summary.nulled_values += loaded.nulled;
+        for (r, n) in &loaded.rejected {
+            *summary.rejected.entry(*r).or_default() += n;
+        }
+        debug_assert_eq!(read, loaded.copied() + loaded.rejected_total());
+        progress.batch(loaded.copied(), loaded.rejected_total());
+        if let Some(wait) = throttle.after(read) {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.as_mut() => { stopped = true; break; }
+            }
+        }
+    }
+    progress.finish();
+    summary.total_copied = cp.copied;
+    summary.total_rejected = cp.rejected;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok((summary, stopped))
+}
+
+/// Names the table and position of a batch in a database error.
+fn annotate(e: Error, table: &Table, after: i64) -> Error {
+    match e {
+        Error::Database {
+            backend,
+            kind,
+            message,
+        } => Error::Database {
+            backend,
+            kind,
+            message: format!("{}: batch after rowid {after}: {message}", table.name),
+        },
+        other => other,
+    }
+}

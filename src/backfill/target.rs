@@ -1,0 +1,307 @@
+//! The PostgreSQL side of one batch: checks, bulk load, rejects, checkpoint.
+//!
+//! Everything here runs in one transaction under `SET LOCAL
+//! statement_timeout`, so the batch's rows, its rejects and the checkpoint
+//! that moves past them commit together or not at all: a killed run resumes
+//! with no duplicate and no gap.
+//!
+//! Rows go straight into the table with binary `COPY` (no staging copy), which
+//! is only safe because the checks come first: rows whose parent is missing
+//! are rejected as `orphan`, rows whose key (or other unique value) is already
+//! present are counted as copied and left out (a live dual write is newer
+//! than the legacy copy). A concurrent write landing between the check and
+//! the `COPY` makes the `COPY` fail; the caller then retries the batch.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+
+use super::encode;
+use super::source::{unique_columns, Batch, Source};
+use crate::convert::RejectReason;
+use crate::error::Result;
+use crate::rejects::{self, RejectRecord};
+use crate::row::Policy;
+use crate::tables::{Kind, Table};
+
+/// What one committed batch did.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    /// Rows written by this batch.
+    pub inserted: u64,
+    /// Rows already present in PostgreSQL (counted as copied).
+    pub present: u64,
+    /// Rows rejected, by reason.
+    pub rejected: BTreeMap<RejectReason, u64>,
+    /// Values nulled under `null-and-record` in copied rows.
+    pub nulled: u64,
+}
+
+impl Loaded {
+    /// Copied rows: written now or already there.
+    pub fn copied(&self) -> u64 {
+        self.inserted + self.present
+    }
+
+    /// Rejected rows.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+/// Which of `values` exist in `table.column`, compared as PostgreSQL stores them.
+async fn existing(
+    conn: &mut PgConnection,
+    table: &str,
+    column: &str,
+    kind: Kind,
+    values: Vec<String>,
+) -> Result<HashSet<String>> {
+    if values.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<(String,)> = if kind == Kind::Int {
+        let ints: Vec<i32> = values.iter().filter_map(|v| v.parse().ok()).collect();
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {column}::text FROM {table} WHERE {column} = ANY($1::int4[])"
+        )))
+        .bind(ints)
+        .fetch_all(conn)
+        .await?
+    } else {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {column}::text FROM {table} WHERE {column} = ANY($1::text[])"
+        )))
+        .bind(values)
+        .fetch_all(conn)
+        .await?
+    };
+    Ok(rows.into_iter().map(|(v,)| v).collect())
+}
+
+fn distinct(values: impl Iterator<Item = String>) -> Vec<String> {
+    let set: HashSet<String> = values.collect();
+    set.into_iter().collect()
+}
+
+/// Loads `batch` (read from `source`, whose lock is held) and moves the
+/// checkpoint to `batch.last_rowid`, in one transaction.
+pub(crate) async fn load_batch(
+    conn: &mut PgConnection,
+    source: &Source,
+    table: &'static Table,
+    batch: Batch,
+    policy: Policy,
+    statement_timeout: Duration,
+) -> Result<Loaded> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL statement_timeout = {}",
+        statement_timeout.as_millis().max(1)
+    )))
+    .execute(&mut *tx)
+    .await?;
+
+    let Batch {
+        rows,
+        mut rejects,
+        buf,
+        last_rowid,
+        ..
+    } = batch;
+    let mut out = Loaded::default();
+    let mut dropped = vec![false; rows.len()];
+
+    // Orphans: a parent that is not in PostgreSQL (rejected, or never there).
+    let mut orphans: Vec<(usize, &'static str, String)> = Vec::new();
+    for (i, fk) in table.foreign_keys.iter().enumerate() {
+        let kind = table.column(fk.column).map_or(Kind::Text, |c| c.kind);
+        let wanted = distinct(rows.iter().filter_map(|r| r.parents[i].clone()));
+        let found = existing(&mut tx, fk.parent_table, fk.parent_column, kind, wanted).await?;
+        for (n, r) in rows.iter().enumerate() {
+            if dropped[n] {
+                continue;
+            }
+            if let Some(p) = &r.parents[i] {
+                if !found.contains(p) {
+                    dropped[n] = true;
+                    orphans.push((
+                        n,
+                        fk.column,
+                        format!(
+                            "{}.{} = {p:?} does not exist in PostgreSQL (rejected or never present)",
+                            fk.parent_table, fk.parent_column
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if !orphans.is_empty() {
+        let images = source
+            .images(
+                table,
+                orphans.iter().map(|(n, ..)| rows[*n].rowid).collect(),
+            )
+            .await?;
+        for ((_, column, detail), (rowid, key, image)) in orphans.into_iter().zip(images) {
+            rejects.push(RejectRecord {
+                table: table.name.to_string(),
+                row_key: key,
+                source_rowid: Some(rowid),
+                column: column.to_string(),
+                reason: RejectReason::Orphan,
+                detail,
+                policy,
+                row_copied: false,
+                original: image,
+            });
+        }
+    }
+
+    // Already present: a live write got there first and is newer.
+    for (i, col) in unique_columns(table).into_iter().enumerate() {
+        let kind = table.column(col).map_or(Kind::Text, |c| c.kind);
+        let wanted = distinct(
+            rows.iter()
+                .zip(&dropped)
+                .filter(|(_, d)| !**d)
+                .filter_map(|(r, _)| r.uniques[i].clone()),
+        );
+        let found = existing(&mut tx, table.name, col, kind, wanted).await?;
+        if found.is_empty() {
+            continue;
+        }
+        for (n, r) in rows.iter().enumerate() {
+            if !dropped[n] && r.uniques[i].as_ref().is_some_and(|v| found.contains(v)) {
+                dropped[n] = true;
+                out.present += 1;
+            }
+        }
+    }
+
+    let kept: Vec<usize> = (0..rows.len()).filter(|&n| !dropped[n]).collect();
+    if !kept.is_empty() {
+        let mut data = Vec::with_capacity(buf.len() + encode::HEADER.len() + 2);
+        data.extend_from_slice(encode::HEADER);
+        if kept.len() == rows.len() {
+            data.extend_from_slice(&buf);
+        } else {
+            for &n in &kept {
+                data.extend_from_slice(&buf[rows[n].range.clone()]);
+            }
+        }
+        data.extend_from_slice(encode::TRAILER);
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                table.name,
+                table.column_list()
+            ))
+            .await?;
+        copy.send(data).await?;
+        out.inserted = copy.finish().await?;
+    }
+
+    for &n in &kept {
+        out.nulled += rows[n].nulled.len() as u64;
+    }
+    for r in &rejects {
+        *out.rejected.entry(r.reason).or_default() += 1;
+    }
+    let mut records = rejects;
+    for n in kept {
+        records.extend(rows[n].nulled.iter().cloned());
+    }
+    rejects::insert(&mut tx, &records).await?;
+
+    if let Some(last) = last_rowid {
+        sqlx::query(
+            "INSERT INTO cutover.checkpoints (table_name, last_key, rows_copied, rows_rejected)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (table_name) DO UPDATE SET
+                 last_key = EXCLUDED.last_key,
+                 rows_copied = cutover.checkpoints.rows_copied + EXCLUDED.rows_copied,
+                 rows_rejected = cutover.checkpoints.rows_rejected + EXCLUDED.rows_rejected,
+                 updated_at = now()",
+        )
+        .bind(table.name)
+        .bind(last.to_string())
+        .bind(out.copied() as i64)
+        .bind(out.rejected_total() as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// A table's checkpoint: the last rowid copied and the running totals.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Checkpoint {
+    /// Rowid to continue after.
+    pub last_rowid: i64,
+    /// Rows copied so far, over every run.
+    pub copied: u64,
+    /// Rows rejected so far, over every run.
+    pub rejected: u64,
+}
+
+/// Reads `table`'s checkpoint (zeroes when it has none).
+pub(crate) async fn checkpoint(conn: &mut PgConnection, table: &Table) -> Result<Checkpoint> {
+    let row: Option<(Option<String>, i64, i64)> = sqlx::query_as(
+        "SELECT last_key, rows_copied, rows_rejected FROM cutover.checkpoints WHERE table_name = $1",
+    )
+    .bind(table.name)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        None => Checkpoint::default(),
+        Some((key, copied, rejected)) => Checkpoint {
+            last_rowid: key.and_then(|k| k.parse().ok()).unwrap_or(0),
+            copied: copied as u64,
+            rejected: rejected as u64,
+        },
+    })
+}
+
+/// Marks `table` as having been read to its end once.
+pub(crate) async fn mark_completed(conn: &mut PgConnection, table: &Table) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cutover.checkpoints (table_name, completed, completed_at)
+         VALUES ($1, TRUE, now())
+         ON CONFLICT (table_name) DO UPDATE SET completed = TRUE,
+             completed_at = COALESCE(cutover.checkpoints.completed_at, now()), updated_at = now()",
+    )
+    .bind(table.name)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a serial table's sequence past the highest id of both sides
+/// (`sqlite_max` is SQLite's); never moves it back.
+pub(crate) async fn set_sequence(
+    conn: &mut PgConnection,
+    table: &Table,
+    sqlite_max: i64,
+) -> Result<i64> {
+    let seq: Option<String> = sqlx::query_scalar("SELECT pg_get_serial_sequence($1, $2)")
+        .bind(table.name)
+        .bind(table.primary_key)
+        .fetch_one(&mut *conn)
+        .await?;
+    let Some(seq) = seq else { return Ok(0) };
+    let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT setval('{seq}', GREATEST($1::bigint, m, s, 1), GREATEST($1::bigint, m, s) > 0)
+         FROM (SELECT COALESCE(max({pk}), 0)::bigint AS m FROM {t}) a,
+              (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS s FROM {seq}) b",
+        pk = table.primary_key,
+        t = table.name,
+    )))
+    .bind(sqlite_max)
+    .fetch_one(conn)
+    .await?;
+    Ok(v)
+}
