@@ -447,7 +447,9 @@ pub fn boolean(column: &'static str, raw: Raw<'_>) -> Result<Option<bool>, Value
         Raw::Integer(0) => Ok(Some(false)),
         Raw::Integer(1) => Ok(Some(true)),
         // Exact comparisons: only the integral values 0.0 and 1.0 are booleans.
-        Raw::Real(f) if f.to_bits() == 0f64.to_bits() || f.to_bits() == (-0f64).to_bits() => Ok(Some(false)),
+        Raw::Real(f) if f.to_bits() == 0f64.to_bits() || f.to_bits() == (-0f64).to_bits() => {
+            Ok(Some(false))
+        }
         Raw::Real(f) if f.to_bits() == 1f64.to_bits() => Ok(Some(true)),
         Raw::Text(b) => match std::str::from_utf8(b)
             .map(str::to_ascii_lowercase)

@@ -10,6 +10,9 @@
 //! Text is ordered with `COLLATE "C"` (bytewise, like SQLite's BINARY), and
 //! "now" is taken in Rust (`model::now`), never from the database clock.
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
@@ -17,11 +20,13 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::error::{violated_constraint, PoolLimits};
+use crate::changes::{self, Change};
 use crate::convert::RejectReason;
 use crate::error::{Backend, DbErrorKind, Error, Result};
 use crate::model::*;
 use crate::settings::PgSettings;
 use crate::store::Store;
+use crate::tables;
 
 // Column lists as macros so that `concat!` can build `&'static str` queries
 // (sqlx only accepts non-static SQL wrapped in `AssertSqlSafe`).
@@ -73,6 +78,7 @@ macro_rules! chunk_cols {
 pub struct PgStore {
     pool: PgPool,
     limits: PoolLimits,
+    outbox: Arc<AtomicBool>,
 }
 
 impl PgStore {
@@ -95,7 +101,11 @@ impl PgStore {
             max_connections: p.max_connections,
         };
         match pool {
-            Ok(pool) => Ok(Self { pool, limits }),
+            Ok(pool) => Ok(Self {
+                pool,
+                limits,
+                outbox: Arc::new(AtomicBool::new(false)),
+            }),
             Err(e) => Err(connect_error(settings, e).await),
         }
     }
@@ -107,7 +117,23 @@ impl PgStore {
             acquire_timeout: o.get_acquire_timeout(),
             max_connections: o.get_max_connections(),
         };
-        Self { pool, limits }
+        Self {
+            pool,
+            limits,
+            outbox: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Switches outbox recording on or off: when on, every write records the
+    /// keys it changed in `cutover.outbox` inside its own transaction (the
+    /// capture triggers of migration 0004 do the noting).
+    pub fn set_outbox(&self, on: bool) {
+        self.outbox.store(on, AtomicOrdering::SeqCst);
+    }
+
+    /// Whether writes record their changes in the outbox.
+    pub fn outbox_enabled(&self) -> bool {
+        self.outbox.load(AtomicOrdering::SeqCst)
     }
 
     /// The pool.
@@ -120,7 +146,34 @@ impl PgStore {
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(|e| self.limits.map(e))
+        let mut tx = self.pool.begin().await.map_err(|e| self.limits.map(e))?;
+        if self.outbox_enabled() {
+            sqlx::query("SELECT set_config('cutover.capture', 'on', true)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// Commits; when the outbox is on, first reads back the keys this
+    /// transaction changed (noted by the capture triggers) and reports them.
+    async fn commit(&self, mut tx: Transaction<'static, Postgres>) -> Result<()> {
+        if !self.outbox_enabled() {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT table_name, row_key FROM cutover.outbox WHERE txid = txid_current() ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        changes::report(
+            rows.into_iter()
+                .filter_map(|(t, k)| tables::by_name(&t).map(|t| Change::new(t.name, k)))
+                .collect(),
+        );
+        Ok(())
     }
 }
 
@@ -433,7 +486,7 @@ impl Store for PgStore {
             _ => e.into(),
         })?;
         let u = user(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(u)
     }
 
@@ -519,7 +572,7 @@ impl Store for PgStore {
         for sql in DELETES {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -573,7 +626,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| fk_backstop(e, "tweets_user_id_fkey", missing))?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(tweets.len() as u64)
     }
 
@@ -690,7 +743,7 @@ impl Store for PgStore {
         .await
         .map_err(|e| fk_backstop(e, "personality_analysis_user_id_fkey", missing))?;
         let out = analysis(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -766,7 +819,7 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let out = progress(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -791,7 +844,7 @@ impl Store for PgStore {
         .await
         .map_err(|e| fk_backstop(e, "funnel_completion_user_id_fkey", missing))?;
         let out = completion(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -843,7 +896,7 @@ impl Store for PgStore {
             return Err(duplicate());
         };
         let out = code(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -933,7 +986,7 @@ impl Store for PgStore {
         .bind(code_s)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -958,7 +1011,7 @@ impl Store for PgStore {
         .bind(owner_user_id)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         let total_uses = codes
             .iter()
             .map(|c| i64::from(c.usage_count.unwrap_or(0)))
@@ -1032,7 +1085,7 @@ impl Store for PgStore {
         // RETURNING does not promise an order.
         let mut chunks = all(&rows, chunk)?;
         chunks.sort_by_key(|c| (c.chunk_index, c.chunk_id));
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(JobWithChunks {
             job: job_row,
             chunks,
@@ -1064,7 +1117,7 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let out = job(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Some(out))
     }
 
@@ -1094,7 +1147,7 @@ impl Store for PgStore {
         .fetch_all(&mut *tx)
         .await?;
         let chunks = all(&rows, chunk)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Some(JobWithChunks { job: j, chunks }))
     }
 
@@ -1119,7 +1172,7 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let out = chunk(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -1152,7 +1205,7 @@ impl Store for PgStore {
         .bind(out.job_id)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -1178,7 +1231,7 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let out = chunk(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -1203,7 +1256,7 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let out = job(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -1229,7 +1282,7 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let out = job(&row)?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 

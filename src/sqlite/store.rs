@@ -87,7 +87,7 @@ impl SqliteStore {
             Ok(())
         })
         .await?;
-        conn.call(|c| install_change_capture(c)).await?;
+        conn.call(install_change_capture).await?;
         Ok(Self {
             conn,
             outbox: Arc::new(AtomicBool::new(false)),

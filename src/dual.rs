@@ -1,0 +1,893 @@
+//! `DualStore`: the application's store during the move.
+//!
+//! Every call is routed by the current stage, held in an `ArcSwap` so a
+//! flip is one pointer swap and a call never takes a lock to find it.
+//! Writes go to the authoritative side first; the rows they changed
+//! (reported by the store, and recorded in its outbox in the same
+//! transaction) are then copied to the other side as their current image,
+//! under a per-key lock. A failure there never fails the caller: it is
+//! counted, logged and left in the outbox for the replayer. Reads are
+//! served by the authoritative side; in `shadow` and `live` a sample is
+//! also read from the other side off the caller's path and compared.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::changes::{capture, Change};
+use crate::error::{Backend, Error, Result};
+use crate::image::{self, Key};
+use crate::metrics as m;
+use crate::model::*;
+use crate::outbox;
+use crate::pg::PgStore;
+use crate::shadow::{self, Ledger, Mismatch, Policy};
+use crate::sqlite::SqliteStore;
+use crate::stage::Stage;
+use crate::store::Store;
+use crate::tables;
+
+/// Where calls go right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routing {
+    /// The stage.
+    pub stage: Stage,
+    /// PostgreSQL is unreachable and SQLite stands in as authoritative.
+    pub fallback: bool,
+}
+
+impl Routing {
+    /// The side whose answer the caller gets.
+    pub fn authoritative(&self) -> Backend {
+        if self.fallback {
+            Backend::Sqlite
+        } else {
+            self.stage.authoritative()
+        }
+    }
+
+    /// The side writes are copied to.
+    pub fn secondary(&self) -> Option<Backend> {
+        if self.fallback {
+            Some(Backend::Postgres)
+        } else {
+            self.stage.secondary()
+        }
+    }
+}
+
+/// Tunables of the dual store.
+#[derive(Debug, Clone)]
+pub struct DualConfig {
+    /// Fraction of reads compared in `shadow` / `live` (0 to 1).
+    pub shadow_sample_rate: f64,
+    /// A shadow read slower than this is abandoned (counted as `error`).
+    pub shadow_timeout: Duration,
+    /// Before a mismatch on keys pending in the outbox is counted, wait up
+    /// to this long for the outbox to apply and compare again.
+    pub lag_recheck: Duration,
+    /// Panic on a real mismatch (tests).
+    pub raise_on_mismatch: bool,
+    /// Fall back to SQLite when PostgreSQL is authoritative and unreachable.
+    pub fallback: bool,
+    /// Mismatches kept for inspection.
+    pub ledger_size: usize,
+}
+
+impl Default for DualConfig {
+    fn default() -> Self {
+        Self {
+            shadow_sample_rate: 1.0,
+            shadow_timeout: Duration::from_secs(2),
+            lag_recheck: Duration::from_secs(2),
+            raise_on_mismatch: false,
+            fallback: true,
+            ledger_size: 256,
+        }
+    }
+}
+
+/// Counters kept for reports (the same figures go to metrics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Calls that returned an error to the caller.
+    pub failed_calls: AtomicU64,
+    /// Calls made.
+    pub calls: AtomicU64,
+    /// Applies to the secondary side that failed (left in the outbox).
+    pub secondary_failures: AtomicU64,
+    /// Outbox entries applied by the replayer.
+    pub replayed: AtomicU64,
+    /// Shadow comparisons made.
+    pub comparisons: AtomicU64,
+    /// Real mismatches (after the lag re-check).
+    pub mismatches_real: AtomicU64,
+    /// Mismatches that went away once the outbox applied.
+    pub mismatches_lag_resolved: AtomicU64,
+    /// Shadow reads that failed or timed out.
+    pub shadow_errors: AtomicU64,
+    /// Times the store fell back to SQLite.
+    pub fallbacks: AtomicU64,
+}
+
+/// A snapshot of `Counters`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that returned an error.
+    pub failed_calls: u64,
+    /// Failed secondary applies.
+    pub secondary_failures: u64,
+    /// Entries applied by the replayer.
+    pub replayed: u64,
+    /// Shadow comparisons.
+    pub comparisons: u64,
+    /// Real mismatches.
+    pub mismatches_real: u64,
+    /// Lag mismatches resolved.
+    pub mismatches_lag_resolved: u64,
+    /// Shadow read errors.
+    pub shadow_errors: u64,
+    /// Fallbacks.
+    pub fallbacks: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) sqlite: SqliteStore,
+    pub(crate) pg: PgStore,
+    pub(crate) routing: ArcSwap<Routing>,
+    // Writes hold it shared; a flip holds it exclusively, so new writes
+    // wait while in-flight ones finish.
+    pub(crate) gate: tokio::sync::RwLock<()>,
+    key_locks: Vec<tokio::sync::Mutex<()>>,
+    pub(crate) config: DualConfig,
+    pub(crate) ledger: Ledger,
+    pub(crate) counters: Counters,
+    fallback_probe: AtomicBool,
+}
+
+/// The routing store. Cheap to clone.
+#[derive(Clone)]
+pub struct DualStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+const KEY_LOCKS: usize = 1024;
+
+impl DualStore {
+    /// A dual store over both stores, starting at `stage`.
+    pub async fn new(
+        sqlite: SqliteStore,
+        pg: PgStore,
+        stage: Stage,
+        config: DualConfig,
+    ) -> Result<Self> {
+        sqlite.ensure_outbox().await?;
+        let ledger = Ledger::new(config.ledger_size);
+        let store = Self {
+            inner: Arc::new(Inner {
+                sqlite,
+                pg,
+                routing: ArcSwap::from_pointee(Routing {
+                    stage,
+                    fallback: false,
+                }),
+                gate: tokio::sync::RwLock::new(()),
+                key_locks: (0..KEY_LOCKS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+                config,
+                ledger,
+                counters: Counters::default(),
+                fallback_probe: AtomicBool::new(false),
+            }),
+        };
+        store.set_outbox_flags(&Routing {
+            stage,
+            fallback: false,
+        });
+        metrics::gauge!(m::STAGE).set(stage.index() as f64);
+        Ok(store)
+    }
+
+    /// Current routing.
+    pub fn routing(&self) -> Routing {
+        **self.inner.routing.load()
+    }
+
+    /// Current stage.
+    pub fn stage(&self) -> Stage {
+        self.routing().stage
+    }
+
+    /// The SQLite store underneath.
+    pub fn sqlite(&self) -> &SqliteStore {
+        &self.inner.sqlite
+    }
+
+    /// The PostgreSQL store underneath.
+    pub fn pg(&self) -> &PgStore {
+        &self.inner.pg
+    }
+
+    /// The most recent mismatches.
+    pub fn recent_mismatches(&self) -> Vec<Mismatch> {
+        self.inner.ledger.recent()
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> CounterSnapshot {
+        let c = &self.inner.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSnapshot {
+            calls: g(&c.calls),
+            failed_calls: g(&c.failed_calls),
+            secondary_failures: g(&c.secondary_failures),
+            replayed: g(&c.replayed),
+            comparisons: g(&c.comparisons),
+            mismatches_real: g(&c.mismatches_real),
+            mismatches_lag_resolved: g(&c.mismatches_lag_resolved),
+            shadow_errors: g(&c.shadow_errors),
+            fallbacks: g(&c.fallbacks),
+        }
+    }
+
+    fn set_outbox_flags(&self, r: &Routing) {
+        let sec = r.secondary();
+        self.inner
+            .sqlite
+            .set_outbox(r.authoritative() == Backend::Sqlite && sec.is_some());
+        self.inner
+            .pg
+            .set_outbox(r.authoritative() == Backend::Postgres && sec.is_some());
+    }
+
+    fn side(&self, b: Backend) -> &dyn Store {
+        match b {
+            Backend::Sqlite => &self.inner.sqlite,
+            Backend::Postgres => &self.inner.pg,
+        }
+    }
+
+    fn observe(&self, op: &'static str, backend: Backend, started: Instant) {
+        metrics::histogram!(m::OP_DURATION, "op" => op, "backend" => backend.as_str())
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    fn count<T>(&self, r: &Result<T>) {
+        self.inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+        if r.is_err() {
+            self.inner
+                .counters
+                .failed_calls
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn should_fall_back(&self, r: &Routing, e: &Error) -> bool {
+        self.inner.config.fallback
+            && !r.fallback
+            && r.authoritative() == Backend::Postgres
+            && r.stage.secondary().is_some()
+            && e.is_unavailable()
+    }
+
+    /// Switches to SQLite as authoritative until PostgreSQL answers again.
+    async fn enter_fallback(&self, reason: &Error) {
+        let cur = self.routing();
+        if cur.fallback {
+            return;
+        }
+        let next = Routing {
+            fallback: true,
+            ..cur
+        };
+        self.set_outbox_flags(&next);
+        self.inner.routing.store(Arc::new(next));
+        self.inner
+            .counters
+            .fallbacks
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!(m::FALLBACK_ACTIVE).set(1.0);
+        tracing::warn!(error = %reason, stage = %cur.stage, "PostgreSQL unreachable: falling back to SQLite as authoritative");
+        if !self.inner.fallback_probe.swap(true, Ordering::SeqCst) {
+            let me = self.clone();
+            tokio::spawn(async move { me.probe_until_back().await });
+        }
+    }
+
+    async fn probe_until_back(&self) {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            tokio::time::sleep(wait).await;
+            if !self.routing().fallback {
+                break;
+            }
+            let ok = sqlx::query("SELECT 1")
+                .execute(self.inner.pg.pool())
+                .await
+                .is_ok();
+            if !ok {
+                wait = (wait * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            // Replay what SQLite took while PostgreSQL was away, then return.
+            if self.drain(Backend::Sqlite, 500).await.is_err() {
+                continue;
+            }
+            let _w = self.inner.gate.write().await;
+            if self.drain(Backend::Sqlite, 500).await.is_err() {
+                continue;
+            }
+            let cur = self.routing();
+            let next = Routing {
+                fallback: false,
+                ..cur
+            };
+            self.set_outbox_flags(&next);
+            self.inner.routing.store(Arc::new(next));
+            metrics::gauge!(m::FALLBACK_ACTIVE).set(0.0);
+            tracing::info!(stage = %cur.stage, "PostgreSQL is back: fallback ended");
+            break;
+        }
+        self.inner.fallback_probe.store(false, Ordering::SeqCst);
+    }
+
+    fn key_lock(&self, c: &Change) -> &tokio::sync::Mutex<()> {
+        let mut h = DefaultHasher::new();
+        c.hash(&mut h);
+        &self.inner.key_locks[(h.finish() as usize) % KEY_LOCKS]
+    }
+
+    /// Copies one changed row from `from` to the other side as its current
+    /// image, then clears its outbox entries up to what was seen.
+    pub async fn apply(&self, c: &Change, from: Backend) -> Result<()> {
+        let table = tables::by_name(c.table).ok_or_else(|| {
+            Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
+        })?;
+        let key = Key::parse(table, &c.key)?;
+        let _l = self.key_lock(c).lock().await;
+        match from {
+            Backend::Sqlite => {
+                let (cc, k) = (c.clone(), key.clone());
+                let (hw, img) = self
+                    .inner
+                    .sqlite
+                    .connection()
+                    .call(move |conn| -> Result<_> {
+                        let hw = outbox::sqlite_high_water(conn, &cc)?;
+                        Ok((hw, image::sqlite_read(conn, table, &k)?))
+                    })
+                    .await?;
+                match img {
+                    Some(img) => image::pg_upsert(self.inner.pg.pool(), table, &img).await?,
+                    None => {
+                        image::pg_delete(self.inner.pg.pool(), table, &key).await?;
+                    }
+                }
+                if let Some(hw) = hw {
+                    let cc = c.clone();
+                    self.inner
+                        .sqlite
+                        .connection()
+                        .call(move |conn| outbox::sqlite_clear(conn, &cc, hw))
+                        .await?;
+                }
+            }
+            Backend::Postgres => {
+                let pool = self.inner.pg.pool();
+                let hw = outbox::pg_high_water(pool, c).await?;
+                let img = image::pg_read(pool, table, &key).await?;
+                let k = key.clone();
+                self.inner
+                    .sqlite
+                    .connection()
+                    .call(move |conn| -> Result<()> {
+                        match img {
+                            Some(img) => image::sqlite_upsert(conn, table, &img),
+                            None => image::sqlite_delete(conn, table, &k).map(|_| ()),
+                        }
+                    })
+                    .await?;
+                if let Some(hw) = hw {
+                    outbox::pg_clear(pool, c, hw).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_changes(&self, op: &'static str, r: &Routing, changes: Vec<Change>) {
+        if r.secondary().is_none() || changes.is_empty() {
+            return;
+        }
+        let from = r.authoritative();
+        let mut seen = std::collections::HashSet::new();
+        for c in changes {
+            if !seen.insert(c.clone()) {
+                continue;
+            }
+            if let Err(e) = self.apply(&c, from).await {
+                self.inner
+                    .counters
+                    .secondary_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::SECONDARY_WRITE_FAILURES, "op" => op, "table" => c.table)
+                    .increment(1);
+                tracing::warn!(op, table = c.table, key = %c.key, error = %e, "secondary write failed; kept in the outbox");
+            }
+        }
+    }
+
+    /// Applies pending outbox entries of `side` until none is left (or an
+    /// apply fails, which is returned). Returns how many were applied.
+    pub async fn drain(&self, side: Backend, batch: i64) -> Result<u64> {
+        let mut applied = 0;
+        loop {
+            let entries = match side {
+                Backend::Sqlite => {
+                    self.inner
+                        .sqlite
+                        .connection()
+                        .call(move |conn| outbox::sqlite_fetch(conn, batch))
+                        .await?
+                }
+                Backend::Postgres => outbox::pg_fetch(self.inner.pg.pool(), batch).await?,
+            };
+            if entries.is_empty() {
+                return Ok(applied);
+            }
+            for e in entries {
+                self.apply(&e.change, e.side).await?;
+                applied += 1;
+                self.inner.counters.replayed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::OUTBOX_REPLAYED, "side" => side.as_str()).increment(1);
+            }
+        }
+    }
+
+    /// Entries pending in both outboxes (PostgreSQL's counted only when reachable).
+    pub async fn outbox_pending(&self) -> Result<i64> {
+        let s = self
+            .inner
+            .sqlite
+            .connection()
+            .call(|conn| outbox::sqlite_pending(conn))
+            .await?;
+        let p = outbox::pg_pending(self.inner.pg.pool()).await.unwrap_or(0);
+        metrics::gauge!(m::OUTBOX_PENDING).set((s + p) as f64);
+        Ok(s + p)
+    }
+
+    /// Keys of `table` waiting in the outbox feeding the other side.
+    async fn table_pending(&self, table: &'static str) -> bool {
+        let s = self
+            .inner
+            .sqlite
+            .connection()
+            .call(move |conn| -> Result<i64> {
+                if outbox::sqlite_pending(conn)? == 0 {
+                    return Ok(0);
+                }
+                Ok(conn.query_row(
+                    "SELECT count(*) FROM _cutover_outbox WHERE table_name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap_or(0);
+        let p: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM cutover.outbox WHERE table_name = $1")
+                .bind(table)
+                .fetch_one(self.inner.pg.pool())
+                .await
+                .unwrap_or(0);
+        s + p > 0
+    }
+
+    /// Moves both sides' id generators past the highest id either side holds,
+    /// so whichever side becomes authoritative never hands out a used id.
+    pub async fn align_sequences(&self) -> Result<()> {
+        for t in tables::ALL.iter().filter(|t| t.serial) {
+            let (name, pk) = (t.name, t.primary_key);
+            let smax: i64 = self
+                .inner
+                .sqlite
+                .connection()
+                .call(move |conn| -> Result<i64> {
+                    let a: i64 = conn.query_row(
+                        &format!("SELECT coalesce(max({pk}), 0) FROM {name}"),
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    let b: i64 = conn
+                        .query_row(
+                            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1",
+                            [name],
+                            |r| r.get(0),
+                        )
+                        .unwrap_or(0);
+                    Ok(a.max(b))
+                })
+                .await?;
+            let pmax: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT coalesce(max({pk}), 0)::bigint FROM {name}"
+            )))
+            .fetch_one(self.inner.pg.pool())
+            .await?;
+            let top = smax.max(pmax).max(1);
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT setval(pg_get_serial_sequence('{name}', '{pk}'), greatest($1, (SELECT last_value FROM {name}_{pk}_seq)))"
+            )))
+            .bind(top)
+            .execute(self.inner.pg.pool())
+            .await?;
+            self.inner
+                .sqlite
+                .connection()
+                .call(move |conn| -> Result<()> {
+                    let n = conn.execute(
+                        "UPDATE sqlite_sequence SET seq = max(seq, ?2) WHERE name = ?1",
+                        (name, top),
+                    )?;
+                    if n == 0 {
+                        conn.execute(
+                            "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
+                            (name, top),
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Switches to `to` in this process. When the authoritative side changes,
+    /// new writes wait while in-flight ones finish, the outboxes drain and
+    /// the sequences move; then the swap. Returns the pause writers saw.
+    pub async fn switch(&self, to: Stage) -> Result<Duration> {
+        let cur = self.routing();
+        if cur.stage == to {
+            return Ok(Duration::ZERO);
+        }
+        let flips =
+            cur.stage.authoritative() != to.authoritative() || cur.secondary() != to.secondary();
+        if !flips {
+            let next = Routing { stage: to, ..cur };
+            self.set_outbox_flags(&next);
+            self.inner.routing.store(Arc::new(next));
+            metrics::gauge!(m::STAGE).set(to.index() as f64);
+            tracing::info!(from = %cur.stage, to = %to, "stage switched");
+            return Ok(Duration::ZERO);
+        }
+        // Drain most of the backlog before holding writers, so the pause is short.
+        for side in [Backend::Sqlite, Backend::Postgres] {
+            if let Err(e) = self.drain(side, 1000).await {
+                tracing::warn!(side = %side, error = %e, "pre-flip drain incomplete");
+            }
+        }
+        let started = Instant::now();
+        let _w = self.inner.gate.write().await;
+        for side in [Backend::Sqlite, Backend::Postgres] {
+            self.drain(side, 1000).await?;
+        }
+        self.align_sequences().await?;
+        let next = Routing {
+            stage: to,
+            fallback: false,
+        };
+        self.set_outbox_flags(&next);
+        self.inner.routing.store(Arc::new(next));
+        let pause = started.elapsed();
+        metrics::gauge!(m::STAGE).set(to.index() as f64);
+        metrics::gauge!(m::FALLBACK_ACTIVE).set(0.0);
+        metrics::histogram!(m::FLIP_PAUSE).record(pause.as_secs_f64());
+        tracing::info!(from = %cur.stage, to = %to, pause_ms = pause.as_secs_f64() * 1000.0, "authority flip done");
+        Ok(pause)
+    }
+
+    fn sampled(&self) -> bool {
+        let rate = self.inner.config.shadow_sample_rate;
+        rate >= 1.0 || (rate > 0.0 && rand::random::<f64>() < rate)
+    }
+
+    /// Compares `primary` (the authoritative answer) with what `other`
+    /// answers, re-checking once after the outbox applies when the table has
+    /// pending keys. Runs on a spawned task.
+    async fn shadow_compare<T, F, Fut>(
+        self,
+        op: &'static str,
+        table: &'static str,
+        policy: Policy,
+        primary: Value,
+        other_side: Backend,
+        read: F,
+    ) where
+        T: Serialize,
+        F: Fn(DualStore, Backend) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let timeout = self.inner.config.shadow_timeout;
+        let c = &self.inner.counters;
+        let outcome = |o: &'static str| {
+            metrics::counter!(m::SHADOW_COMPARISONS, "op" => op, "outcome" => o).increment(1)
+        };
+        let other = match tokio::time::timeout(timeout, read(self.clone(), other_side)).await {
+            Ok(Ok(v)) => serde_json::to_value(v).unwrap_or(Value::Null),
+            _ => {
+                c.shadow_errors.fetch_add(1, Ordering::Relaxed);
+                outcome("error");
+                return;
+            }
+        };
+        c.comparisons.fetch_add(1, Ordering::Relaxed);
+        let ms = shadow::compare(op, table, policy, &primary, &other);
+        if ms.is_empty() {
+            outcome("match");
+            return;
+        }
+        // Lag, not divergence, when the keys are still on their way: wait for
+        // the outbox to apply, then ask both sides again.
+        if self.table_pending(table).await {
+            let deadline = Instant::now() + self.inner.config.lag_recheck;
+            while Instant::now() < deadline && self.table_pending(table).await {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let auth = other_side_of(other_side);
+            let again = tokio::join!(read(self.clone(), auth), read(self.clone(), other_side));
+            if let (Ok(a), Ok(b)) = again {
+                let (a, b) = (
+                    serde_json::to_value(a).unwrap_or(Value::Null),
+                    serde_json::to_value(b).unwrap_or(Value::Null),
+                );
+                if shadow::compare(op, table, policy, &a, &b).is_empty() {
+                    c.mismatches_lag_resolved.fetch_add(1, Ordering::Relaxed);
+                    outcome("lag_resolved");
+                    return;
+                }
+            }
+        }
+        c.mismatches_real.fetch_add(1, Ordering::Relaxed);
+        outcome("mismatch");
+        for x in &ms {
+            metrics::counter!(m::SHADOW_MISMATCHES, "op" => op, "table" => table, "kind" => x.kind.as_str()).increment(1);
+        }
+        tracing::warn!(op, table, mismatches = ?ms, "shadow read mismatch");
+        self.inner.ledger.push(&ms);
+        if self.inner.config.raise_on_mismatch {
+            panic!("shadow mismatch in {op}: {ms:?}");
+        }
+    }
+}
+
+fn other_side_of(b: Backend) -> Backend {
+    match b {
+        Backend::Sqlite => Backend::Postgres,
+        Backend::Postgres => Backend::Sqlite,
+    }
+}
+
+/// A write: authoritative first (falling back to SQLite when PostgreSQL is
+/// down in a PostgreSQL-authoritative stage), then the changed rows to the
+/// other side.
+macro_rules! write_op {
+    ($self:ident, $op:literal, |$s:ident| $call:expr) => {{
+        let _gate = $self.inner.gate.read().await;
+        let routing = $self.routing();
+        let side = routing.authoritative();
+        let started = Instant::now();
+        let (res, changes) = {
+            let $s: &dyn Store = $self.side(side);
+            capture($call).await
+        };
+        $self.observe($op, side, started);
+        let (res, changes, routing) = match res {
+            Err(e) if $self.should_fall_back(&routing, &e) => {
+                $self.enter_fallback(&e).await;
+                let started = Instant::now();
+                let $s: &dyn Store = &$self.inner.sqlite;
+                let (r, c) = capture($call).await;
+                $self.observe($op, Backend::Sqlite, started);
+                (r, c, $self.routing())
+            }
+            other => (other, changes, routing),
+        };
+        $self.count(&res);
+        let value = res?;
+        $self.apply_changes($op, &routing, changes).await;
+        Ok(value)
+    }};
+}
+
+/// A read: the authoritative side answers; in shadow stages a sample is
+/// compared with the other side on a spawned task. `$owned` are owned copies
+/// of the arguments the shadow read needs.
+macro_rules! read_op {
+    ($self:ident, $op:literal, $table:literal, $policy:expr, [$($v:ident : $t:ty = $init:expr),*], |$s:ident| $call:expr) => {{
+        $(let $v: $t = $init;)*
+        let routing = $self.routing();
+        let side = routing.authoritative();
+        let started = Instant::now();
+        let res = {
+            let $s: &dyn Store = $self.side(side);
+            $call.await
+        };
+        $self.observe($op, side, started);
+        let res = match res {
+            Err(e) if $self.should_fall_back(&routing, &e) => {
+                $self.enter_fallback(&e).await;
+                let $s: &dyn Store = &$self.inner.sqlite;
+                $call.await
+            }
+            other => other,
+        };
+        $self.count(&res);
+        let value = res?;
+        if routing.stage.shadows_reads() && !routing.fallback && $self.sampled() {
+            if let Ok(primary) = serde_json::to_value(&value) {
+                let me = $self.clone();
+                let other = other_side_of(side);
+                tokio::spawn(me.shadow_compare($op, $table, $policy, primary, other, move |d: DualStore, b: Backend| {
+                    $(let $v = $v.clone();)*
+                    async move {
+                        let $s: &dyn Store = d.side(b);
+                        $call.await
+                    }
+                }));
+            }
+        }
+        Ok(value)
+    }};
+}
+
+#[async_trait]
+impl Store for DualStore {
+    fn backend(&self) -> Backend {
+        self.routing().authoritative()
+    }
+
+    async fn upsert_profile(&self, profile: &ScrapedProfile) -> Result<User> {
+        write_op!(self, "upsert_profile", |s| s.upsert_profile(profile))
+    }
+    async fn get_user(&self, id: &str) -> Result<Option<User>> {
+        read_op!(self, "get_user", "users", Policy::Exact, [id: String = id.to_string()], |s| s.get_user(&id))
+    }
+    async fn get_user_by_username(&self, username: &str) -> Result<Option<User>> {
+        read_op!(self, "get_user_by_username", "users", Policy::Exact, [u: String = username.to_string()], |s| s
+            .get_user_by_username(&u))
+    }
+    async fn users_scraped_before(&self, before: Timestamp, limit: u32) -> Result<Vec<User>> {
+        read_op!(
+            self,
+            "users_scraped_before",
+            "users",
+            Policy::Ordered("id"),
+            [],
+            |s| s.users_scraped_before(before, limit)
+        )
+    }
+    async fn delete_user(&self, id: &str) -> Result<bool> {
+        write_op!(self, "delete_user", |s| s.delete_user(id))
+    }
+    async fn save_tweets(&self, user_id: &str, tweets: &[NewTweet]) -> Result<u64> {
+        write_op!(self, "save_tweets", |s| s.save_tweets(user_id, tweets))
+    }
+    async fn get_tweet(&self, id: &str) -> Result<Option<Tweet>> {
+        read_op!(self, "get_tweet", "tweets", Policy::Exact, [id: String = id.to_string()], |s| s.get_tweet(&id))
+    }
+    async fn timeline(
+        &self,
+        user_id: &str,
+        limit: u32,
+        cursor: Option<&TimelineCursor>,
+    ) -> Result<Vec<Tweet>> {
+        read_op!(self, "timeline", "tweets", Policy::Ordered("id"),
+            [u: String = user_id.to_string(), cur: Option<TimelineCursor> = cursor.cloned()],
+            |s| s.timeline(&u, limit, cur.as_ref()))
+    }
+    async fn count_tweets(&self, user_id: &str) -> Result<i64> {
+        read_op!(self, "count_tweets", "tweets", Policy::Exact, [u: String = user_id.to_string()], |s| s.count_tweets(&u))
+    }
+    async fn search_tweets(&self, query: &str, limit: u32) -> Result<Vec<Tweet>> {
+        read_op!(self, "search_tweets", "tweets", Policy::Intersection("id"), [q: String = query.to_string()], |s| s
+            .search_tweets(&q, limit))
+    }
+    async fn save_analysis(&self, analysis: &PersonalityAnalysis) -> Result<PersonalityAnalysis> {
+        write_op!(self, "save_analysis", |s| s.save_analysis(analysis))
+    }
+    async fn latest_analysis(&self, user_id: &str) -> Result<Option<PersonalityAnalysis>> {
+        read_op!(self, "latest_analysis", "personality_analysis", Policy::Exact, [u: String = user_id.to_string()], |s| s
+            .latest_analysis(&u))
+    }
+    async fn funnel_progress(&self, user_id: &str) -> Result<Option<FunnelProgress>> {
+        read_op!(self, "funnel_progress", "funnel_progress", Policy::Exact, [u: String = user_id.to_string()], |s| s
+            .funnel_progress(&u))
+    }
+    async fn complete_funnel_command(
+        &self,
+        user_id: &str,
+        command: &str,
+        response: &Value,
+    ) -> Result<FunnelProgress> {
+        write_op!(self, "complete_funnel_command", |s| s
+            .complete_funnel_command(user_id, command, response))
+    }
+    async fn mark_funnel_complete(&self, user_id: &str, data: &Value) -> Result<FunnelCompletion> {
+        write_op!(self, "mark_funnel_complete", |s| s
+            .mark_funnel_complete(user_id, data))
+    }
+    async fn funnel_completion(&self, user_id: &str) -> Result<Option<FunnelCompletion>> {
+        read_op!(self, "funnel_completion", "funnel_completion", Policy::Exact, [u: String = user_id.to_string()], |s| s
+            .funnel_completion(&u))
+    }
+    async fn create_referral_code(&self, owner_user_id: &str, code: &str) -> Result<ReferralCode> {
+        write_op!(self, "create_referral_code", |s| s
+            .create_referral_code(owner_user_id, code))
+    }
+    async fn get_referral_code(&self, code: &str) -> Result<Option<ReferralCode>> {
+        read_op!(self, "get_referral_code", "referral_codes", Policy::Exact, [c: String = code.to_string()], |s| s
+            .get_referral_code(&c))
+    }
+    async fn redeem_referral(&self, code: &str, referred_user_id: &str) -> Result<Referral> {
+        write_op!(self, "redeem_referral", |s| s
+            .redeem_referral(code, referred_user_id))
+    }
+    async fn referral_stats(&self, owner_user_id: &str) -> Result<ReferralStats> {
+        read_op!(self, "referral_stats", "referral_codes", Policy::Exact, [o: String = owner_user_id.to_string()], |s| s
+            .referral_stats(&o))
+    }
+    async fn referral_usage(&self, code: &str) -> Result<Vec<ReferralUsage>> {
+        read_op!(self, "referral_usage", "referral_usage_log", Policy::Ordered("id"), [c: String = code.to_string()], |s| s
+            .referral_usage(&c))
+    }
+    async fn enqueue_job(&self, job: &NewJob) -> Result<JobWithChunks> {
+        write_op!(self, "enqueue_job", |s| s.enqueue_job(job))
+    }
+    async fn claim_next_job(&self) -> Result<Option<Job>> {
+        write_op!(self, "claim_next_job", |s| s.claim_next_job())
+    }
+    async fn get_job(&self, job_id: i32) -> Result<Option<JobWithChunks>> {
+        read_op!(self, "get_job", "analysis_queue", Policy::Exact, [], |s| s
+            .get_job(job_id))
+    }
+    async fn start_chunk(&self, chunk_id: i32) -> Result<Chunk> {
+        write_op!(self, "start_chunk", |s| s.start_chunk(chunk_id))
+    }
+    async fn complete_chunk(&self, chunk_id: i32, result: &Value) -> Result<Chunk> {
+        write_op!(self, "complete_chunk", |s| s
+            .complete_chunk(chunk_id, result))
+    }
+    async fn fail_chunk(&self, chunk_id: i32, error: &str) -> Result<Chunk> {
+        write_op!(self, "fail_chunk", |s| s.fail_chunk(chunk_id, error))
+    }
+    async fn complete_job(&self, job_id: i32) -> Result<Job> {
+        write_op!(self, "complete_job", |s| s.complete_job(job_id))
+    }
+    async fn fail_job(&self, job_id: i32, error: &str) -> Result<Job> {
+        write_op!(self, "fail_job", |s| s.fail_job(job_id, error))
+    }
+    async fn jobs_by_status(&self, status: JobStatus, limit: u32) -> Result<Vec<Job>> {
+        read_op!(
+            self,
+            "jobs_by_status",
+            "analysis_queue",
+            Policy::Ordered("job_id"),
+            [],
+            |s| s.jobs_by_status(status, limit)
+        )
+    }
+    async fn user_jobs(&self, user_id: &str) -> Result<Vec<Job>> {
+        read_op!(self, "user_jobs", "analysis_queue", Policy::Ordered("job_id"), [u: String = user_id.to_string()], |s| s
+            .user_jobs(&u))
+    }
+}

@@ -1,0 +1,415 @@
+//! The dual store on real SQLite files and a real PostgreSQL: routing per
+//! stage, rollback from every stage, faults (PostgreSQL stopped under
+//! traffic, a process killed between the two writes), convergence.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use cutover::dual::{DualConfig, DualStore};
+use cutover::image::{self, Image};
+use cutover::stage::Stage;
+use cutover::{Backend, NewJob, NewTweet, PgStore, ScrapedProfile, SqliteStore, Store};
+use serde_json::json;
+
+async fn dual_on(
+    sqlite: &std::path::Path,
+    pg: &cutover::settings::PgSettings,
+    stage: Stage,
+) -> DualStore {
+    let s = SqliteStore::open(sqlite).await.unwrap();
+    let p = PgStore::connect(pg).await.unwrap();
+    cutover::pg::migrate(p.pool()).await.unwrap();
+    let config = DualConfig {
+        raise_on_mismatch: false,
+        shadow_sample_rate: 1.0,
+        ..DualConfig::default()
+    };
+    DualStore::new(s, p, stage, config).await.unwrap()
+}
+
+fn profile(id: &str) -> ScrapedProfile {
+    ScrapedProfile {
+        id: id.into(),
+        username: format!("name-{id}"),
+        profile_data: Some(json!({"bio": "hi", "n": 1})),
+        profile_picture_url: None,
+        scraped_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+    }
+}
+
+fn tweet(id: &str, text: &str) -> NewTweet {
+    NewTweet {
+        id: id.into(),
+        text: text.into(),
+        created_at: Utc.timestamp_opt(1_700_000_100, 0).unwrap(),
+        url: None,
+        is_reply: Some(false),
+        metadata: Some(json!({"likes": 1})),
+    }
+}
+
+/// Every row of every table on both sides, as images keyed by primary key.
+async fn snapshot(d: &DualStore) -> (Vec<(String, Vec<Image>)>, Vec<(String, Vec<Image>)>) {
+    let mut s_all = Vec::new();
+    let mut p_all = Vec::new();
+    for t in cutover::tables::ALL {
+        let order = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            t.column_list(),
+            t.name,
+            t.primary_key
+        );
+        let sq = order.clone();
+        let rows = d
+            .sqlite()
+            .connection()
+            .call(move |c| -> cutover::Result<Vec<Image>> {
+                let mut st = c.prepare(&sq)?;
+                let mut rows = st.query([])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(image::sqlite_image(t, r)?);
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap();
+        s_all.push((t.name.to_string(), rows));
+        let pg_sql = format!(
+            "SELECT {} FROM {} ORDER BY {} COLLATE \"C\"",
+            t.column_list(),
+            t.name,
+            t.primary_key
+        )
+        .replace(
+            " COLLATE \"C\"",
+            if t.serial { "" } else { " COLLATE \"C\"" },
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(pg_sql))
+            .fetch_all(d.pg().pool())
+            .await
+            .unwrap();
+        p_all.push((
+            t.name.to_string(),
+            rows.iter()
+                .map(|r| image::pg_image(t, r).unwrap())
+                .collect(),
+        ));
+    }
+    (s_all, p_all)
+}
+
+async fn assert_converged(d: &DualStore) {
+    for _ in 0..100 {
+        if d.outbox_pending().await.unwrap() == 0 {
+            break;
+        }
+        let _ = d.drain(Backend::Sqlite, 1000).await;
+        let _ = d.drain(Backend::Postgres, 1000).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d.outbox_pending().await.unwrap(), 0, "outbox drained");
+    let (s, p) = snapshot(d).await;
+    for ((t, a), (_, b)) in s.iter().zip(p.iter()) {
+        assert_eq!(a.len(), b.len(), "{t}: row counts differ");
+        assert_eq!(a, b, "{t}: rows differ");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routing_in_each_stage() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let d = dual_on(&dir.file("t.db"), &db.settings, Stage::Off).await;
+    for (i, stage) in Stage::ALL.into_iter().enumerate() {
+        d.switch(stage).await.unwrap();
+        let id = format!("u{i}");
+        d.upsert_profile(&profile(&id)).await.unwrap();
+        let in_sqlite = d.sqlite().get_user(&id).await.unwrap().is_some();
+        let in_pg = d.pg().get_user(&id).await.unwrap().is_some();
+        let want = match stage {
+            Stage::Off => (true, false),
+            Stage::Complete => (false, true),
+            _ => (true, true),
+        };
+        assert_eq!((in_sqlite, in_pg), want, "writes in {stage}");
+        // Reads come from the authoritative side: a row only the other side has is invisible.
+        let only = format!("only-{i}");
+        let other: &dyn Store = match stage.authoritative() {
+            Backend::Sqlite => d.pg(),
+            Backend::Postgres => d.sqlite(),
+        };
+        other.upsert_profile(&profile(&only)).await.unwrap();
+        assert!(
+            d.get_user(&only).await.unwrap().is_none(),
+            "reads in {stage} come from {}",
+            stage.authoritative()
+        );
+        assert_eq!(d.backend(), stage.authoritative());
+        other.delete_user(&only).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollback_from_every_stage_to_every_earlier_one() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let d = dual_on(&dir.file("t.db"), &db.settings, Stage::DualWrite).await;
+    d.upsert_profile(&profile("base")).await.unwrap();
+    let mut n = 0;
+    for from in Stage::ALL {
+        for to in Stage::ALL.into_iter().filter(|t| *t < from) {
+            // Keep both sides complete so any stage can serve: go through dualwrite.
+            d.switch(Stage::DualWrite).await.unwrap();
+            d.switch(from).await.unwrap();
+            n += 1;
+            let id = format!("w{n}");
+            d.upsert_profile(&profile(&id)).await.unwrap();
+            d.save_tweets(&id, &[tweet(&format!("t{n}"), "before rollback")])
+                .await
+                .unwrap();
+            d.switch(to).await.unwrap();
+            assert_eq!(d.stage(), to);
+            if from != Stage::Complete || to >= Stage::Live {
+                assert!(
+                    d.get_user(&id).await.unwrap().is_some(),
+                    "{from} -> {to}: write made in {from} readable"
+                );
+                assert_eq!(d.count_tweets(&id).await.unwrap(), 1, "{from} -> {to}");
+            }
+            assert!(d.get_user("base").await.unwrap().is_some());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ids_come_from_the_authoritative_side() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let d = dual_on(&dir.file("t.db"), &db.settings, Stage::DualWrite).await;
+    d.upsert_profile(&profile("u")).await.unwrap();
+    let job = |p| NewJob {
+        user_id: "u".into(),
+        priority: p,
+        chunk_tweet_counts: vec![10, 20],
+    };
+    let a = d.enqueue_job(&job(0)).await.unwrap();
+    let on_pg = d.pg().get_job(a.job.job_id).await.unwrap().unwrap();
+    assert_eq!(on_pg, a, "same ids and rows on PostgreSQL");
+    d.switch(Stage::Shadow).await.unwrap();
+    d.switch(Stage::Live).await.unwrap();
+    let b = d.enqueue_job(&job(1)).await.unwrap();
+    assert!(
+        b.job.job_id > a.job.job_id,
+        "PostgreSQL's sequence moved past SQLite's ids"
+    );
+    assert_eq!(d.sqlite().get_job(b.job.job_id).await.unwrap().unwrap(), b);
+    d.switch(Stage::Shadow).await.unwrap();
+    let c = d.enqueue_job(&job(2)).await.unwrap();
+    assert!(
+        c.job.job_id > b.job.job_id,
+        "SQLite's sequence moved past PostgreSQL's ids"
+    );
+    assert_converged(&d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_to_the_same_keys_converge() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    for stage in [Stage::DualWrite, Stage::Live] {
+        let d = dual_on(&dir.file(&format!("{stage}.db")), &db.settings, stage).await;
+        for u in 0..4 {
+            d.upsert_profile(&profile(&format!("c{u}"))).await.unwrap();
+        }
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let d = d.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..40 {
+                    let u = format!("c{}", (w + i) % 4);
+                    d.save_tweets(
+                        &u,
+                        &[tweet(
+                            &format!("same-{}", i % 5),
+                            &format!("writer {w} round {i}"),
+                        )],
+                    )
+                    .await
+                    .unwrap();
+                    d.complete_funnel_command(&u, &format!("/cmd{i}"), &json!({"w": w}))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_converged(&d).await;
+        // Reset PostgreSQL's application tables for the next stage.
+        for t in cutover::tables::ALL.iter().rev() {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {}", t.name)))
+                .execute(d.pg().pool())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shadow_reads_count_real_mismatches_not_lag() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let d = dual_on(&dir.file("t.db"), &db.settings, Stage::Shadow).await;
+    d.upsert_profile(&profile("s1")).await.unwrap();
+    for _ in 0..20 {
+        d.get_user("s1").await.unwrap();
+    }
+    // Comparisons run off the caller's path: let them finish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = d.counters();
+    assert_eq!((c.comparisons, c.mismatches_real), (20, 0), "{c:?}");
+    // Divergence planted behind the dual store's back.
+    sqlx::query("UPDATE users SET profile_data = '{\"bio\": \"tampered\"}' WHERE id = 's1'")
+        .execute(d.pg().pool())
+        .await
+        .unwrap();
+    d.get_user("s1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::query("DELETE FROM users WHERE id = 's1'")
+        .execute(d.pg().pool())
+        .await
+        .unwrap();
+    d.get_user("s1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = d.counters();
+    assert!(c.comparisons >= 22, "{c:?}");
+    assert_eq!(c.mismatches_real, 2, "{c:?}");
+    let recent = d.recent_mismatches();
+    assert!(
+        recent
+            .iter()
+            .any(|m| m.kind == cutover::shadow::MismatchKind::Field
+                && m.field.as_deref() == Some("profile_data")
+                && m.key == "s1"),
+        "{recent:?}"
+    );
+    assert!(
+        recent
+            .iter()
+            .any(|m| m.kind == cutover::shadow::MismatchKind::Missing && m.key == "s1"),
+        "{recent:?}"
+    );
+}
+
+/// Runs app traffic on `d` until `stop`, counting calls and failures.
+fn traffic(
+    d: DualStore,
+    worker: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    calls: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let u = format!("w{worker}-{}", i % 20);
+            let r: cutover::Result<()> = async {
+                d.upsert_profile(&profile(&u)).await?;
+                d.save_tweets(&u, &[tweet(&format!("{u}-t{i}"), "traffic")])
+                    .await?;
+                d.timeline(&u, 10, None).await?;
+                d.complete_funnel_command(&u, "/step", &json!(i)).await?;
+                Ok(())
+            }
+            .await;
+            calls.fetch_add(4, Ordering::Relaxed);
+            if let Err(e) = r {
+                eprintln!("call failed: {e}");
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+async fn outage_under_traffic(stage: Stage) {
+    let dir = common::TempDir::new();
+    let mut server = cutover::pgserver::PgServer::start_new().unwrap();
+    let mut settings = server.settings("postgres");
+    settings.pool.acquire_timeout = Duration::from_millis(500);
+    let d = dual_on(&dir.file("t.db"), &settings, stage).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|w| traffic(d.clone(), w, stop.clone(), calls.clone(), failed.clone()))
+        .collect();
+    // A replayer, as Cutover runs one.
+    let rd = d.clone();
+    let rstop = stop.clone();
+    let replayer = tokio::spawn(async move {
+        while !rstop.load(Ordering::Relaxed) {
+            let _ = rd.drain(Backend::Sqlite, 500).await;
+            let _ = rd.drain(Backend::Postgres, 500).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.stop().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start().unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    replayer.await.unwrap();
+    let c = d.counters();
+    eprintln!(
+        "{stage}: calls {} failed {} counters {c:?}",
+        calls.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no call failed during the outage"
+    );
+    assert!(
+        c.secondary_failures > 0 || c.fallbacks > 0,
+        "the outage was seen: {c:?}"
+    );
+    if stage >= Stage::Live {
+        assert!(c.fallbacks > 0, "fell back to SQLite: {c:?}");
+        for _ in 0..100 {
+            if !d.routing().fallback {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!d.routing().fallback, "returned to PostgreSQL");
+    }
+    assert_converged(&d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_in_dualwrite_loses_nothing() {
+    outage_under_traffic(Stage::DualWrite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_in_shadow_loses_nothing() {
+    outage_under_traffic(Stage::Shadow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_in_live_falls_back_and_returns() {
+    outage_under_traffic(Stage::Live).await;
+}
