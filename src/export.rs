@@ -135,8 +135,9 @@ async fn export_table(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let by_bytes = side::pg_key_sorts_by_bytes(pool, table).await?;
     loop {
-        let page = side::pg_rows(pool, table, &range, Some(PAGE_ROWS)).await?;
+        let page = side::pg_rows(pool, table, &range, Some(PAGE_ROWS), by_bytes).await?;
         let Some((last, _)) = page.last() else {
             break;
         };

@@ -381,7 +381,8 @@ async fn verify_table(
         })
         .await?;
     let postgres_rows = side::pg_count(pool, table).await?;
-    bounds.extend(side::pg_boundaries(pool, table, every).await?);
+    let by_bytes = side::pg_key_sorts_by_bytes(pool, table).await?;
+    bounds.extend(side::pg_boundaries(pool, table, every, by_bytes).await?);
     bounds.sort();
     bounds.dedup();
     let mut ranges = Vec::with_capacity(bounds.len() + 1);
@@ -416,7 +417,7 @@ async fn verify_table(
         let (s_hash, s_count) = sqlite
             .call(move |c| side::sqlite_chunk(c, table, &r))
             .await?;
-        let (p_hash, p_count) = side::pg_chunk(pool, table, &range).await?;
+        let (p_hash, p_count) = side::pg_chunk(pool, table, &range, by_bytes).await?;
         pb.inc(1);
         if s_hash == p_hash && s_count == p_count {
             continue;
@@ -426,7 +427,7 @@ async fn verify_table(
         let legacy = sqlite
             .call(move |c| side::sqlite_rows(c, table, &r))
             .await?;
-        let target = side::pg_rows(pool, table, &range, None).await?;
+        let target = side::pg_rows(pool, table, &range, None, by_bytes).await?;
         diff_rows(
             table,
             legacy,
