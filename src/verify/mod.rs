@@ -385,6 +385,7 @@ async fn verify_table(
     bounds.extend(side::pg_boundaries(pool, table, every, by_bytes).await?);
     bounds.sort();
     bounds.dedup();
+    let pg_hashes = side::pg_chunks_all(pool, table, &bounds, by_bytes).await?;
     let mut ranges = Vec::with_capacity(bounds.len() + 1);
     let mut lo = None;
     for b in bounds {
@@ -412,12 +413,11 @@ async fn verify_table(
     };
     let mut fixes = Vec::new();
     let pb = progress_bar(opts, ranges.len() as u64, table.name);
-    for range in ranges {
+    for (range, (p_hash, p_count)) in ranges.into_iter().zip(pg_hashes) {
         let r = range.clone();
         let (s_hash, s_count) = sqlite
             .call(move |c| side::sqlite_chunk(c, table, &r))
             .await?;
-        let (p_hash, p_count) = side::pg_chunk(pool, table, &range, by_bytes).await?;
         pb.inc(1);
         if s_hash == p_hash && s_count == p_count {
             continue;

@@ -177,6 +177,70 @@ pub async fn pg_chunk(
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
+/// The checksum and row count of every range cut by `bounds` (sorted), in
+/// one scan: PostgreSQL assigns each row its range with `width_bucket` (a
+/// binary search under `COLLATE "C"`), so no range costs a scan of its own
+/// whatever the key's collation. Element `i` is the range
+/// `(bounds[i-1], bounds[i]]`.
+pub async fn pg_chunks_all(
+    pool: &PgPool,
+    table: &Table,
+    bounds: &[SortKey],
+    by_bytes: bool,
+) -> Result<Vec<(Option<String>, i64)>> {
+    if bounds.is_empty() {
+        return Ok(vec![
+            pg_chunk(pool, table, &Range::default(), by_bytes).await?,
+        ]);
+    }
+    let (k, arr) = if table.serial {
+        (table.primary_key.to_string(), "bigint[]")
+    } else {
+        (format!("{} COLLATE \"C\"", table.primary_key), "text[]")
+    };
+    // width_bucket counts the bounds <= k; a range is (lo, hi], so a key
+    // equal to a bound belongs one range lower.
+    let sql = format!(
+        "SELECT b, md5(string_agg(line, E'\\n' ORDER BY k)), count(*) FROM ( \
+           SELECT k, line, wb - CASE WHEN wb > 0 AND k = ($1::{arr})[wb] THEN 1 ELSE 0 END AS b FROM ( \
+             SELECT {k} AS k, {line} AS line, width_bucket({k}, $1::{arr}) AS wb FROM {t}) s0) s \
+         GROUP BY b",
+        line = pg_line_expr(table),
+        t = table.name
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let q = if table.serial {
+        q.bind(
+            bounds
+                .iter()
+                .map(|b| match b {
+                    SortKey::Int(i) => *i,
+                    SortKey::Bytes(_) => i64::MAX,
+                })
+                .collect::<Vec<i64>>(),
+        )
+    } else {
+        q.bind(
+            bounds
+                .iter()
+                .map(|b| match b {
+                    SortKey::Int(i) => i.to_string(),
+                    SortKey::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                })
+                .collect::<Vec<String>>(),
+        )
+    };
+    let rows = q.fetch_all(pool).await?;
+    let mut out = vec![(None, 0i64); bounds.len() + 1];
+    for r in rows {
+        let b: i32 = r.try_get(0)?;
+        if let Some(slot) = out.get_mut(b as usize) {
+            *slot = (r.try_get(1)?, r.try_get(2)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Decodes one PostgreSQL row into cells (columns in the table's order).
 pub fn pg_cells(table: &Table, row: &PgRow) -> Result<Vec<Cell>> {
     table
