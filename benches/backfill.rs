@@ -207,6 +207,10 @@ async fn backfill_tweets(sqlite: &Path, pg: &PgSettings, writer_share: f64) -> f
     assert!(s.reconciled());
     let t = &s.tables[0];
     assert_eq!(t.rejected_total(), 0);
+    eprintln!(
+        "  backfill: {:.2} s, of which SQLite read+convert {:.2} s, PostgreSQL {:.2} s",
+        t.seconds, t.sqlite_seconds, t.postgres_seconds
+    );
     t.rows_per_sec()
 }
 

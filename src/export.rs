@@ -108,6 +108,16 @@ pub async fn export(pg: &PgSettings, out: &Path, force: bool) -> Result<ExportRe
         kind: crate::DbErrorKind::Other,
         message: format!("closing {}: {e}", partial.display()),
     })?;
+    // A replaced file's leftover WAL would be replayed into the new file.
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let p = PathBuf::from(format!("{}{suffix}", out.display()));
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| Error::Io {
+                context: format!("removing {} of the file being replaced", p.display()),
+                source: e,
+            })?;
+        }
+    }
     std::fs::rename(&partial, out).map_err(|e| Error::Io {
         context: format!("renaming {} to {}", partial.display(), out.display()),
         source: e,
@@ -135,8 +145,9 @@ async fn export_table(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let by_bytes = side::pg_key_sorts_by_bytes(pool, table).await?;
     loop {
-        let page = side::pg_rows(pool, table, &range, Some(PAGE_ROWS)).await?;
+        let page = side::pg_rows(pool, table, &range, Some(PAGE_ROWS), by_bytes).await?;
         let Some((last, _)) = page.last() else {
             break;
         };

@@ -6,6 +6,7 @@
 //! the rows that survive the PostgreSQL-side checks are then sent as slices
 //! of it.
 
+use crate::convert::Raw;
 use crate::row::Cell;
 
 /// The file header: signature, flags, header-extension length.
@@ -28,9 +29,18 @@ fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Appends one tuple: the field count, then each field length-prefixed.
-pub(crate) fn encode_row(buf: &mut Vec<u8>, cells: &[Cell]) {
+/// `raws` are the row's source values: JSON that arrived as text is sent as
+/// that very text (already validated), which keeps numbers exactly as
+/// written, beyond what an `f64` holds, and skips re-serialising.
+pub(crate) fn encode_row(buf: &mut Vec<u8>, cells: &[Cell], raws: &[Raw<'_>]) {
     buf.extend_from_slice(&(cells.len() as i16).to_be_bytes());
-    for cell in cells {
+    for (i, cell) in cells.iter().enumerate() {
+        if let (Cell::Json(_), Some(Raw::Text(b) | Raw::Blob(b))) = (cell, raws.get(i)) {
+            buf.extend_from_slice(&(b.len() as i32 + 1).to_be_bytes());
+            buf.push(1);
+            buf.extend_from_slice(b);
+            continue;
+        }
         match cell {
             Cell::Null => buf.extend_from_slice(&(-1i32).to_be_bytes()),
             Cell::Text(s) => field(buf, s.as_bytes()),
@@ -68,11 +78,20 @@ mod tests {
                 Cell::Int(7),
                 Cell::Bool(true),
                 Cell::Timestamp(Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 1).unwrap()),
-                Cell::Json(serde_json::json!([1])),
+                Cell::Json(serde_json::json!(1)),
+                Cell::Json(serde_json::json!(1.0)),
+            ],
+            &[
+                Raw::Null,
+                Raw::Integer(7),
+                Raw::Integer(1),
+                Raw::Integer(946_684_801),
+                Raw::Integer(1),
+                Raw::Text(b"1.00000000000000000001"),
             ],
         );
         let want: Vec<u8> = [
-            &5i16.to_be_bytes()[..],
+            &6i16.to_be_bytes()[..],
             &(-1i32).to_be_bytes(),
             &4i32.to_be_bytes(),
             &7i32.to_be_bytes(),
@@ -80,8 +99,10 @@ mod tests {
             &[1],
             &8i32.to_be_bytes(),
             &1_000_000i64.to_be_bytes(),
-            &4i32.to_be_bytes(),
-            b"\x01[1]",
+            &2i32.to_be_bytes(),
+            b"\x011",
+            &23i32.to_be_bytes(),
+            b"\x011.00000000000000000001",
         ]
         .concat();
         assert_eq!(buf, want);

@@ -140,6 +140,10 @@ pub struct TableSummary {
     pub total_rejected: u64,
     /// Wall-clock seconds spent on the table.
     pub seconds: f64,
+    /// Of `seconds`, reading and converting in SQLite (under the lock).
+    pub sqlite_seconds: f64,
+    /// Of `seconds`, the PostgreSQL side of batches (under the lock).
+    pub postgres_seconds: f64,
 }
 
 impl TableSummary {
@@ -246,6 +250,11 @@ pub async fn run(
 ) -> Result<BackfillSummary> {
     let started = Instant::now();
     let tables = opts.selected_tables()?;
+    if !(opts.writer_share >= 0.0 && opts.writer_share.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "writer_share must be a number >= 0".into(),
+        ));
+    }
     if opts.batch_size == 0 {
         return Err(Error::InvalidArgument(
             "--batch-size must be at least 1".into(),
@@ -353,6 +362,8 @@ async fn copy_table(
 ) -> Result<(TableSummary, bool)> {
     let started = Instant::now();
     let mut cp = target::checkpoint(target.conn().await?, table).await?;
+    let skip_fk_triggers = !table.foreign_keys.is_empty()
+        && target::may_skip_fk_triggers(target.conn().await?, table).await?;
     let (remaining, losers) = source.prepare_table(table, cp.last_rowid).await?;
     let losers = Arc::new(losers);
     let mut progress = Progress::new(table.name, remaining, bar);
@@ -380,7 +391,9 @@ async fn copy_table(
             target::mark_completed(target.conn().await?, table).await?;
             break;
         }
+        summary.sqlite_seconds += locked_at.elapsed().as_secs_f64();
         let (read, last) = (batch.read, batch.last_rowid);
+        let loading_at = Instant::now();
         let conn = target.conn().await?;
         // The client-side limit covers what statement_timeout cannot: a
         // server or network that stops answering altogether.
@@ -394,9 +407,11 @@ async fn copy_table(
                 batch,
                 opts.policy,
                 opts.statement_timeout,
+                skip_fk_triggers,
             ),
         )
         .await;
+        summary.postgres_seconds += loading_at.elapsed().as_secs_f64();
         // The lock is released whatever happened in PostgreSQL.
         source.release().await?;
         let held = locked_at.elapsed();

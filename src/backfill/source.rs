@@ -400,7 +400,7 @@ fn read_locked(
             continue;
         }
         let start = batch.buf.len();
-        encode::encode_row(&mut batch.buf, &conv.cells);
+        encode::encode_row(&mut batch.buf, &conv.cells, &raws);
         let nulled = conv.nulled.iter().map(|e| reject(e, true)).collect();
         batch.rows.push(SourceRow {
             rowid,

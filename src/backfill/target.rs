@@ -51,27 +51,31 @@ impl Loaded {
 }
 
 /// Which of `values` exist in `table.column`, compared as PostgreSQL stores them.
+/// With `lock`, the rows found are locked `FOR KEY SHARE` until the batch
+/// commits, as PostgreSQL's own foreign-key check would lock them.
 async fn existing(
     conn: &mut PgConnection,
     table: &str,
     column: &str,
     kind: Kind,
     values: Vec<String>,
+    lock: bool,
 ) -> Result<HashSet<String>> {
     if values.is_empty() {
         return Ok(HashSet::new());
     }
+    let lock = if lock { " FOR KEY SHARE" } else { "" };
     let rows: Vec<(String,)> = if kind == Kind::Int {
         let ints: Vec<i32> = values.iter().filter_map(|v| v.parse().ok()).collect();
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {column}::text FROM {table} WHERE {column} = ANY($1::int4[])"
+            "SELECT {column}::text FROM {table} WHERE {column} = ANY($1::int4[]){lock}"
         )))
         .bind(ints)
         .fetch_all(conn)
         .await?
     } else {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {column}::text FROM {table} WHERE {column} = ANY($1::text[])"
+            "SELECT {column}::text FROM {table} WHERE {column} = ANY($1::text[]){lock}"
         )))
         .bind(values)
         .fetch_all(conn)
@@ -85,8 +89,28 @@ fn distinct(values: impl Iterator<Item = String>) -> Vec<String> {
     set.into_iter().collect()
 }
 
+/// Whether the row-by-row foreign-key triggers may be skipped for `table`:
+/// only for a superuser (`session_replication_role` needs it) and when the
+/// table has no triggers besides the foreign keys' own.
+pub(crate) async fn may_skip_fk_triggers(conn: &mut PgConnection, table: &Table) -> Result<bool> {
+    let ok: bool = sqlx::query_scalar(
+        "SELECT current_setting('is_superuser') = 'on'
+            AND NOT EXISTS (SELECT 1 FROM pg_trigger
+                            WHERE tgrelid = to_regclass($1) AND NOT tgisinternal)",
+    )
+    .bind(table.name)
+    .fetch_one(conn)
+    .await?;
+    Ok(ok)
+}
+
 /// Loads `batch` (read from `source`, whose lock is held) and moves the
 /// checkpoint to `batch.last_rowid`, in one transaction.
+///
+/// With `skip_fk_triggers`, the `COPY` runs under `session_replication_role
+/// = replica`, which skips PostgreSQL's per-row foreign-key checks: the
+/// orphan check above already found every parent and locked it `FOR KEY
+/// SHARE` until commit, which is what those checks would do, row by row.
 pub(crate) async fn load_batch(
     conn: &mut PgConnection,
     source: &Source,
@@ -94,12 +118,22 @@ pub(crate) async fn load_batch(
     batch: Batch,
     policy: Policy,
     statement_timeout: Duration,
+    skip_fk_triggers: bool,
 ) -> Result<Loaded> {
     let mut tx = conn.begin().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL statement_timeout = {}",
-        statement_timeout.as_millis().max(1)
-    )))
+    // synchronous_commit off is safe here: the checkpoint commits with the
+    // rows, so a batch lost in a server crash is simply copied again.
+    // (session_replication_role is only named when it is set: a role that
+    // is not a superuser may not even set it to its default.)
+    sqlx::query(if skip_fk_triggers {
+        "SELECT set_config('statement_timeout', $1, true),
+                set_config('synchronous_commit', 'off', true),
+                set_config('session_replication_role', 'replica', true)"
+    } else {
+        "SELECT set_config('statement_timeout', $1, true),
+                set_config('synchronous_commit', 'off', true)"
+    })
+    .bind(format!("{}ms", statement_timeout.as_millis().max(1)))
     .execute(&mut *tx)
     .await?;
 
@@ -118,7 +152,15 @@ pub(crate) async fn load_batch(
     for (i, fk) in table.foreign_keys.iter().enumerate() {
         let kind = table.column(fk.column).map_or(Kind::Text, |c| c.kind);
         let wanted = distinct(rows.iter().filter_map(|r| r.parents[i].clone()));
-        let found = existing(&mut tx, fk.parent_table, fk.parent_column, kind, wanted).await?;
+        let found = existing(
+            &mut tx,
+            fk.parent_table,
+            fk.parent_column,
+            kind,
+            wanted,
+            true,
+        )
+        .await?;
         for (n, r) in rows.iter().enumerate() {
             if dropped[n] {
                 continue;
@@ -169,7 +211,7 @@ pub(crate) async fn load_batch(
                 .filter(|(_, d)| !**d)
                 .filter_map(|(r, _)| r.uniques[i].clone()),
         );
-        let found = existing(&mut tx, table.name, col, kind, wanted).await?;
+        let found = existing(&mut tx, table.name, col, kind, wanted, false).await?;
         if found.is_empty() {
             continue;
         }

@@ -17,24 +17,27 @@
 //! gates the move to `live`.
 
 pub mod canonical;
+mod diff;
 mod repair;
 pub mod side;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::error::{Backend, Error, Result};
-use crate::row::{convert_row, Cell, OwnedRaw, Policy};
+use crate::row::{Cell, OwnedRaw};
 use crate::settings::PgSettings;
 use crate::tables::{self, Table};
 use canonical::SortKey;
-use side::{LegacyRow, Range};
+use side::Range;
+
+pub use diff::json_eq;
+pub(crate) use diff::key_index;
 
 /// What to verify and how.
 #[derive(Debug, Clone)]
@@ -381,9 +384,11 @@ async fn verify_table(
         })
         .await?;
     let postgres_rows = side::pg_count(pool, table).await?;
-    bounds.extend(side::pg_boundaries(pool, table, every).await?);
+    let by_bytes = side::pg_key_sorts_by_bytes(pool, table).await?;
+    bounds.extend(side::pg_boundaries(pool, table, every, by_bytes).await?);
     bounds.sort();
     bounds.dedup();
+    let pg_hashes = side::pg_chunks_all(pool, table, &bounds, by_bytes).await?;
     let mut ranges = Vec::with_capacity(bounds.len() + 1);
     let mut lo = None;
     for b in bounds {
@@ -411,12 +416,11 @@ async fn verify_table(
     };
     let mut fixes = Vec::new();
     let pb = progress_bar(opts, ranges.len() as u64, table.name);
-    for range in ranges {
+    for (range, (p_hash, p_count)) in ranges.into_iter().zip(pg_hashes) {
         let r = range.clone();
         let (s_hash, s_count) = sqlite
             .call(move |c| side::sqlite_chunk(c, table, &r))
             .await?;
-        let (p_hash, p_count) = side::pg_chunk(pool, table, &range).await?;
         pb.inc(1);
         if s_hash == p_hash && s_count == p_count {
             continue;
@@ -426,8 +430,8 @@ async fn verify_table(
         let legacy = sqlite
             .call(move |c| side::sqlite_rows(c, table, &r))
             .await?;
-        let target = side::pg_rows(pool, table, &range, None).await?;
-        diff_rows(
+        let target = side::pg_rows(pool, table, &range, None, by_bytes).await?;
+        diff::diff_rows(
             table,
             legacy,
             target,
@@ -441,218 +445,4 @@ async fn verify_table(
     }
     pb.finish_and_clear();
     Ok((report, fixes))
-}
-
-/// Semantic JSON equality: numbers by value (`1` = `1.0`), objects by key.
-pub fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            if let (Some(i), Some(j)) = (x.as_i64(), y.as_i64()) {
-                i == j
-            } else if let (Some(i), Some(j)) = (x.as_u64(), y.as_u64()) {
-                i == j
-            } else {
-                x.as_f64() == y.as_f64()
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
-fn cell_eq(a: &Cell, b: &Cell) -> bool {
-    match (a, b) {
-        (Cell::Json(x), Cell::Json(y)) => json_eq(x, y),
-        _ => a == b,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn diff_rows(
-    table: &'static Table,
-    legacy: Vec<LegacyRow>,
-    target: Vec<(SortKey, Vec<Cell>)>,
-    rejects: &HashMap<String, bool>,
-    authority: Backend,
-    max_listed: usize,
-    report: &mut TableReport,
-    fixes: &mut Vec<Fix>,
-) {
-    let mut both: BTreeMap<SortKey, (Option<LegacyRow>, Option<Vec<Cell>>)> = BTreeMap::new();
-    for l in legacy {
-        let k = l.sort.clone();
-        both.entry(k).or_default().0 = Some(l);
-    }
-    for (k, cells) in target {
-        both.entry(k).or_default().1 = Some(cells);
-    }
-    let sqlite_auth = authority == Backend::Sqlite;
-    let record = |report: &mut TableReport, d: Divergence| {
-        match d.kind {
-            DivergenceKind::Missing => report.missing += 1,
-            DivergenceKind::Extra => report.extra += 1,
-            DivergenceKind::Field => report.field += 1,
-        }
-        if report.divergences.len() < max_listed {
-            report.divergences.push(d);
-        }
-    };
-    for (sort, (l, p)) in both {
-        match (l, p) {
-            (Some(l), Some(p)) => {
-                let raws = l.raw_values();
-                // A row copied under null-and-record holds NULL where its
-                // bad value was: judge it under the same policy.
-                let policy = if rejects.get(&l.key_text) == Some(&true) {
-                    Policy::NullAndRecord
-                } else {
-                    Policy::RejectRow
-                };
-                match convert_row(table, &raws, policy) {
-                    Ok(conv) => {
-                        let columns: Vec<String> = table
-                            .columns
-                            .iter()
-                            .zip(conv.cells.iter().zip(&p))
-                            .filter(|(_, (a, b))| !cell_eq(a, b))
-                            .map(|(c, _)| c.name.to_string())
-                            .collect();
-                        if columns.is_empty() {
-                            continue;
-                        }
-                        fixes.push(Fix::Upsert(table, if sqlite_auth { conv.cells } else { p }));
-                        record(
-                            report,
-                            Divergence {
-                                key: l.key_text,
-                                kind: DivergenceKind::Field,
-                                columns,
-                                detail: None,
-                            },
-                        );
-                    }
-                    Err(errs) => {
-                        let detail = errs
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        if !sqlite_auth {
-                            fixes.push(Fix::Upsert(table, p));
-                        }
-                        record(
-                            report,
-                            Divergence {
-                                key: l.key_text,
-                                kind: DivergenceKind::Field,
-                                columns: errs.iter().map(|e| e.column.to_string()).collect(),
-                                detail: Some(format!("the SQLite row does not convert: {detail}")),
-                            },
-                        );
-                    }
-                }
-            }
-            (Some(l), None) => {
-                if rejects.get(&l.key_text) == Some(&false) {
-                    report.rejected_rows += 1;
-                    if report.rejected.len() < max_listed {
-                        report.rejected.push(l.key_text);
-                    }
-                    continue;
-                }
-                if sqlite_auth {
-                    let raws = l.raw_values();
-                    let detail = match convert_row(table, &raws, Policy::RejectRow) {
-                        Ok(conv) => {
-                            fixes.push(Fix::Upsert(table, conv.cells));
-                            None
-                        }
-                        Err(errs) => Some(format!(
-                            "the SQLite row does not convert and is not in cutover.rejects: {}",
-                            errs.iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        )),
-                    };
-                    record(
-                        report,
-                        Divergence {
-                            key: l.key_text,
-                            kind: DivergenceKind::Missing,
-                            columns: Vec::new(),
-                            detail,
-                        },
-                    );
-                } else {
-                    let key_idx = key_index(table);
-                    fixes.push(Fix::Delete(table, l.raws[key_idx].clone()));
-                    record(
-                        report,
-                        Divergence {
-                            key: l.key_text,
-                            kind: DivergenceKind::Extra,
-                            columns: Vec::new(),
-                            detail: None,
-                        },
-                    );
-                }
-            }
-            (None, Some(p)) => {
-                let key = side::sort_key_text(&sort);
-                let kind = if sqlite_auth {
-                    let raw = match &sort {
-                        SortKey::Int(i) => OwnedRaw::Integer(*i),
-                        SortKey::Bytes(b) => OwnedRaw::Text(b.clone()),
-                    };
-                    fixes.push(Fix::Delete(table, raw));
-                    DivergenceKind::Extra
-                } else {
-                    fixes.push(Fix::Upsert(table, p));
-                    DivergenceKind::Missing
-                };
-                record(
-                    report,
-                    Divergence {
-                        key,
-                        kind,
-                        columns: Vec::new(),
-                        detail: None,
-                    },
-                );
-            }
-            (None, None) => {}
-        }
-    }
-}
-
-pub(crate) fn key_index(table: &Table) -> usize {
-    table
-        .columns
-        .iter()
-        .position(|c| c.name == table.primary_key)
-        .expect("primary key is a column")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn json_equality_is_semantic() {
-        assert!(json_eq(
-            &json!({"a": 1, "b": [1.0]}),
-            &json!({"b": [1], "a": 1.0})
-        ));
-        assert!(!json_eq(&json!({"a": 1}), &json!({"a": 2})));
-        assert!(!json_eq(&json!({"a": 1}), &json!({"a": 1, "b": null})));
-    }
 }

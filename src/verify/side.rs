@@ -52,22 +52,43 @@ pub fn sort_key_text(k: &SortKey) -> String {
 
 // ---------------------------------------------------------------- PostgreSQL
 
-fn pg_key_expr(table: &Table) -> String {
+/// Whether a text key already sorts by bytes on PostgreSQL (its collation
+/// is `C` or `POSIX`), so range scans need no `COLLATE "C"` and use the
+/// primary-key index. Under any other collation `COLLATE "C"` keeps the
+/// order SQLite uses, at the price of a scan per range.
+pub async fn pg_key_sorts_by_bytes(pool: &PgPool, table: &Table) -> Result<bool> {
     if table.serial {
+        return Ok(true);
+    }
+    let c: Option<bool> = sqlx::query_scalar(
+        "SELECT CASE WHEN a.attcollation = 100 \
+                     THEN d.datlocprovider = 'c' AND d.datcollate IN ('C', 'POSIX') \
+                     ELSE c.collname IN ('C', 'POSIX') END \
+         FROM pg_attribute a \
+         JOIN pg_database d ON d.datname = current_database() \
+         LEFT JOIN pg_collation c ON c.oid = a.attcollation \
+         WHERE a.attrelid = $1::regclass AND a.attname = $2",
+    )
+    .bind(table.name)
+    .bind(table.primary_key)
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten();
+    Ok(c.unwrap_or(false))
+}
+
+fn pg_key_expr(table: &Table, by_bytes: bool) -> String {
+    if table.serial || by_bytes {
         table.primary_key.to_string()
     } else {
         format!("{} COLLATE \"C\"", table.primary_key)
     }
 }
 
-/// The ORDER BY expression of a table's key on PostgreSQL.
-pub fn pg_order(table: &Table) -> String {
-    pg_key_expr(table)
-}
-
 /// `WHERE` clause for a range on PostgreSQL, with its parameters from `$1`.
-fn pg_where(table: &Table, range: &Range) -> (String, Vec<SortKey>) {
-    let k = pg_key_expr(table);
+fn pg_where(table: &Table, range: &Range, by_bytes: bool) -> (String, Vec<SortKey>) {
+    let k = pg_key_expr(table, by_bytes);
     let mut conds = Vec::new();
     let mut binds = Vec::new();
     let cast = if table.serial { "bigint" } else { "text" };
@@ -116,12 +137,17 @@ fn pg_sort_key(table: &Table, row: &PgRow, idx: usize) -> Result<SortKey> {
 }
 
 /// Every `every`-th key on PostgreSQL, in key order.
-pub async fn pg_boundaries(pool: &PgPool, table: &Table, every: i64) -> Result<Vec<SortKey>> {
+pub async fn pg_boundaries(
+    pool: &PgPool,
+    table: &Table,
+    every: i64,
+    by_bytes: bool,
+) -> Result<Vec<SortKey>> {
     let sql = format!(
         "SELECT k FROM (SELECT {pk} AS k, row_number() OVER (ORDER BY {ord}) AS rn FROM {t}) s \
          WHERE rn % $1 = 0",
         pk = table.primary_key,
-        ord = pg_key_expr(table),
+        ord = pg_key_expr(table, by_bytes),
         t = table.name
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -136,18 +162,83 @@ pub async fn pg_chunk(
     pool: &PgPool,
     table: &Table,
     range: &Range,
+    by_bytes: bool,
 ) -> Result<(Option<String>, i64)> {
-    let (w, binds) = pg_where(table, range);
+    let (w, binds) = pg_where(table, range, by_bytes);
     let sql = format!(
         "SELECT md5(string_agg({line}, E'\\n' ORDER BY {ord})), count(*) FROM {t}{w}",
         line = pg_line_expr(table),
-        ord = pg_key_expr(table),
+        ord = pg_key_expr(table, by_bytes),
         t = table.name
     );
     let row = bind_keys(sqlx::query(sqlx::AssertSqlSafe(sql)), &binds)
         .fetch_one(pool)
         .await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// The checksum and row count of every range cut by `bounds` (sorted), in
+/// one scan: PostgreSQL assigns each row its range with `width_bucket` (a
+/// binary search under `COLLATE "C"`), so no range costs a scan of its own
+/// whatever the key's collation. Element `i` is the range
+/// `(bounds[i-1], bounds[i]]`.
+pub async fn pg_chunks_all(
+    pool: &PgPool,
+    table: &Table,
+    bounds: &[SortKey],
+    by_bytes: bool,
+) -> Result<Vec<(Option<String>, i64)>> {
+    if bounds.is_empty() {
+        return Ok(vec![
+            pg_chunk(pool, table, &Range::default(), by_bytes).await?,
+        ]);
+    }
+    let (k, arr) = if table.serial {
+        (table.primary_key.to_string(), "bigint[]")
+    } else {
+        (format!("{} COLLATE \"C\"", table.primary_key), "text[]")
+    };
+    // width_bucket counts the bounds <= k; a range is (lo, hi], so a key
+    // equal to a bound belongs one range lower.
+    let sql = format!(
+        "SELECT b, md5(string_agg(line, E'\\n' ORDER BY k)), count(*) FROM ( \
+           SELECT k, line, wb - CASE WHEN wb > 0 AND k = ($1::{arr})[wb] THEN 1 ELSE 0 END AS b FROM ( \
+             SELECT {k} AS k, {line} AS line, width_bucket({k}, $1::{arr}) AS wb FROM {t}) s0) s \
+         GROUP BY b",
+        line = pg_line_expr(table),
+        t = table.name
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let q = if table.serial {
+        q.bind(
+            bounds
+                .iter()
+                .map(|b| match b {
+                    SortKey::Int(i) => *i,
+                    SortKey::Bytes(_) => i64::MAX,
+                })
+                .collect::<Vec<i64>>(),
+        )
+    } else {
+        q.bind(
+            bounds
+                .iter()
+                .map(|b| match b {
+                    SortKey::Int(i) => i.to_string(),
+                    SortKey::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                })
+                .collect::<Vec<String>>(),
+        )
+    };
+    let rows = q.fetch_all(pool).await?;
+    let mut out = vec![(None, 0i64); bounds.len() + 1];
+    for r in rows {
+        let b: i32 = r.try_get(0)?;
+        if let Some(slot) = out.get_mut(b as usize) {
+            *slot = (r.try_get(1)?, r.try_get(2)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Decodes one PostgreSQL row into cells (columns in the table's order).
@@ -182,13 +273,14 @@ pub async fn pg_rows(
     table: &Table,
     range: &Range,
     limit: Option<i64>,
+    by_bytes: bool,
 ) -> Result<Vec<(SortKey, Vec<Cell>)>> {
-    let (w, binds) = pg_where(table, range);
+    let (w, binds) = pg_where(table, range, by_bytes);
     let sql = format!(
         "SELECT {cols} FROM {t}{w} ORDER BY {ord}{lim}",
         cols = table.column_list(),
         t = table.name,
-        ord = pg_key_expr(table),
+        ord = pg_key_expr(table, by_bytes),
         lim = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
     );
     let rows = bind_keys(sqlx::query(sqlx::AssertSqlSafe(sql)), &binds)

@@ -1,0 +1,231 @@
+//! Row-level comparison inside a range whose checksums differ.
+//!
+//! Rows are matched by key and compared on domain values (JSON
+//! semantically, timestamps at microseconds), so a rendering difference that
+//! upset the checksum never shows up as divergence. Each divergent key gets
+//! its kind and, for the repair, the authoritative side's image.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use super::canonical::SortKey;
+use super::side::{self, LegacyRow};
+use super::{Divergence, DivergenceKind, Fix, TableReport};
+use crate::error::Backend;
+use crate::row::{convert_row, Cell, OwnedRaw, Policy};
+use crate::tables::Table;
+
+/// Semantic JSON equality: numbers by value (`1` = `1.0`), objects by key.
+pub fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(i), Some(j)) = (x.as_i64(), y.as_i64()) {
+                i == j
+            } else if let (Some(i), Some(j)) = (x.as_u64(), y.as_u64()) {
+                i == j
+            } else {
+                x.as_f64() == y.as_f64()
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn cell_eq(a: &Cell, b: &Cell) -> bool {
+    match (a, b) {
+        (Cell::Json(x), Cell::Json(y)) => json_eq(x, y),
+        _ => a == b,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn diff_rows(
+    table: &'static Table,
+    legacy: Vec<LegacyRow>,
+    target: Vec<(SortKey, Vec<Cell>)>,
+    rejects: &HashMap<String, bool>,
+    authority: Backend,
+    max_listed: usize,
+    report: &mut TableReport,
+    fixes: &mut Vec<Fix>,
+) {
+    let mut both: BTreeMap<SortKey, (Option<LegacyRow>, Option<Vec<Cell>>)> = BTreeMap::new();
+    for l in legacy {
+        let k = l.sort.clone();
+        both.entry(k).or_default().0 = Some(l);
+    }
+    for (k, cells) in target {
+        both.entry(k).or_default().1 = Some(cells);
+    }
+    let sqlite_auth = authority == Backend::Sqlite;
+    let record = |report: &mut TableReport, d: Divergence| {
+        match d.kind {
+            DivergenceKind::Missing => report.missing += 1,
+            DivergenceKind::Extra => report.extra += 1,
+            DivergenceKind::Field => report.field += 1,
+        }
+        if report.divergences.len() < max_listed {
+            report.divergences.push(d);
+        }
+    };
+    for (sort, (l, p)) in both {
+        match (l, p) {
+            (Some(l), Some(p)) => {
+                let raws = l.raw_values();
+                // A row copied under null-and-record holds NULL where its
+                // bad value was: judge it under the same policy.
+                let policy = if rejects.get(&l.key_text) == Some(&true) {
+                    Policy::NullAndRecord
+                } else {
+                    Policy::RejectRow
+                };
+                match convert_row(table, &raws, policy) {
+                    Ok(conv) => {
+                        let columns: Vec<String> = table
+                            .columns
+                            .iter()
+                            .zip(conv.cells.iter().zip(&p))
+                            .filter(|(_, (a, b))| !cell_eq(a, b))
+                            .map(|(c, _)| c.name.to_string())
+                            .collect();
+                        if columns.is_empty() {
+                            continue;
+                        }
+                        fixes.push(Fix::Upsert(table, if sqlite_auth { conv.cells } else { p }));
+                        record(
+                            report,
+                            Divergence {
+                                key: l.key_text,
+                                kind: DivergenceKind::Field,
+                                columns,
+                                detail: None,
+                            },
+                        );
+                    }
+                    Err(errs) => {
+                        let detail = errs
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        if !sqlite_auth {
+                            fixes.push(Fix::Upsert(table, p));
+                        }
+                        record(
+                            report,
+                            Divergence {
+                                key: l.key_text,
+                                kind: DivergenceKind::Field,
+                                columns: errs.iter().map(|e| e.column.to_string()).collect(),
+                                detail: Some(format!("the SQLite row does not convert: {detail}")),
+                            },
+                        );
+                    }
+                }
+            }
+            (Some(l), None) => {
+                if rejects.get(&l.key_text) == Some(&false) {
+                    report.rejected_rows += 1;
+                    if report.rejected.len() < max_listed {
+                        report.rejected.push(l.key_text);
+                    }
+                    continue;
+                }
+                if sqlite_auth {
+                    let raws = l.raw_values();
+                    let detail = match convert_row(table, &raws, Policy::RejectRow) {
+                        Ok(conv) => {
+                            fixes.push(Fix::Upsert(table, conv.cells));
+                            None
+                        }
+                        Err(errs) => Some(format!(
+                            "the SQLite row does not convert and is not in cutover.rejects: {}",
+                            errs.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )),
+                    };
+                    record(
+                        report,
+                        Divergence {
+                            key: l.key_text,
+                            kind: DivergenceKind::Missing,
+                            columns: Vec::new(),
+                            detail,
+                        },
+                    );
+                } else {
+                    let key_idx = key_index(table);
+                    fixes.push(Fix::Delete(table, l.raws[key_idx].clone()));
+                    record(
+                        report,
+                        Divergence {
+                            key: l.key_text,
+                            kind: DivergenceKind::Extra,
+                            columns: Vec::new(),
+                            detail: None,
+                        },
+                    );
+                }
+            }
+            (None, Some(p)) => {
+                let key = side::sort_key_text(&sort);
+                let kind = if sqlite_auth {
+                    let raw = match &sort {
+                        SortKey::Int(i) => OwnedRaw::Integer(*i),
+                        SortKey::Bytes(b) => OwnedRaw::Text(b.clone()),
+                    };
+                    fixes.push(Fix::Delete(table, raw));
+                    DivergenceKind::Extra
+                } else {
+                    fixes.push(Fix::Upsert(table, p));
+                    DivergenceKind::Missing
+                };
+                record(
+                    report,
+                    Divergence {
+                        key,
+                        kind,
+                        columns: Vec::new(),
+                        detail: None,
+                    },
+                );
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+pub(crate) fn key_index(table: &Table) -> usize {
+    table
+        .columns
+        .iter()
+        .position(|c| c.name == table.primary_key)
+        .expect("primary key is a column")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_equality_is_semantic() {
+        assert!(json_eq(
+            &json!({"a": 1, "b": [1.0]}),
+            &json!({"b": [1], "a": 1.0})
+        ));
+        assert!(!json_eq(&json!({"a": 1}), &json!({"a": 2})));
+        assert!(!json_eq(&json!({"a": 1}), &json!({"a": 1, "b": null})));
+    }
+}
