@@ -165,29 +165,38 @@ impl Cutover {
     /// Returns the pause writers saw here.
     pub async fn set_stage(&self, to: Stage, force: bool) -> Result<Duration> {
         let mut v = self.switch_lock.lock().await;
-        // Drain first so the outbox gate sees what is really pending.
-        let from = self.dual.stage();
-        if from < Stage::Live && to >= Stage::Live {
-            let _ = self.dual.drain(Backend::Sqlite, 1000).await;
-        }
-        let sqlite_pending = self
+        let dual = self.dual.clone();
+        let pool = dual.pg().pool().clone();
+        let actor = self.actor.clone();
+        let new_version = Arc::new(std::sync::Mutex::new(None));
+        let nv = new_version.clone();
+        // The gates are judged and the stage persisted inside the switch,
+        // while writers are held and the outboxes are empty.
+        let pause = self
             .dual
-            .sqlite()
-            .connection()
-            .call(|c| crate::outbox::sqlite_pending(c))
+            .switch_with(to, || async move {
+                let sqlite_pending = dual
+                    .sqlite()
+                    .connection()
+                    .call(|c| crate::outbox::sqlite_pending(c))
+                    .await?;
+                let st = stage::set(
+                    &pool,
+                    &Change {
+                        to,
+                        force,
+                        by: actor,
+                        extra_pending: sqlite_pending,
+                    },
+                )
+                .await?;
+                *nv.lock().unwrap_or_else(|e| e.into_inner()) = Some(st.version);
+                Ok(())
+            })
             .await?;
-        let st = stage::set(
-            self.dual.pg().pool(),
-            &Change {
-                to,
-                force,
-                by: self.actor.clone(),
-                extra_pending: sqlite_pending,
-            },
-        )
-        .await?;
-        *v = st.version;
-        let pause = self.dual.switch(to).await?;
+        if let Some(ver) = *new_version.lock().unwrap_or_else(|e| e.into_inner()) {
+            *v = ver;
+        }
         if !pause.is_zero() {
             let _ = sqlx::query("UPDATE cutover.stage_history SET pause_ms = $1 WHERE id = (SELECT max(id) FROM cutover.stage_history)")
                 .bind(pause.as_secs_f64() * 1000.0)

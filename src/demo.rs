@@ -323,7 +323,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// own on a given server.
 enum Target {
     Embedded(PgServer),
-    External { admin: Box<PgSettings>, database: String },
+    External {
+        admin: Box<PgSettings>,
+        database: String,
+    },
 }
 
 impl Target {
@@ -350,7 +353,13 @@ impl Target {
                 .await?;
                 pool.close().await;
                 let s = admin.with_database(&database);
-                Ok((Target::External { admin: Box::new(admin), database }, s))
+                Ok((
+                    Target::External {
+                        admin: Box::new(admin),
+                        database,
+                    },
+                    s,
+                ))
             }
         }
     }

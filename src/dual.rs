@@ -327,6 +327,10 @@ impl DualStore {
             if self.drain(Backend::Sqlite, 500).await.is_err() {
                 continue;
             }
+            // SQLite handed out ids meanwhile: PostgreSQL's sequences must pass them.
+            if self.align_sequences().await.is_err() {
+                continue;
+            }
             let cur = self.routing();
             let next = Routing {
                 fallback: false,
@@ -350,6 +354,121 @@ impl DualStore {
     /// Copies one changed row from `from` to the other side as its current
     /// image, then clears its outbox entries up to what was seen.
     pub async fn apply(&self, c: &Change, from: Backend) -> Result<()> {
+        match self.apply_image(c, from).await {
+            Err(e) if from == Backend::Sqlite && is_data_error(&e) => {
+                self.reject_change(c, &e).await
+            }
+            other => other,
+        }
+    }
+
+    /// A legacy row the application changed that PostgreSQL cannot take
+    /// (its value cannot be converted exactly, or its parent was rejected by
+    /// the backfill): it is recorded in `cutover.rejects` like any backfill
+    /// reject, with its original image, and its outbox entry is cleared, so
+    /// one bad legacy row never blocks the outbox behind it.
+    async fn reject_change(&self, c: &Change, e: &Error) -> Result<()> {
+        let table = tables::by_name(c.table).expect("checked by apply");
+        let key = Key::parse(table, &c.key)?;
+        let (reason, column, detail) = match e {
+            Error::InvalidValue {
+                reason,
+                column,
+                detail,
+                ..
+            } => (*reason, column.to_string(), detail.clone()),
+            Error::Database {
+                kind: crate::DbErrorKind::ForeignKeyViolation,
+                message,
+                ..
+            } => (
+                crate::convert::RejectReason::Orphan,
+                table
+                    .foreign_keys
+                    .first()
+                    .map(|f| f.column)
+                    .unwrap_or("")
+                    .to_string(),
+                message.clone(),
+            ),
+            Error::Database {
+                kind: crate::DbErrorKind::CheckViolation,
+                message,
+                ..
+            } => (
+                crate::convert::RejectReason::CheckViolation,
+                String::new(),
+                message.clone(),
+            ),
+            other => (
+                crate::convert::RejectReason::NotNull,
+                String::new(),
+                other.to_string(),
+            ),
+        };
+        let (k, cc) = (key.clone(), c.clone());
+        let (original, hw) = self
+            .inner
+            .sqlite
+            .connection()
+            .call(move |conn| -> Result<(serde_json::Value, Option<i64>)> {
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE {} = ?1",
+                    table.column_list(),
+                    table.name,
+                    table.primary_key
+                );
+                let key_value = match &k {
+                    Key::Text(s) => rusqlite::types::Value::Text(s.clone()),
+                    Key::Int(i) => rusqlite::types::Value::Integer(*i as i64),
+                };
+                let mut stmt = conn.prepare(&sql)?;
+                let mut rows = stmt.query([key_value])?;
+                let original = match rows.next()? {
+                    Some(r) => {
+                        let raws: Vec<crate::convert::Raw<'_>> = (0..table.columns.len())
+                            .map(|i| r.get_ref(i).map(Into::into))
+                            .collect::<rusqlite::Result<_>>()?;
+                        crate::row::original_image(table, &raws)
+                    }
+                    None => serde_json::json!({}),
+                };
+                Ok((original, outbox::sqlite_high_water(conn, &cc)?))
+            })
+            .await?;
+        let mut conn = self.inner.pg.pool().acquire().await?;
+        crate::rejects::insert(
+            &mut conn,
+            &[crate::rejects::RejectRecord {
+                table: table.name.to_string(),
+                row_key: c.key.clone(),
+                source_rowid: None,
+                column,
+                reason,
+                detail: format!("changed by the application during the move: {detail}"),
+                policy: crate::row::Policy::RejectRow,
+                row_copied: false,
+                original,
+            }],
+        )
+        .await?;
+        // Whatever older copy PostgreSQL holds is no longer the row's image.
+        image::pg_delete(self.inner.pg.pool(), table, &key)
+            .await
+            .ok();
+        if let Some(hw) = hw {
+            let cc = c.clone();
+            self.inner
+                .sqlite
+                .connection()
+                .call(move |conn| outbox::sqlite_clear(conn, &cc, hw))
+                .await?;
+        }
+        tracing::warn!(table = c.table, key = %c.key, reason = %reason, "legacy row changed by the application cannot be copied; recorded in cutover.rejects");
+        Ok(())
+    }
+
+    async fn apply_image(&self, c: &Change, from: Backend) -> Result<()> {
         let table = tables::by_name(c.table).ok_or_else(|| {
             Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
         })?;
@@ -445,11 +564,28 @@ impl DualStore {
             if entries.is_empty() {
                 return Ok(applied);
             }
+            let mut failed = None;
+            let mut progressed = false;
             for e in entries {
-                self.apply(&e.change, e.side).await?;
+                if let Err(err) = self.apply(&e.change, e.side).await {
+                    // Unavailable: the rest would fail too.
+                    if err.is_unavailable() {
+                        return Err(err);
+                    }
+                    tracing::warn!(table = e.change.table, key = %e.change.key, error = %err, "outbox entry not applied; kept");
+                    failed = Some(err);
+                    continue;
+                }
+                progressed = true;
                 applied += 1;
                 self.inner.counters.replayed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::OUTBOX_REPLAYED, "side" => side.as_str()).increment(1);
+            }
+            if let Some(err) = failed {
+                // Entries that failed stay; stop when a round made no progress.
+                if !progressed {
+                    return Err(err);
+                }
             }
         }
     }
@@ -467,43 +603,29 @@ impl DualStore {
         Ok(s + p)
     }
 
-    /// Keys of `table` waiting in the outbox feeding the other side.
-    async fn table_pending(&self, table: &'static str) -> bool {
-        let s = self
-            .inner
-            .sqlite
-            .connection()
-            .call(move |conn| -> Result<i64> {
-                if outbox::sqlite_pending(conn)? == 0 {
-                    return Ok(0);
-                }
-                Ok(conn.query_row(
-                    "SELECT count(*) FROM _cutover_outbox WHERE table_name = ?1",
-                    [table],
-                    |r| r.get(0),
-                )?)
-            })
-            .await
-            .unwrap_or(0);
-        let p: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM cutover.outbox WHERE table_name = $1")
-                .bind(table)
-                .fetch_one(self.inner.pg.pool())
-                .await
-                .unwrap_or(0);
-        s + p > 0
+    /// Whether anything waits in either outbox. A read can involve rows of
+    /// several tables (a job and its chunks), so any pending entry may
+    /// explain a difference.
+    async fn anything_pending(&self) -> bool {
+        self.outbox_pending().await.map(|n| n > 0).unwrap_or(true)
     }
 
     /// Moves both sides' id generators past the highest id either side holds,
     /// so whichever side becomes authoritative never hands out a used id.
     pub async fn align_sequences(&self) -> Result<()> {
-        for t in tables::ALL.iter().filter(|t| t.serial) {
-            let (name, pk) = (t.name, t.primary_key);
-            let smax: i64 = self
-                .inner
-                .sqlite
-                .connection()
-                .call(move |conn| -> Result<i64> {
+        let serial: Vec<&'static tables::Table> =
+            tables::ALL.iter().copied().filter(|t| t.serial).collect();
+        // One call per side: this runs while writers are held.
+        let names: Vec<(&'static str, &'static str)> =
+            serial.iter().map(|t| (t.name, t.primary_key)).collect();
+        let n2 = names.clone();
+        let smax: Vec<i64> = self
+            .inner
+            .sqlite
+            .connection()
+            .call(move |conn| -> Result<Vec<i64>> {
+                let mut out = Vec::new();
+                for (name, pk) in &n2 {
                     let a: i64 = conn.query_row(
                         &format!("SELECT coalesce(max({pk}), 0) FROM {name}"),
                         [],
@@ -516,25 +638,43 @@ impl DualStore {
                             |r| r.get(0),
                         )
                         .unwrap_or(0);
-                    Ok(a.max(b))
-                })
-                .await?;
-            let pmax: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT coalesce(max({pk}), 0)::bigint FROM {name}"
-            )))
+                    out.push(a.max(b));
+                }
+                Ok(out)
+            })
+            .await?;
+        let pg_sql = names
+            .iter()
+            .map(|(name, pk)| {
+                format!("greatest((SELECT coalesce(max({pk}), 0)::bigint FROM {name}), (SELECT last_value FROM {name}_{pk}_seq))")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {pg_sql}")))
             .fetch_one(self.inner.pg.pool())
             .await?;
-            let top = smax.max(pmax).max(1);
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT setval(pg_get_serial_sequence('{name}', '{pk}'), greatest($1, (SELECT last_value FROM {name}_{pk}_seq)))"
-            )))
-            .bind(top)
+        let mut tops = Vec::new();
+        for (i, s) in smax.iter().enumerate() {
+            let p: i64 = sqlx::Row::try_get(&row, i)?;
+            tops.push((*s).max(p).max(1));
+        }
+        let setvals = names
+            .iter()
+            .zip(&tops)
+            .map(|((name, pk), top)| {
+                format!("setval(pg_get_serial_sequence('{name}', '{pk}'), {top})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {setvals}")))
             .execute(self.inner.pg.pool())
             .await?;
-            self.inner
-                .sqlite
-                .connection()
-                .call(move |conn| -> Result<()> {
+        let pairs: Vec<(&'static str, i64)> = names.iter().map(|(n, _)| *n).zip(tops).collect();
+        self.inner
+            .sqlite
+            .connection()
+            .call(move |conn| -> Result<()> {
+                for (name, top) in &pairs {
                     let n = conn.execute(
                         "UPDATE sqlite_sequence SET seq = max(seq, ?2) WHERE name = ?1",
                         (name, top),
@@ -545,10 +685,10 @@ impl DualStore {
                             (name, top),
                         )?;
                     }
-                    Ok(())
-                })
-                .await?;
-        }
+                }
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 
@@ -556,18 +696,34 @@ impl DualStore {
     /// new writes wait while in-flight ones finish, the outboxes drain and
     /// the sequences move; then the swap. Returns the pause writers saw.
     pub async fn switch(&self, to: Stage) -> Result<Duration> {
+        self.switch_with(to, || async { Ok(()) }).await
+    }
+
+    /// Whether moving to `to` changes which side is authoritative or copied to.
+    pub fn flips(&self, to: Stage) -> bool {
         let cur = self.routing();
-        if cur.stage == to {
-            return Ok(Duration::ZERO);
-        }
-        let flips =
-            cur.stage.authoritative() != to.authoritative() || cur.secondary() != to.secondary();
-        if !flips {
+        cur.stage.authoritative() != to.authoritative() || cur.secondary() != to.secondary()
+    }
+
+    /// As `switch`, running `decide` while writers are held and the outboxes
+    /// are empty, just before the swap; an error from it cancels the switch.
+    /// (`Cutover::set_stage` checks the go-live gates and persists the stage
+    /// there, so "outbox empty" is judged with no write in flight.)
+    pub async fn switch_with<F, Fut>(&self, to: Stage, decide: F) -> Result<Duration>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let cur = self.routing();
+        if !self.flips(to) {
+            decide().await?;
             let next = Routing { stage: to, ..cur };
             self.set_outbox_flags(&next);
             self.inner.routing.store(Arc::new(next));
             metrics::gauge!(m::STAGE).set(to.index() as f64);
-            tracing::info!(from = %cur.stage, to = %to, "stage switched");
+            if cur.stage != to {
+                tracing::info!(from = %cur.stage, to = %to, "stage switched");
+            }
             return Ok(Duration::ZERO);
         }
         // Drain most of the backlog before holding writers, so the pause is short.
@@ -581,7 +737,10 @@ impl DualStore {
         for side in [Backend::Sqlite, Backend::Postgres] {
             self.drain(side, 1000).await?;
         }
-        self.align_sequences().await?;
+        decide().await?;
+        if cur.authoritative() != to.authoritative() {
+            self.align_sequences().await?;
+        }
         let next = Routing {
             stage: to,
             fallback: false,
@@ -636,12 +795,16 @@ impl DualStore {
             outcome("match");
             return;
         }
-        // Lag, not divergence, when the keys are still on their way: wait for
-        // the outbox to apply, then ask both sides again.
-        if self.table_pending(table).await {
-            let deadline = Instant::now() + self.inner.config.lag_recheck;
-            while Instant::now() < deadline && self.table_pending(table).await {
+        // Lag, not divergence, when the rows were still on their way (in the
+        // outbox) or changed between the two reads: wait for the outbox to
+        // apply, then ask both sides again. Divergence is what persists.
+        let deadline = Instant::now() + self.inner.config.lag_recheck;
+        for attempt in 0..3 {
+            while Instant::now() < deadline && self.anything_pending().await {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let auth = other_side_of(other_side);
             let again = tokio::join!(read(self.clone(), auth), read(self.clone(), other_side));
@@ -668,6 +831,17 @@ impl DualStore {
             panic!("shadow mismatch in {op}: {ms:?}");
         }
     }
+}
+
+/// Failures that retrying cannot fix: the data, not the connection.
+fn is_data_error(e: &Error) -> bool {
+    matches!(e, Error::InvalidValue { .. })
+        || matches!(
+            e.db_kind(),
+            Some(crate::DbErrorKind::ForeignKeyViolation)
+                | Some(crate::DbErrorKind::CheckViolation)
+                | Some(crate::DbErrorKind::NotNullViolation)
+        )
 }
 
 fn other_side_of(b: Backend) -> Backend {

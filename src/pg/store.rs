@@ -155,6 +155,11 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// A read-only transaction (no change capture).
+    async fn begin_read(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(|e| self.limits.map(e))
+    }
+
     /// Commits; when the outbox is on, first reads back the keys this
     /// transaction changed (noted by the capture triggers) and reports them.
     async fn commit(&self, mut tx: Transaction<'static, Postgres>) -> Result<()> {
@@ -991,7 +996,7 @@ impl Store for PgStore {
     }
 
     async fn referral_stats(&self, owner_user_id: &str) -> Result<ReferralStats> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         // One snapshot for both reads, so the codes and the referred users agree.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
@@ -1011,7 +1016,7 @@ impl Store for PgStore {
         .bind(owner_user_id)
         .fetch_all(&mut *tx)
         .await?;
-        self.commit(tx).await?;
+        tx.commit().await?;
         let total_uses = codes
             .iter()
             .map(|c| i64::from(c.usage_count.unwrap_or(0)))
@@ -1122,7 +1127,7 @@ impl Store for PgStore {
     }
 
     async fn get_job(&self, job_id: i32) -> Result<Option<JobWithChunks>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
@@ -1147,7 +1152,7 @@ impl Store for PgStore {
         .fetch_all(&mut *tx)
         .await?;
         let chunks = all(&rows, chunk)?;
-        self.commit(tx).await?;
+        tx.commit().await?;
         Ok(Some(JobWithChunks { job: j, chunks }))
     }
 

@@ -284,7 +284,18 @@ pub(crate) fn all<T: FromCells>(c: &Connection, rest: &str, params: impl Params)
     let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(read(row)?);
+        match read(row) {
+            Ok(v) => out.push(v),
+            // A legacy row that cannot be converted exactly is one the
+            // backfill rejects: PostgreSQL never holds it. List queries skip
+            // it (loudly) so both sides answer the same set and one bad row
+            // does not take down a whole timeline or search; single-row
+            // reads still fail with the error naming table, key and column.
+            Err(e @ Error::InvalidValue { .. }) => {
+                tracing::debug!(error = %e, "legacy row skipped by a list query: it cannot be converted exactly");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }

@@ -57,6 +57,10 @@ pub struct VerifyOptions {
     /// Most divergent (and rejected) keys listed per table in the report;
     /// the counts are always exact.
     pub max_listed: usize,
+    /// Without `repair`: divergent rows are read again on both sides, for up
+    /// to this long, and those that come to agree are lag of live writes on
+    /// their way (outbox), not divergence. Zero reports the first pass as is.
+    pub settle: std::time::Duration,
 }
 
 impl VerifyOptions {
@@ -70,6 +74,7 @@ impl VerifyOptions {
             chunk_rows: 1000,
             progress: false,
             max_listed: 100,
+            settle: std::time::Duration::from_secs(3),
         }
     }
 }
@@ -216,6 +221,9 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     let sqlite = open_sqlite(opts).await?;
 
     let (mut tables_out, fixes) = pass(opts, &pool, &sqlite, &selected, authority).await?;
+    if !opts.repair && !opts.settle.is_zero() {
+        settle(&mut tables_out, &pool, &sqlite, opts.settle).await;
+    }
     let mut repair_report = None;
     if opts.repair {
         let before: u64 = tables_out.iter().map(TableReport::divergent_rows).sum();
@@ -445,4 +453,56 @@ async fn verify_table(
     }
     pb.finish_and_clear();
     Ok((report, fixes))
+}
+
+/// Re-reads the listed divergent rows on both sides until they agree or
+/// `limit` passes; rows that agree are dropped from the report. Only tables
+/// whose every divergent key is listed are settled, so counts stay exact.
+async fn settle(
+    tables_out: &mut [TableReport],
+    pool: &PgPool,
+    sqlite: &tokio_rusqlite::Connection,
+    limit: std::time::Duration,
+) {
+    use crate::image::{self, Key};
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut left = 0u64;
+        for t in tables_out.iter_mut() {
+            if t.divergent_rows() == 0 || t.divergences.len() as u64 != t.divergent_rows() {
+                left += t.divergent_rows();
+                continue;
+            }
+            let Some(table) = tables::by_name(t.table) else {
+                continue;
+            };
+            let mut keep = Vec::new();
+            for d in std::mem::take(&mut t.divergences) {
+                let agreed = match Key::parse(table, &d.key) {
+                    Ok(key) => {
+                        let k = key.clone();
+                        let a = sqlite.call(move |c| image::sqlite_read(c, table, &k)).await;
+                        let b = image::pg_read(pool, table, &key).await;
+                        matches!((a, b), (Ok(a), Ok(b)) if a == b)
+                    }
+                    Err(_) => false,
+                };
+                if agreed {
+                    match d.kind {
+                        DivergenceKind::Missing => t.missing -= 1,
+                        DivergenceKind::Extra => t.extra -= 1,
+                        DivergenceKind::Field => t.field -= 1,
+                    }
+                } else {
+                    keep.push(d);
+                }
+            }
+            t.divergences = keep;
+            left += t.divergent_rows();
+        }
+        if left == 0 || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

@@ -11,13 +11,13 @@ use cutover::demo::{self, DemoOptions, DemoReport};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Seconds of simulated traffic across all stages.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 40)]
     duration: u64,
     /// Users in the generated legacy database.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 1_000)]
     users: u64,
     /// Tweets in the generated legacy database.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 20_000)]
     tweets: u64,
     /// Fraction of generated rows holding a messy legacy value.
     #[arg(long, default_value_t = 0.01)]
