@@ -355,11 +355,47 @@ impl DualStore {
     /// image, then clears its outbox entries up to what was seen.
     pub async fn apply(&self, c: &Change, from: Backend) -> Result<()> {
         match self.apply_image(c, from).await {
-            Err(e) if from == Backend::Sqlite && is_data_error(&e) => {
+            Err(e)
+                if from == Backend::Sqlite
+                    && is_data_error(&e)
+                    && !self.parent_pending(c, &e).await =>
+            {
                 self.reject_change(c, &e).await
             }
             other => other,
         }
+    }
+
+    /// A foreign-key failure is only lag while a parent table still has
+    /// entries waiting in the SQLite outbox: then the entry stays and is
+    /// retried after them.
+    async fn parent_pending(&self, c: &Change, e: &Error) -> bool {
+        if e.db_kind() != Some(crate::DbErrorKind::ForeignKeyViolation) {
+            return false;
+        }
+        let Some(table) = tables::by_name(c.table) else {
+            return false;
+        };
+        let parents: Vec<&'static str> =
+            table.foreign_keys.iter().map(|f| f.parent_table).collect();
+        self.inner
+            .sqlite
+            .connection()
+            .call(move |conn| -> Result<bool> {
+                for p in &parents {
+                    let n: i64 = conn.query_row(
+                        "SELECT count(*) FROM _cutover_outbox WHERE table_name = ?1",
+                        [p],
+                        |r| r.get(0),
+                    )?;
+                    if n > 0 {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })
+            .await
+            .unwrap_or(true)
     }
 
     /// A legacy row the application changed that PostgreSQL cannot take
