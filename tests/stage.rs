@@ -1,0 +1,99 @@
+//! Stage control: a change made by the CLI reaches a running process within
+//! a second; the go-live gates refuse, `--force` overrides; rollback works.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cutover::cutover::{Cutover, CutoverConfig};
+use cutover::stage::Stage;
+
+fn cli(db: &common::TestDb, sqlite: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let url = format!(
+        "postgres://{}",
+        db.settings
+            .redacted()
+            .trim_start_matches("postgres://")
+            .trim_start_matches("postgresql://")
+    );
+    std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["--postgres", &url, "--sqlite"])
+        .arg(sqlite)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_flip_reaches_a_running_process_within_a_second() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let path = dir.file("t.db");
+    let c = Cutover::start(CutoverConfig::new(&path, db.settings.clone()))
+        .await
+        .unwrap();
+    assert_eq!(c.stage(), Stage::Off);
+
+    for (to, name) in [
+        (Stage::DualWrite, "dualwrite"),
+        (Stage::Shadow, "shadow"),
+        (Stage::Off, "off"),
+    ] {
+        let out = cli(&db, &path, &["stage", "set", name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t = Instant::now();
+        while c.stage() != to && t.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = t.elapsed();
+        assert_eq!(c.stage(), to);
+        assert!(seen < Duration::from_secs(1), "{name} seen after {seen:?}");
+    }
+    let out = cli(&db, &path, &["stage", "get"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "off");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_live_is_gated_and_force_overrides() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let path = dir.file("t.db");
+    let c = Cutover::start(CutoverConfig::new(&path, db.settings.clone()))
+        .await
+        .unwrap();
+    c.set_stage(Stage::DualWrite, false).await.unwrap();
+    let err = c
+        .set_stage(Stage::Live, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("backfill is not complete") && err.contains("verify"),
+        "{err}"
+    );
+    assert_eq!(c.stage(), Stage::DualWrite, "refused move changes nothing");
+    let out = cli(&db, &path, &["stage", "set", "live"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+
+    c.set_stage(Stage::Live, true).await.unwrap();
+    assert_eq!(c.stage(), Stage::Live);
+    let pool = sqlx::PgPool::connect_with(db.settings.connect_options())
+        .await
+        .unwrap();
+    let forced: bool = sqlx::query_scalar("SELECT forced FROM cutover.state")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(forced, "the override is recorded");
+    // Rollback needs no gate.
+    c.set_stage(Stage::Off, false).await.unwrap();
+    assert_eq!(c.stage(), Stage::Off);
+    c.shutdown().await;
+}
