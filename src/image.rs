@@ -134,9 +134,12 @@ pub fn sqlite_image(table: &'static Table, row: &rusqlite::Row<'_>) -> Result<Im
     Ok(cells)
 }
 
-fn upsert_sql_sqlite(table: &Table) -> String {
-    let cols = table.column_list();
-    let params: Vec<String> = (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
+/// The INSERT … ON CONFLICT DO UPDATE statement of a table, with `$n`
+/// (PostgreSQL) or `?n` (SQLite) parameters in column order.
+pub fn upsert_sql(table: &Table, pg: bool) -> String {
+    let params: Vec<String> = (1..=table.columns.len())
+        .map(|i| if pg { format!("${i}") } else { format!("?{i}") })
+        .collect();
     let sets: Vec<String> = table
         .columns
         .iter()
@@ -144,8 +147,9 @@ fn upsert_sql_sqlite(table: &Table) -> String {
         .map(|c| format!("{0} = excluded.{0}", c.name))
         .collect();
     format!(
-        "INSERT INTO {} ({cols}) VALUES ({}) ON CONFLICT({}) DO UPDATE SET {}",
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
         table.name,
+        table.column_list(),
         params.join(", "),
         table.primary_key,
         sets.join(", ")
@@ -154,7 +158,7 @@ fn upsert_sql_sqlite(table: &Table) -> String {
 
 /// Writes an image to SQLite (insert or replace every column).
 pub fn sqlite_upsert(conn: &rusqlite::Connection, table: &Table, image: &Image) -> Result<()> {
-    let mut stmt = conn.prepare_cached(&upsert_sql_sqlite(table))?;
+    let mut stmt = conn.prepare_cached(&upsert_sql(table, false))?;
     let values: Vec<rusqlite::types::Value> = image.iter().map(sqlite_value).collect();
     stmt.execute(rusqlite::params_from_iter(values))?;
     Ok(())
@@ -260,21 +264,7 @@ pub async fn pg_upsert<'e, E>(exec: E, table: &'static Table, image: &Image) -> 
 where
     E: sqlx::PgExecutor<'e>,
 {
-    let params: Vec<String> = (1..=table.columns.len()).map(|i| format!("${i}")).collect();
-    let sets: Vec<String> = table
-        .columns
-        .iter()
-        .filter(|c| c.name != table.primary_key)
-        .map(|c| format!("{0} = EXCLUDED.{0}", c.name))
-        .collect();
-    let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
-        table.name,
-        pg_select_list(table),
-        params.join(", "),
-        table.primary_key,
-        sets.join(", ")
-    );
+    let sql = upsert_sql(table, true);
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (c, cell) in table.columns.iter().zip(image) {
         q = bind_cell(q, c.kind, cell);

@@ -10,7 +10,7 @@ use super::side::legacy_value;
 use super::{key_index, Fix};
 use crate::error::{Backend, Error, Result};
 use crate::row::{Cell, OwnedRaw};
-use crate::tables::{self, Kind, Table};
+use crate::tables::{self, Table};
 
 fn order(t: &Table) -> usize {
     tables::ALL
@@ -72,58 +72,6 @@ fn key_text(table: &Table, cells: &[Cell]) -> String {
     }
 }
 
-/// The INSERT … ON CONFLICT DO UPDATE statement of a table, with `$n` or `?n`.
-pub(crate) fn upsert_sql(table: &Table, pg: bool) -> String {
-    let params: Vec<String> = (1..=table.columns.len())
-        .map(|i| if pg { format!("${i}") } else { format!("?{i}") })
-        .collect();
-    let sets: Vec<String> = table
-        .columns
-        .iter()
-        .filter(|c| c.name != table.primary_key)
-        .map(|c| format!("{0} = excluded.{0}", c.name))
-        .collect();
-    format!(
-        "INSERT INTO {t} ({cols}) VALUES ({params}) ON CONFLICT ({pk}) DO UPDATE SET {sets}",
-        t = table.name,
-        cols = table.column_list(),
-        params = params.join(", "),
-        pk = table.primary_key,
-        sets = sets.join(", ")
-    )
-}
-
-/// Binds one cell as its column's PostgreSQL type (typed NULLs included).
-pub(crate) fn bind_cell<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    kind: Kind,
-    cell: &Cell,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    match kind {
-        Kind::Text | Kind::Status => q.bind(match cell {
-            Cell::Text(s) => Some(s.clone()),
-            Cell::Status(s) => Some(s.as_str().to_string()),
-            _ => None,
-        }),
-        Kind::Timestamp => q.bind(match cell {
-            Cell::Timestamp(t) => Some(*t),
-            _ => None,
-        }),
-        Kind::Bool => q.bind(match cell {
-            Cell::Bool(b) => Some(*b),
-            _ => None,
-        }),
-        Kind::Json => q.bind(match cell {
-            Cell::Json(v) => Some(sqlx::types::Json(v.clone())),
-            _ => None,
-        }),
-        Kind::Int => q.bind(match cell {
-            Cell::Int(i) => Some(*i),
-            _ => None,
-        }),
-    }
-}
-
 async fn apply_pg(pool: &PgPool, fixes: &[Fix]) -> Result<()> {
     let mut tx = pool.begin().await?;
     let mut serial_touched: Vec<&Table> = Vec::new();
@@ -144,9 +92,9 @@ async fn apply_pg(pool: &PgPool, fixes: &[Fix]) -> Result<()> {
                 })?;
             }
             Fix::Upsert(t, cells) => {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_sql(t, true)));
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(crate::image::upsert_sql(t, true)));
                 for (c, cell) in t.columns.iter().zip(cells) {
-                    q = bind_cell(q, c.kind, cell);
+                    q = crate::image::bind_cell(q, c.kind, cell);
                 }
                 q.execute(&mut *tx)
                     .await
@@ -198,8 +146,11 @@ fn apply_sqlite(c: &mut rusqlite::Connection, fixes: &[Fix]) -> Result<()> {
             }
             Fix::Upsert(t, cells) => {
                 let values: Vec<rusqlite::types::Value> = cells.iter().map(legacy_value).collect();
-                tx.execute(&upsert_sql(t, false), rusqlite::params_from_iter(values))
-                    .map_err(|e| named(t, &key_text(t, cells), e, Backend::Sqlite))?;
+                tx.execute(
+                    &crate::image::upsert_sql(t, false),
+                    rusqlite::params_from_iter(values),
+                )
+                .map_err(|e| named(t, &key_text(t, cells), e, Backend::Sqlite))?;
             }
         }
     }
