@@ -29,24 +29,56 @@ impl Change {
     }
 }
 
+/// The image a PostgreSQL write committed for one row, read inside its own
+/// transaction, with the id of its outbox entry. The secondary apply
+/// prefers PostgreSQL's current image; when PostgreSQL went away right after
+/// the commit, this is what still reaches SQLite.
+#[derive(Debug, Clone)]
+pub struct Carried {
+    /// Highest outbox entry id of the row in that transaction.
+    pub outbox_id: i64,
+    /// The row as committed (None: deleted).
+    pub image: Option<crate::image::Image>,
+}
+
+/// What a write reported.
+#[derive(Debug, Default)]
+pub struct Captured {
+    /// Changed rows in the order they were made.
+    pub changes: Vec<Change>,
+    /// Committed images, when the store read them.
+    pub carried: std::collections::HashMap<Change, Carried>,
+}
+
 tokio::task_local! {
-    static CAPTURED: RefCell<Vec<Change>>;
+    static CAPTURED: RefCell<Captured>;
 }
 
 /// Runs `f` and returns what it produced with the changes stores reported
 /// while it ran, in the order they were made (parents before children on
 /// insert, children before parents on delete).
-pub async fn capture<F: Future>(f: F) -> (F::Output, Vec<Change>) {
+pub async fn capture<F: Future>(f: F) -> (F::Output, Captured) {
     CAPTURED
-        .scope(RefCell::new(Vec::new()), async move {
+        .scope(RefCell::new(Captured::default()), async move {
             let out = f.await;
-            let changes = CAPTURED.with(|c| c.take());
-            (out, changes)
+            let captured = CAPTURED.with(|c| c.take());
+            (out, captured)
         })
         .await
 }
 
 /// Reports committed changes to the enclosing `capture`, if any.
 pub fn report(changes: Vec<Change>) {
-    let _ = CAPTURED.try_with(|c| c.borrow_mut().extend(changes));
+    let _ = CAPTURED.try_with(|c| c.borrow_mut().changes.extend(changes));
+}
+
+/// Reports committed changes with their committed images.
+pub fn report_carried(changes: Vec<(Change, Carried)>) {
+    let _ = CAPTURED.try_with(|c| {
+        let mut c = c.borrow_mut();
+        for (ch, carried) in changes {
+            c.changes.push(ch.clone());
+            c.carried.insert(ch, carried);
+        }
+    });
 }

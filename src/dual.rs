@@ -11,6 +11,7 @@
 //! also read from the other side off the caller's path and compared.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::changes::{capture, Change};
+use crate::changes::{capture, Captured, Carried, Change};
 use crate::error::{Backend, Error, Result};
 use crate::image::{self, Key};
 use crate::metrics as m;
@@ -147,7 +148,10 @@ pub(crate) struct Inner {
     // Writes hold it shared; a flip holds it exclusively, so new writes
     // wait while in-flight ones finish.
     pub(crate) gate: tokio::sync::RwLock<()>,
-    key_locks: Vec<tokio::sync::Mutex<()>>,
+    // Per-key apply locks (hashed slots); each slot remembers, for recently
+    // applied keys, the highest PostgreSQL outbox id whose image SQLite got,
+    // so an older carried image never overwrites a newer one.
+    key_locks: Vec<tokio::sync::Mutex<HashMap<Change, i64>>>,
     pub(crate) config: DualConfig,
     pub(crate) ledger: Ledger,
     pub(crate) counters: Counters,
@@ -182,7 +186,7 @@ impl DualStore {
                 }),
                 gate: tokio::sync::RwLock::new(()),
                 key_locks: (0..KEY_LOCKS)
-                    .map(|_| tokio::sync::Mutex::new(()))
+                    .map(|_| tokio::sync::Mutex::new(HashMap::new()))
                     .collect(),
                 config,
                 ledger,
@@ -345,7 +349,7 @@ impl DualStore {
         self.inner.fallback_probe.store(false, Ordering::SeqCst);
     }
 
-    fn key_lock(&self, c: &Change) -> &tokio::sync::Mutex<()> {
+    fn key_lock(&self, c: &Change) -> &tokio::sync::Mutex<HashMap<Change, i64>> {
         let mut h = DefaultHasher::new();
         c.hash(&mut h);
         &self.inner.key_locks[(h.finish() as usize) % KEY_LOCKS]
@@ -354,7 +358,13 @@ impl DualStore {
     /// Copies one changed row from `from` to the other side as its current
     /// image, then clears its outbox entries up to what was seen.
     pub async fn apply(&self, c: &Change, from: Backend) -> Result<()> {
-        match self.apply_image(c, from).await {
+        self.apply_carried(c, from, None).await
+    }
+
+    /// As `apply`; `carried` is the image the write committed, used when
+    /// PostgreSQL cannot be read back.
+    async fn apply_carried(&self, c: &Change, from: Backend, carried: Option<&Carried>) -> Result<()> {
+        match self.apply_image(c, from, carried).await {
             Err(e)
                 if from == Backend::Sqlite
                     && is_data_error(&e)
@@ -504,12 +514,12 @@ impl DualStore {
         Ok(())
     }
 
-    async fn apply_image(&self, c: &Change, from: Backend) -> Result<()> {
+    async fn apply_image(&self, c: &Change, from: Backend, carried: Option<&Carried>) -> Result<()> {
         let table = tables::by_name(c.table).ok_or_else(|| {
             Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
         })?;
         let key = Key::parse(table, &c.key)?;
-        let _l = self.key_lock(c).lock().await;
+        let mut slot = self.key_lock(c).lock().await;
         match from {
             Backend::Sqlite => {
                 let (cc, k) = (c.clone(), key.clone());
@@ -539,38 +549,83 @@ impl DualStore {
             }
             Backend::Postgres => {
                 let pool = self.inner.pg.pool();
-                let hw = outbox::pg_high_water(pool, c).await?;
-                let img = image::pg_read(pool, table, &key).await?;
-                let k = key.clone();
-                self.inner
+                let current = async {
+                    let hw = outbox::pg_high_water(pool, c).await?;
+                    let img = image::pg_read(pool, table, &key).await?;
+                    Ok::<_, Error>((hw, img))
+                }
+                .await;
+                // PostgreSQL's current image is the truth; when PostgreSQL
+                // went away right after the commit, the image the write
+                // committed still reaches SQLite, unless a newer one did.
+                let (hw, img, from_carried) = match current {
+                    Ok((hw, img)) => (hw, img, false),
+                    Err(e) if e.is_unavailable() => match carried {
+                        Some(cv) if slot.get(c).is_none_or(|&seen| cv.outbox_id > seen) => {
+                            (Some(cv.outbox_id), cv.image.clone(), true)
+                        }
+                        _ => return Err(e),
+                    },
+                    Err(e) => return Err(e),
+                };
+                let (k, cc) = (key.clone(), c.clone());
+                let superseded = self
+                    .inner
                     .sqlite
                     .connection()
-                    .call(move |conn| -> Result<()> {
-                        match img {
-                            Some(img) => image::sqlite_upsert(conn, table, &img),
-                            None => image::sqlite_delete(conn, table, &k).map(|_| ()),
+                    .call(move |conn| -> Result<bool> {
+                        // A key SQLite changed since (during a fallback, SQLite
+                        // is authoritative) holds the newer image: its own entry
+                        // copies it to PostgreSQL; this older one only clears.
+                        if outbox::sqlite_high_water(conn, &cc)?.is_some() {
+                            return Ok(true);
                         }
+                        match img {
+                            Some(img) => image::sqlite_upsert(conn, table, &img)?,
+                            None => {
+                                image::sqlite_delete(conn, table, &k)?;
+                            }
+                        }
+                        Ok(false)
                     })
                     .await?;
+                if superseded {
+                    tracing::debug!(table = c.table, key = %c.key, "PostgreSQL outbox entry superseded by a newer SQLite change");
+                }
                 if let Some(hw) = hw {
-                    outbox::pg_clear(pool, c, hw).await?;
+                    if slot.len() >= 64 {
+                        // Only the moments around one write matter.
+                        slot.clear();
+                    }
+                    let seen = slot.entry(c.clone()).or_insert(hw);
+                    *seen = (*seen).max(hw);
+                    if from_carried {
+                        // The entry stays until PostgreSQL is back; applying it
+                        // again then is harmless.
+                        tracing::debug!(table = c.table, key = %c.key, "applied the committed image; PostgreSQL unreachable");
+                    } else {
+                        outbox::pg_clear(pool, c, hw).await?;
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    async fn apply_changes(&self, op: &'static str, r: &Routing, changes: Vec<Change>) {
-        if r.secondary().is_none() || changes.is_empty() {
+    async fn apply_changes(&self, op: &'static str, r: &Routing, captured: Captured) {
+        if r.secondary().is_none() || captured.changes.is_empty() {
             return;
         }
         let from = r.authoritative();
         let mut seen = std::collections::HashSet::new();
-        for c in changes {
+        for c in captured.changes {
             if !seen.insert(c.clone()) {
                 continue;
             }
-            if let Err(e) = self.apply(&c, from).await {
+            if let Err(e) = self
+                .apply_carried(&c, from, captured.carried.get(&c))
+                .await
+            {
                 self.inner
                     .counters
                     .secondary_failures
@@ -914,6 +969,9 @@ macro_rules! write_op {
         };
         $self.count(&res);
         let value = res?;
+        if !changes.changes.is_empty() {
+            crate::failpoint::hit("dual.after_authoritative_commit");
+        }
         $self.apply_changes($op, &routing, changes).await;
         Ok(value)
     }};

@@ -28,6 +28,7 @@
 //!   comparison, the stage and its persistence, the handle an application embeds.
 //! - `metrics`: metric names and the Prometheus exporter.
 //! - `pgserver`: a restartable throwaway PostgreSQL (demo, fault tests).
+//! - `failpoint`: named points where a test can stop the process (fault tests).
 //! - `demo`: the whole cutover under simulated traffic.
 
 pub mod audit;
@@ -40,6 +41,7 @@ pub mod demo;
 pub mod dual;
 pub mod error;
 pub mod export;
+pub mod failpoint;
 pub mod generate;
 pub mod image;
 pub mod metrics;

@@ -167,17 +167,31 @@ impl PgStore {
             tx.commit().await?;
             return Ok(());
         }
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT table_name, row_key FROM cutover.outbox WHERE txid = txid_current() ORDER BY id",
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT max(id), table_name, row_key FROM cutover.outbox WHERE txid = txid_current()
+             GROUP BY table_name, row_key ORDER BY min(id)",
         )
         .fetch_all(&mut *tx)
         .await?;
+        // The committed images travel with the keys, so the secondary apply
+        // does not depend on reaching PostgreSQL again after the commit.
+        let mut reported = Vec::with_capacity(rows.len());
+        for (id, t, k) in rows {
+            let Some(table) = tables::by_name(&t) else {
+                continue;
+            };
+            let key = crate::image::Key::parse(table, &k)?;
+            let image = crate::image::pg_read(&mut *tx, table, &key).await?;
+            reported.push((
+                Change::new(table.name, k),
+                changes::Carried {
+                    outbox_id: id,
+                    image,
+                },
+            ));
+        }
         tx.commit().await?;
-        changes::report(
-            rows.into_iter()
-                .filter_map(|(t, k)| tables::by_name(&t).map(|t| Change::new(t.name, k)))
-                .collect(),
-        );
+        changes::report_carried(reported);
         Ok(())
     }
 }

@@ -1,0 +1,255 @@
+//! DualStore overhead per stage against the bare stores, and the authority
+//! flip pause under load (criterion).
+//!
+//! `cargo bench --bench dual` (PostgreSQL from `DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`; the bench creates and drops
+//! a database of its own there).
+//!
+//! - `read/*`: `get_user` of an existing user: bare SQLite, bare PostgreSQL,
+//!   then the dual store in each stage (shadow stages at the default sample
+//!   rate, so the comparison task is included in the cost).
+//! - `write/*`: `upsert_profile` of an existing user (one row changed), bare
+//!   and through the dual store in each stage (both sides written in the
+//!   dual-write stages).
+//! - `flip/*`: the pause writers see at `shadow → live` and `live → shadow`
+//!   while 8 writers run; each sample is one flip.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use cutover::dual::{DualConfig, DualStore};
+use cutover::settings::PgSettings;
+use cutover::stage::Stage;
+use cutover::{PgStore, ScrapedProfile, SqliteStore, Store};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+
+const USERS: usize = 200;
+
+fn profile(i: usize, n: u64) -> ScrapedProfile {
+    ScrapedProfile {
+        id: format!("bench-{i}"),
+        username: format!("@bench{i}"),
+        profile_data: Some(json!({"followers": n, "bio": "benchmarking 🚀"})),
+        profile_picture_url: Some(format!("https://pbs.example/{i}.jpg")),
+        scraped_at: Utc::now(),
+    }
+}
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    sqlite: SqliteStore,
+    pg: PgStore,
+    dual: DualStore,
+    admin: PgSettings,
+    database: String,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = PgSettings::from_url(&url).expect("DATABASE_URL");
+    let database = format!("cutover_bench_dual_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.db");
+    let (sqlite, pg, dual) = rt.block_on(async {
+        let mut c = PgConnection::connect_with(&admin.connect_options())
+            .await
+            .expect("connect to DATABASE_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{database}\" TEMPLATE template0 ENCODING 'UTF8'"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.ok();
+        let sqlite = SqliteStore::open(&path).await.unwrap();
+        let pg = PgStore::connect(&admin.with_database(&database))
+            .await
+            .unwrap();
+        cutover::pg::migrate(pg.pool()).await.unwrap();
+        let dual = DualStore::new(
+            sqlite.clone(),
+            pg.clone(),
+            Stage::Off,
+            DualConfig::default(),
+        )
+        .await
+        .unwrap();
+        // The same users on both sides.
+        for i in 0..USERS {
+            sqlite.upsert_profile(&profile(i, 0)).await.unwrap();
+            pg.upsert_profile(&profile(i, 0)).await.unwrap();
+        }
+        (sqlite, pg, dual)
+    });
+    Env {
+        rt,
+        sqlite,
+        pg,
+        dual,
+        admin,
+        database,
+        _dir: dir,
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let (admin, database) = (self.admin.clone(), self.database.clone());
+        self.rt.block_on(async move {
+            if let Ok(mut c) = PgConnection::connect_with(&admin.connect_options()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await;
+            }
+        });
+    }
+}
+
+const STAGES: [Stage; 6] = [
+    Stage::Off,
+    Stage::DualWrite,
+    Stage::Shadow,
+    Stage::Live,
+    Stage::Rampdown,
+    Stage::Complete,
+];
+
+fn bench_overhead(c: &mut Criterion) {
+    let env = setup();
+    let mut n = 0usize;
+    let mut next = move || {
+        n = n.wrapping_add(1);
+        n
+    };
+
+    let mut g = c.benchmark_group("read");
+    g.bench_function("sqlite", |b| {
+        b.to_async(&env.rt).iter(|| {
+            let i = next() % USERS;
+            async move { env.sqlite.get_user(&format!("bench-{i}")).await.unwrap() }
+        })
+    });
+    g.bench_function("postgres", |b| {
+        b.to_async(&env.rt).iter(|| {
+            let i = next() % USERS;
+            async move { env.pg.get_user(&format!("bench-{i}")).await.unwrap() }
+        })
+    });
+    for stage in STAGES {
+        env.rt.block_on(env.dual.switch(stage)).unwrap();
+        g.bench_with_input(BenchmarkId::new("dual", stage), &stage, |b, _| {
+            b.to_async(&env.rt).iter(|| {
+                let i = next() % USERS;
+                async move { env.dual.get_user(&format!("bench-{i}")).await.unwrap() }
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("write");
+    g.bench_function("sqlite", |b| {
+        b.to_async(&env.rt).iter(|| {
+            let k = next();
+            async move {
+                env.sqlite
+                    .upsert_profile(&profile(k % USERS, k as u64))
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+    g.bench_function("postgres", |b| {
+        b.to_async(&env.rt).iter(|| {
+            let k = next();
+            async move {
+                env.pg
+                    .upsert_profile(&profile(k % USERS, k as u64))
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+    for stage in STAGES {
+        env.rt.block_on(env.dual.switch(stage)).unwrap();
+        g.bench_with_input(BenchmarkId::new("dual", stage), &stage, |b, _| {
+            b.to_async(&env.rt).iter(|| {
+                let k = next();
+                async move {
+                    env.dual
+                        .upsert_profile(&profile(k % USERS, k as u64))
+                        .await
+                        .unwrap()
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_flip(c: &mut Criterion) {
+    let env = setup();
+    env.rt.block_on(env.dual.switch(Stage::Shadow)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (d, stop) = (env.dual.clone(), stop.clone());
+            env.rt.spawn(async move {
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    let i = (w * 25 + (k as usize % 25)) % USERS;
+                    let _ = d.upsert_profile(&profile(i, k)).await;
+                    let _ = d.get_user(&format!("bench-{i}")).await;
+                }
+            })
+        })
+        .collect();
+    let mut g = c.benchmark_group("flip");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(10));
+    for (name, to, back) in [
+        ("shadow_to_live", Stage::Live, Stage::Shadow),
+        ("live_to_shadow", Stage::Shadow, Stage::Live),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                env.rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += env.dual.switch(to).await.unwrap();
+                        // Back again; not measured.
+                        env.dual.switch(back).await.unwrap();
+                    }
+                    total
+                })
+            })
+        });
+        // Keep each case starting from the stage its name says.
+        if env.dual.stage() != Stage::Shadow {
+            env.rt.block_on(env.dual.switch(Stage::Shadow)).unwrap();
+        }
+    }
+    g.finish();
+    stop.store(true, Ordering::Relaxed);
+    env.rt.block_on(async {
+        for w in writers {
+            let _ = w.await;
+        }
+    });
+}
+
+criterion_group!(benches, bench_overhead, bench_flip);
+criterion_main!(benches);
