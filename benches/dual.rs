@@ -128,7 +128,8 @@ const STAGES: [Stage; 6] = [
 ];
 
 fn bench_overhead(c: &mut Criterion) {
-    let env = setup();
+    let owned = setup();
+    let env = &owned;
     let mut n = 0usize;
     let mut next = move || {
         n = n.wrapping_add(1);
@@ -200,7 +201,8 @@ fn bench_overhead(c: &mut Criterion) {
 }
 
 fn bench_flip(c: &mut Criterion) {
-    let env = setup();
+    let owned = setup();
+    let env = &owned;
     env.rt.block_on(env.dual.switch(Stage::Shadow)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..8)

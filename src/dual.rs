@@ -363,7 +363,12 @@ impl DualStore {
 
     /// As `apply`; `carried` is the image the write committed, used when
     /// PostgreSQL cannot be read back.
-    async fn apply_carried(&self, c: &Change, from: Backend, carried: Option<&Carried>) -> Result<()> {
+    async fn apply_carried(
+        &self,
+        c: &Change,
+        from: Backend,
+        carried: Option<&Carried>,
+    ) -> Result<()> {
         match self.apply_image(c, from, carried).await {
             Err(e)
                 if from == Backend::Sqlite
@@ -514,7 +519,12 @@ impl DualStore {
         Ok(())
     }
 
-    async fn apply_image(&self, c: &Change, from: Backend, carried: Option<&Carried>) -> Result<()> {
+    async fn apply_image(
+        &self,
+        c: &Change,
+        from: Backend,
+        carried: Option<&Carried>,
+    ) -> Result<()> {
         let table = tables::by_name(c.table).ok_or_else(|| {
             Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
         })?;
@@ -622,10 +632,7 @@ impl DualStore {
             if !seen.insert(c.clone()) {
                 continue;
             }
-            if let Err(e) = self
-                .apply_carried(&c, from, captured.carried.get(&c))
-                .await
-            {
+            if let Err(e) = self.apply_carried(&c, from, captured.carried.get(&c)).await {
                 self.inner
                     .counters
                     .secondary_failures

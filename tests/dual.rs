@@ -575,7 +575,10 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut seen = Vec::new();
-            for line in std::io::BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(|l| l.ok())
+            {
                 if line.contains("failpoint dual.after_authoritative_commit reached") {
                     let _ = tx.send(Ok(()));
                     return;
@@ -635,7 +638,10 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(replayed, "{stage}: the next start replayed the killed write");
+        assert!(
+            replayed,
+            "{stage}: the next start replayed the killed write"
+        );
         assert!(d.counters().replayed >= 1, "{stage}: {:?}", d.counters());
         eprintln!("{stage}: killed after commit, replayed {:?}", d.counters());
         assert_converged(&d).await;
