@@ -111,6 +111,8 @@ pub struct DemoReport {
     pub shadow_mismatches_real: u64,
     /// Mismatches that went away once the outbox applied.
     pub shadow_mismatches_lag_resolved: u64,
+    /// Mismatches on legacy rows recorded as rejects (accounted for).
+    pub shadow_mismatches_rejected: u64,
     /// Outbox entries left at the end.
     pub outbox_pending_end: i64,
     /// Entries the replayer applied (after outages).
@@ -650,6 +652,7 @@ async fn drive(
         shadow_comparisons: k.comparisons,
         shadow_mismatches_real: k.mismatches_real,
         shadow_mismatches_lag_resolved: k.mismatches_lag_resolved,
+        shadow_mismatches_rejected: k.mismatches_rejected,
         outbox_pending_end,
         outbox_replayed: k.replayed,
         secondary_write_failures: k.secondary_failures,

@@ -112,6 +112,9 @@ pub struct Counters {
     pub mismatches_real: AtomicU64,
     /// Mismatches that went away once the outbox applied.
     pub mismatches_lag_resolved: AtomicU64,
+    /// Mismatches on legacy rows recorded in `cutover.rejects` (accounted
+    /// for, like verify does: PostgreSQL never took them).
+    pub mismatches_rejected: AtomicU64,
     /// Shadow reads that failed or timed out.
     pub shadow_errors: AtomicU64,
     /// Times the store fell back to SQLite.
@@ -135,6 +138,8 @@ pub struct CounterSnapshot {
     pub mismatches_real: u64,
     /// Lag mismatches resolved.
     pub mismatches_lag_resolved: u64,
+    /// Mismatches on rejected legacy rows (accounted for).
+    pub mismatches_rejected: u64,
     /// Shadow read errors.
     pub shadow_errors: u64,
     /// Fallbacks.
@@ -239,6 +244,7 @@ impl DualStore {
             comparisons: g(&c.comparisons),
             mismatches_real: g(&c.mismatches_real),
             mismatches_lag_resolved: g(&c.mismatches_lag_resolved),
+            mismatches_rejected: g(&c.mismatches_rejected),
             shadow_errors: g(&c.shadow_errors),
             fallbacks: g(&c.fallbacks),
         }
@@ -832,13 +838,17 @@ impl DualStore {
         }
         let started = Instant::now();
         let _w = self.inner.gate.write().await;
+        let held = started.elapsed();
         for side in [Backend::Sqlite, Backend::Postgres] {
             self.drain(side, 1000).await?;
         }
+        let drained = started.elapsed();
         decide().await?;
+        let decided = started.elapsed();
         if cur.authoritative() != to.authoritative() {
             self.align_sequences().await?;
         }
+        let aligned = started.elapsed();
         let next = Routing {
             stage: to,
             fallback: false,
@@ -849,7 +859,17 @@ impl DualStore {
         metrics::gauge!(m::STAGE).set(to.index() as f64);
         metrics::gauge!(m::FALLBACK_ACTIVE).set(0.0);
         metrics::histogram!(m::FLIP_PAUSE).record(pause.as_secs_f64());
-        tracing::info!(from = %cur.stage, to = %to, pause_ms = pause.as_secs_f64() * 1000.0, "authority flip done");
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        tracing::info!(
+            from = %cur.stage,
+            to = %to,
+            pause_ms = ms(pause),
+            in_flight_ms = ms(held),
+            drain_ms = ms(drained - held),
+            gates_ms = ms(decided - drained),
+            sequences_ms = ms(aligned - decided),
+            "authority flip done"
+        );
         Ok(pause)
     }
 
@@ -918,6 +938,13 @@ impl DualStore {
                 }
             }
         }
+        // Legacy rows the backfill (or a dual write) recorded as rejects are
+        // accounted for: PostgreSQL never took them, by design.
+        if self.all_rejected(&ms).await {
+            c.mismatches_rejected.fetch_add(1, Ordering::Relaxed);
+            outcome("rejected");
+            return;
+        }
         c.mismatches_real.fetch_add(1, Ordering::Relaxed);
         outcome("mismatch");
         for x in &ms {
@@ -928,6 +955,29 @@ impl DualStore {
         if self.inner.config.raise_on_mismatch {
             panic!("shadow mismatch in {op}: {ms:?}");
         }
+    }
+}
+
+impl DualStore {
+    /// Whether every mismatch is on a row recorded in `cutover.rejects`.
+    async fn all_rejected(&self, ms: &[Mismatch]) -> bool {
+        let keyed: Vec<&Mismatch> = ms.iter().filter(|m| !m.key.is_empty()).collect();
+        if keyed.len() != ms.len() {
+            return false;
+        }
+        let tables: Vec<&str> = keyed.iter().map(|m| m.table).collect();
+        let keys: Vec<&str> = keyed.iter().map(|m| m.key.as_str()).collect();
+        let found: std::result::Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(DISTINCT (u.t, u.k)) FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
+             JOIN cutover.rejects r ON r.table_name = u.t AND r.row_key = u.k",
+        )
+        .bind(&tables)
+        .bind(&keys)
+        .fetch_one(self.inner.pg.pool())
+        .await;
+        let distinct: std::collections::HashSet<(&str, &str)> =
+            tables.iter().copied().zip(keys.iter().copied()).collect();
+        matches!(found, Ok(n) if n as usize == distinct.len())
     }
 }
 

@@ -16,7 +16,7 @@ pub const OP_DURATION: &str = "cutover_op_duration_seconds";
 pub const SECONDARY_WRITE_FAILURES: &str = "cutover_secondary_write_failures_total";
 /// Outbox entries waiting.
 pub const OUTBOX_PENDING: &str = "cutover_outbox_pending";
-/// Shadow comparisons, by `op` and `outcome` (match, mismatch, lag_resolved, error, skipped).
+/// Shadow comparisons, by `op` and `outcome` (match, mismatch, lag_resolved, rejected, error, skipped).
 pub const SHADOW_COMPARISONS: &str = "cutover_shadow_comparisons_total";
 /// Shadow mismatches, by `op`, `table` and `kind` (missing, extra, field).
 pub const SHADOW_MISMATCHES: &str = "cutover_shadow_mismatches_total";

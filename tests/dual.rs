@@ -307,6 +307,36 @@ async fn shadow_reads_count_real_mismatches_not_lag() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shadow_reads_account_for_rejected_legacy_rows() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let path = dir.file("t.db");
+    // A legacy tweet whose user does not exist: the backfill rejects it.
+    drop(SqliteStore::open(&path).await.unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("PRAGMA foreign_keys=OFF").unwrap();
+        c.execute(
+            "INSERT INTO tweets (id, user_id, text, created_at) VALUES ('orphan-1', 'nobody', 'hi', '2020-01-01 00:00:00')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut o = cutover::backfill::BackfillOptions::new(&path, db.settings.clone());
+    o.progress_bar = Some(false);
+    let summary = cutover::backfill::run(o, std::future::pending())
+        .await
+        .unwrap();
+    assert!(summary.reconciled());
+    let d = dual_on(&path, &db.settings, Stage::Shadow).await;
+    assert!(d.get_tweet("orphan-1").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = d.counters();
+    assert_eq!(c.comparisons, 1, "{c:?}");
+    assert_eq!((c.mismatches_real, c.mismatches_rejected), (0, 1), "{c:?}");
+}
+
 /// Runs app traffic on `d` until `stop`, counting calls and failures.
 fn traffic(
     d: DualStore,

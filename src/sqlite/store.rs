@@ -51,8 +51,15 @@ impl Default for SqliteOptions {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: tokio_rusqlite::Connection,
+    // Reads go to their own connections (WAL lets them run beside the
+    // writer), so a long read never delays a write or an outbox drain.
+    readers: Arc<Vec<tokio_rusqlite::Connection>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
     outbox: Arc<AtomicBool>,
 }
+
+/// Read connections per store.
+const READERS: usize = 2;
 
 impl SqliteStore {
     /// Opens `path` (creating the legacy schema when the file is new).
@@ -88,8 +95,21 @@ impl SqliteStore {
         })
         .await?;
         conn.call(install_change_capture).await?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = tokio_rusqlite::Connection::open(path.as_ref()).await?;
+            r.call(move |c| -> Result<()> {
+                c.busy_timeout(options.busy_timeout)?;
+                c.execute_batch("PRAGMA query_only=ON;")?;
+                Ok(())
+            })
+            .await?;
+            readers.push(r);
+        }
         Ok(Self {
             conn,
+            readers: Arc::new(readers),
+            next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             outbox: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -121,13 +141,14 @@ impl SqliteStore {
         &self.conn
     }
 
-    /// Runs `f` on the connection thread.
+    /// Runs `f` on one of the read connections (committed data only).
     async fn read<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        Ok(self.conn.call(move |c| f(c)).await?)
+        let i = self.next_reader.fetch_add(1, AtomicOrdering::Relaxed) % self.readers.len();
+        Ok(self.readers[i].call(move |c| f(c)).await?)
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f`

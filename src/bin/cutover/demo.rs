@@ -68,8 +68,11 @@ fn print_report(r: &DemoReport) {
             .join(", ")
     );
     println!(
-        "  shadow reads    {} compared, {} real mismatches, {} lag resolved",
-        r.shadow_comparisons, r.shadow_mismatches_real, r.shadow_mismatches_lag_resolved
+        "  shadow reads    {} compared, {} real mismatches, {} lag resolved, {} on rejected legacy rows",
+        r.shadow_comparisons,
+        r.shadow_mismatches_real,
+        r.shadow_mismatches_lag_resolved,
+        r.shadow_mismatches_rejected
     );
     println!(
         "  outages         {} PostgreSQL restarts, {} fallbacks, {} secondary writes deferred, {} replayed",
