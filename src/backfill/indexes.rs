@@ -66,6 +66,17 @@ pub(crate) async fn rebuild(conn: &mut PgConnection) -> Result<Vec<String>> {
     .fetch_all(&mut *conn)
     .await?;
     let mut rebuilt = Vec::new();
+    if !recorded.is_empty() {
+        // Index builds sort in memory up to maintenance_work_mem; the 64 MB
+        // default makes a GIN build over a large table spill and crawl.
+        // Raised for this session only, never lowered.
+        sqlx::query(
+            "SELECT set_config('maintenance_work_mem', '1GB', false)
+             WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('1GB')",
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
     for (index, definition) in recorded {
         // A CONCURRENTLY build interrupted half-way leaves an invalid index behind.
         let valid: Option<bool> = sqlx::query_scalar(
