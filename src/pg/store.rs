@@ -146,13 +146,15 @@ impl PgStore {
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.limits.map(e))?;
         if self.outbox_enabled() {
-            sqlx::query("SELECT set_config('cutover.capture', 'on', true)")
-                .execute(&mut *tx)
-                .await?;
+            // One round trip: the capture switch travels with the BEGIN.
+            return self
+                .pool
+                .begin_with("BEGIN; SET LOCAL cutover.capture = 'on'")
+                .await
+                .map_err(|e| self.limits.map(e));
         }
-        Ok(tx)
+        self.pool.begin().await.map_err(|e| self.limits.map(e))
     }
 
     /// A read-only transaction (no change capture).
