@@ -13,6 +13,8 @@
 //!   dual-write stages).
 //! - `flip/*`: the pause writers see at `shadow → live` and `live → shadow`
 //!   while 8 writers run; each sample is one flip.
+//! - `overhead/read/*`: bare and dual reads timed back to back in one loop;
+//!   each sample prints both means and the ratio.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -253,5 +255,45 @@ fn bench_flip(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_overhead, bench_flip);
+/// The read overhead measured paired: each iteration times one bare call
+/// and one dual-store call of the same key back to back, so machine noise
+/// hits both alike; criterion reports the dual read, each sample prints both
+/// means and their ratio (quote the median of those ratios).
+fn bench_paired(c: &mut Criterion) {
+    let owned = setup();
+    let env = &owned;
+    let mut g = c.benchmark_group("overhead");
+    for (stage, bare) in [
+        (Stage::Off, &env.sqlite as &dyn Store),
+        (Stage::Complete, &env.pg as &dyn Store),
+    ] {
+        env.rt.block_on(env.dual.switch(stage)).unwrap();
+        g.bench_function(BenchmarkId::new("read", stage), |b| {
+            b.iter_custom(|iters| {
+                env.rt.block_on(async {
+                    let (mut bare_total, mut dual_total) = (Duration::ZERO, Duration::ZERO);
+                    for k in 0..iters {
+                        let id = format!("bench-{}", k as usize % USERS);
+                        let t = std::time::Instant::now();
+                        bare.get_user(&id).await.unwrap();
+                        bare_total += t.elapsed();
+                        let t = std::time::Instant::now();
+                        env.dual.get_user(&id).await.unwrap();
+                        dual_total += t.elapsed();
+                    }
+                    eprintln!(
+                        "    {stage}: bare {:.1} µs, dual {:.1} µs per read ({:+.1} %)",
+                        bare_total.as_secs_f64() * 1e6 / iters as f64,
+                        dual_total.as_secs_f64() * 1e6 / iters as f64,
+                        (dual_total.as_secs_f64() / bare_total.as_secs_f64() - 1.0) * 100.0
+                    );
+                    dual_total
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_overhead, bench_flip, bench_paired);
 criterion_main!(benches);
