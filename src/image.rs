@@ -259,6 +259,48 @@ where
     }
 }
 
+/// Reads several rows of one table from PostgreSQL in one query; keys with
+/// no row are absent from the answer.
+pub async fn pg_read_many<'e, E>(
+    exec: E,
+    table: &'static Table,
+    keys: &[Key],
+) -> Result<Vec<(Key, Image)>>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = ANY($1)",
+        pg_select_list(table),
+        table.name,
+        table.primary_key
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let q = if table.serial {
+        let ints: Vec<i32> = keys
+            .iter()
+            .filter_map(|k| match k {
+                Key::Int(i) => Some(*i),
+                Key::Text(_) => None,
+            })
+            .collect();
+        q.bind(ints)
+    } else {
+        let texts: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        q.bind(texts)
+    };
+    let rows = q.fetch_all(exec).await?;
+    rows.iter()
+        .map(|row| {
+            let img = pg_image(table, row)?;
+            Ok((Key::of(table, &img), img))
+        })
+        .collect()
+}
+
 /// Writes an image to PostgreSQL (insert or replace every column; serial ids explicit).
 pub async fn pg_upsert<'e, E>(exec: E, table: &'static Table, image: &Image) -> Result<()>
 where

@@ -177,13 +177,29 @@ impl PgStore {
         .await?;
         // The committed images travel with the keys, so the secondary apply
         // does not depend on reaching PostgreSQL again after the commit.
-        let mut reported = Vec::with_capacity(rows.len());
+        // One query per table touched, whatever the number of rows.
+        let mut wanted: Vec<(&'static tables::Table, Vec<crate::image::Key>)> = Vec::new();
+        let mut parsed = Vec::with_capacity(rows.len());
         for (id, t, k) in rows {
             let Some(table) = tables::by_name(&t) else {
                 continue;
             };
             let key = crate::image::Key::parse(table, &k)?;
-            let image = crate::image::pg_read(&mut *tx, table, &key).await?;
+            match wanted.iter_mut().find(|(w, _)| w.name == table.name) {
+                Some((_, keys)) => keys.push(key.clone()),
+                None => wanted.push((table, vec![key.clone()])),
+            }
+            parsed.push((id, table, k, key));
+        }
+        let mut images = std::collections::HashMap::new();
+        for (table, keys) in &wanted {
+            for (key, image) in crate::image::pg_read_many(&mut *tx, table, keys).await? {
+                images.insert((table.name, key), image);
+            }
+        }
+        let mut reported = Vec::with_capacity(parsed.len());
+        for (id, table, k, key) in parsed {
+            let image = images.remove(&(table.name, key));
             reported.push((
                 Change::new(table.name, k),
                 changes::Carried {
