@@ -172,6 +172,18 @@ impl PgSettings {
         s.redacted = match url::Url::parse(&s.redacted) {
             Ok(mut u) => {
                 u.set_path(&format!("/{database}"));
+                // A `dbname` parameter would win over the path when the URL
+                // is used again (e.g. handed to a child process).
+                let kept: Vec<(String, String)> = u
+                    .query_pairs()
+                    .filter(|(k, _)| k != "dbname")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                if kept.is_empty() {
+                    u.set_query(None);
+                } else {
+                    u.query_pairs_mut().clear().extend_pairs(kept);
+                }
                 u.to_string()
             }
             Err(_) => s.redacted,

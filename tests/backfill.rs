@@ -507,6 +507,16 @@ async fn a_run_killed_with_sigkill_resumes_without_duplicates_or_gaps() {
         copied_at_kill > 0 && (copied_at_kill as usize) < N,
         "killed mid-table"
     );
+    let paused: bool = sqlx::query_scalar(
+        "SELECT coalesce('autovacuum_vacuum_insert_threshold=-1' = ANY(reloptions), false) FROM pg_class WHERE relname = 'tweets'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        paused,
+        "insert-triggered vacuums are off for the table being loaded"
+    );
     let (copied, in_table): (i64, i64) = sqlx::query_as(
         "SELECT rows_copied, (SELECT count(*) FROM tweets) FROM cutover.checkpoints WHERE table_name = 'tweets'",
     )
@@ -533,6 +543,15 @@ async fn a_run_killed_with_sigkill_resumes_without_duplicates_or_gaps() {
     .await
     .unwrap();
     assert_eq!((n, distinct, cp), (N as i64, N as i64, N as i64));
+    // The resumed run switched autovacuum back on for every table.
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND reloptions IS NOT NULL
+           AND relnamespace = 'public'::regnamespace",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "autovacuum settings restored");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use cutover::settings::{open_store, Overrides, Settings, StoreKind};
+use cutover::settings::{open_store, Overrides, PgSettings, Settings, StoreKind};
 use cutover::{Backend, Store};
 
 const SECRET: &str = "s3cr3t-Pa55";
@@ -194,4 +194,16 @@ async fn factory_opens_the_store_db_type_names() {
     let store: std::sync::Arc<dyn Store> = open_store(&s).await.unwrap();
     assert_eq!(store.backend(), Backend::Postgres);
     assert_eq!(store.count_tweets("nobody").await.unwrap(), 0);
+}
+
+#[test]
+fn another_database_on_the_same_server_replaces_a_dbname_parameter() {
+    let s = PgSettings::from_url(
+        "postgresql:///admin?host=%2Ftmp%2Fsock&port=5433&dbname=admin&user=u",
+    )
+    .unwrap();
+    let t = s.with_database("mine");
+    assert_eq!(t.database(), Some("mine"));
+    let again = PgSettings::from_url(t.redacted()).unwrap();
+    assert_eq!(again.database(), Some("mine"), "{}", t.redacted());
 }

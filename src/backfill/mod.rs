@@ -288,7 +288,12 @@ async fn run_locked(
     let mut summary = BackfillSummary::default();
     let mut throttle = Throttle::new(opts.max_rows_per_sec);
     for &table in tables {
-        let (t, stopped) = copy_table(
+        // Insert-triggered autovacuum would otherwise scan the table again
+        // and again while it grows batch by batch (a single-transaction load
+        // never shows it rows to vacuum); it is switched back on, and the
+        // table analyzed, when the table is done, stopped or failed.
+        target::pause_autovacuum(target.conn().await?, table).await?;
+        let copied = copy_table(
             opts,
             &source,
             &mut target,
@@ -297,7 +302,15 @@ async fn run_locked(
             &mut throttle,
             &mut shutdown,
         )
-        .await?;
+        .await;
+        let resumed = match target.conn().await {
+            Ok(conn) => target::resume_autovacuum(conn, table).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &resumed {
+            tracing::warn!(table = table.name, error = %e, "could not switch autovacuum back on; the next backfill run does");
+        }
+        let (t, stopped) = copied?;
         summary.tables.push(t);
         if stopped {
             summary.interrupted = true;

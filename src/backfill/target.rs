@@ -279,6 +279,35 @@ pub(crate) async fn load_batch(
     Ok(out)
 }
 
+/// Switches off the vacuums that inserts trigger on `table` while the
+/// backfill loads it; automatic ANALYZE stays on, so plans follow the
+/// table's growth. (DML is not blocked: the setting takes a SHARE UPDATE
+/// EXCLUSIVE lock.)
+pub(crate) async fn pause_autovacuum(conn: &mut PgConnection, table: &Table) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE {} SET (autovacuum_vacuum_insert_threshold = -1)",
+        table.name
+    )))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Switches insert-triggered vacuums back on for `table` and refreshes its
+/// statistics.
+pub(crate) async fn resume_autovacuum(conn: &mut PgConnection, table: &Table) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE {} RESET (autovacuum_vacuum_insert_threshold)",
+        table.name
+    )))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {}", table.name)))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// A table's checkpoint: the last rowid copied and the running totals.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Checkpoint {
