@@ -120,15 +120,6 @@ impl Drop for Env {
     }
 }
 
-const STAGES: [Stage; 6] = [
-    Stage::Off,
-    Stage::DualWrite,
-    Stage::Shadow,
-    Stage::Live,
-    Stage::Rampdown,
-    Stage::Complete,
-];
-
 fn bench_overhead(c: &mut Criterion) {
     let owned = setup();
     let env = &owned;
@@ -138,20 +129,18 @@ fn bench_overhead(c: &mut Criterion) {
         n
     };
 
+    let bare: [(&str, &dyn Store); 2] = [("sqlite", &env.sqlite), ("postgres", &env.pg)];
+
     let mut g = c.benchmark_group("read");
-    g.bench_function("sqlite", |b| {
-        b.to_async(&env.rt).iter(|| {
-            let i = next() % USERS;
-            async move { env.sqlite.get_user(&format!("bench-{i}")).await.unwrap() }
-        })
-    });
-    g.bench_function("postgres", |b| {
-        b.to_async(&env.rt).iter(|| {
-            let i = next() % USERS;
-            async move { env.pg.get_user(&format!("bench-{i}")).await.unwrap() }
-        })
-    });
-    for stage in STAGES {
+    for (name, store) in bare {
+        g.bench_function(name, |b| {
+            b.to_async(&env.rt).iter(|| {
+                let i = next() % USERS;
+                async move { store.get_user(&format!("bench-{i}")).await.unwrap() }
+            })
+        });
+    }
+    for stage in Stage::ALL {
         env.rt.block_on(env.dual.switch(stage)).unwrap();
         g.bench_with_input(BenchmarkId::new("dual", stage), &stage, |b, _| {
             b.to_async(&env.rt).iter(|| {
@@ -163,29 +152,20 @@ fn bench_overhead(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("write");
-    g.bench_function("sqlite", |b| {
-        b.to_async(&env.rt).iter(|| {
-            let k = next();
-            async move {
-                env.sqlite
-                    .upsert_profile(&profile(k % USERS, k as u64))
-                    .await
-                    .unwrap()
-            }
-        })
-    });
-    g.bench_function("postgres", |b| {
-        b.to_async(&env.rt).iter(|| {
-            let k = next();
-            async move {
-                env.pg
-                    .upsert_profile(&profile(k % USERS, k as u64))
-                    .await
-                    .unwrap()
-            }
-        })
-    });
-    for stage in STAGES {
+    for (name, store) in bare {
+        g.bench_function(name, |b| {
+            b.to_async(&env.rt).iter(|| {
+                let k = next();
+                async move {
+                    store
+                        .upsert_profile(&profile(k % USERS, k as u64))
+                        .await
+                        .unwrap()
+                }
+            })
+        });
+    }
+    for stage in Stage::ALL {
         env.rt.block_on(env.dual.switch(stage)).unwrap();
         g.bench_with_input(BenchmarkId::new("dual", stage), &stage, |b, _| {
             b.to_async(&env.rt).iter(|| {

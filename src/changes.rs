@@ -30,9 +30,10 @@ impl Change {
 }
 
 /// The image a PostgreSQL write committed for one row, read inside its own
-/// transaction, with the id of its outbox entry. The secondary apply
-/// prefers PostgreSQL's current image; when PostgreSQL went away right after
-/// the commit, this is what still reaches SQLite.
+/// transaction, with the id of its outbox entry. The secondary apply copies
+/// it as is while no later entry exists for the row (otherwise it reads the
+/// current image), and when PostgreSQL went away right after the commit this
+/// is what still reaches SQLite.
 #[derive(Debug, Clone)]
 pub struct Carried {
     /// Highest outbox entry id of the row in that transaction.

@@ -367,8 +367,9 @@ impl DualStore {
         self.apply_carried(c, from, None).await
     }
 
-    /// As `apply`; `carried` is the image the write committed, used when
-    /// PostgreSQL cannot be read back.
+    /// As `apply`; `carried` is the image the write committed, copied as is
+    /// when no later write to the key exists, or when PostgreSQL cannot be
+    /// read back (unless a newer image was applied here already).
     async fn apply_carried(
         &self,
         c: &Change,
@@ -565,31 +566,25 @@ impl DualStore {
             }
             Backend::Postgres => {
                 let pool = self.inner.pg.pool();
+                // None: nothing left to copy.
                 let current = async {
                     let hw = outbox::pg_high_water(pool, c).await?;
-                    // The image the write committed is still the newest when
-                    // no later entry exists for the key: no need to read it
-                    // again. (No entry at all: someone applied it already.)
-                    if let Some(cv) = carried {
-                        if hw == Some(cv.outbox_id) {
-                            return Ok::<_, Error>((hw, cv.image.clone()));
-                        }
-                        if hw.is_none() {
-                            return Ok((None, None));
-                        }
-                    }
-                    let img = image::pg_read(pool, table, &key).await?;
-                    Ok((hw, img))
+                    let img = match carried {
+                        // No entry left: a later apply already copied the row.
+                        Some(_) if hw.is_none() => return Ok::<_, Error>(None),
+                        // No later write to the key: the committed image is current.
+                        Some(cv) if hw == Some(cv.outbox_id) => cv.image.clone(),
+                        _ => image::pg_read(pool, table, &key).await?,
+                    };
+                    Ok(Some((hw, img)))
                 }
                 .await;
-                if matches!(current, Ok((None, _))) && carried.is_some() {
-                    return Ok(());
-                }
                 // PostgreSQL's current image is the truth; when PostgreSQL
                 // went away right after the commit, the image the write
                 // committed still reaches SQLite, unless a newer one did.
                 let (hw, img, from_carried) = match current {
-                    Ok((hw, img)) => (hw, img, false),
+                    Ok(None) => return Ok(()),
+                    Ok(Some((hw, img))) => (hw, img, false),
                     Err(e) if e.is_unavailable() => match carried {
                         Some(cv) if slot.get(c).is_none_or(|&seen| cv.outbox_id > seen) => {
                             (Some(cv.outbox_id), cv.image.clone(), true)
@@ -970,9 +965,7 @@ impl DualStore {
             panic!("shadow mismatch in {op}: {ms:?}");
         }
     }
-}
 
-impl DualStore {
     /// Whether every mismatch is on a row recorded in `cutover.rejects`.
     async fn all_rejected(&self, ms: &[Mismatch]) -> bool {
         let keyed: Vec<&Mismatch> = ms.iter().filter(|m| !m.key.is_empty()).collect();

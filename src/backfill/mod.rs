@@ -303,11 +303,8 @@ async fn run_locked(
             &mut shutdown,
         )
         .await;
-        let resumed = match target.conn().await {
-            Ok(conn) => target::resume_autovacuum(conn, table).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &resumed {
+        let resumed = async { target::resume_autovacuum(target.conn().await?, table).await };
+        if let Err(e) = resumed.await {
             tracing::warn!(table = table.name, error = %e, "could not switch autovacuum back on; the next backfill run does");
         }
         let (t, stopped) = copied?;

@@ -163,7 +163,8 @@ impl PgStore {
     }
 
     /// Commits; when the outbox is on, first reads back the keys this
-    /// transaction changed (noted by the capture triggers) and reports them.
+    /// transaction changed (noted by the capture triggers) and their rows as
+    /// committed, and reports both.
     async fn commit(&self, mut tx: Transaction<'static, Postgres>) -> Result<()> {
         if !self.outbox_enabled() {
             tx.commit().await?;
