@@ -40,6 +40,9 @@ pub struct Carried {
     pub outbox_id: i64,
     /// The row as committed (None: deleted).
     pub image: Option<crate::image::Image>,
+    /// When the image was read (before the commit): it is copied as is only
+    /// within `outbox::APPLY_WINDOW` of this.
+    pub read_at: std::time::Instant,
 }
 
 /// What a write reported.

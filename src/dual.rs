@@ -80,6 +80,12 @@ pub struct DualConfig {
     pub fallback: bool,
     /// Mismatches kept for inspection.
     pub ledger_size: usize,
+    /// While PostgreSQL is authoritative, copy a write's rows to SQLite on a
+    /// task of their own: the caller returns once PostgreSQL committed (the
+    /// outbox entry makes the copy durable). A flip, a fallback and reads
+    /// during a fallback wait for these copies, so SQLite is never read
+    /// without them. Off: the caller waits for the copy.
+    pub background_apply: bool,
 }
 
 impl Default for DualConfig {
@@ -91,6 +97,7 @@ impl Default for DualConfig {
             raise_on_mismatch: false,
             fallback: true,
             ledger_size: 256,
+            background_apply: true,
         }
     }
 }
@@ -152,11 +159,16 @@ pub(crate) struct Inner {
     pub(crate) routing: ArcSwap<Routing>,
     // Writes hold it shared; a flip holds it exclusively, so new writes
     // wait while in-flight ones finish.
-    pub(crate) gate: tokio::sync::RwLock<()>,
-    // Per-key apply locks (hashed slots); each slot remembers, for recently
-    // applied keys, the highest PostgreSQL outbox id whose image SQLite got,
-    // so an older carried image never overwrites a newer one.
-    key_locks: Vec<tokio::sync::Mutex<HashMap<Change, i64>>>,
+    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
+    // Copies to SQLite running on their own tasks, and their end.
+    applying: std::sync::atomic::AtomicUsize,
+    applied: tokio::sync::Notify,
+    // Per-key apply locks (hashed slots).
+    key_locks: Vec<tokio::sync::Mutex<()>>,
+    // PostgreSQL outbox entries applied to SQLite and not cleared yet, with
+    // the id to clear up to: cleared in batches off the caller's path (an
+    // entry left by a crash is applied again, which changes nothing).
+    clears: std::sync::Mutex<HashMap<Change, i64>>,
     pub(crate) config: DualConfig,
     pub(crate) ledger: Ledger,
     pub(crate) counters: Counters,
@@ -189,10 +201,13 @@ impl DualStore {
                     stage,
                     fallback: false,
                 }),
-                gate: tokio::sync::RwLock::new(()),
+                gate: Arc::new(tokio::sync::RwLock::new(())),
+                applying: std::sync::atomic::AtomicUsize::new(0),
+                applied: tokio::sync::Notify::new(),
                 key_locks: (0..KEY_LOCKS)
-                    .map(|_| tokio::sync::Mutex::new(HashMap::new()))
+                    .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
+                clears: std::sync::Mutex::new(HashMap::new()),
                 config,
                 ledger,
                 counters: Counters::default(),
@@ -204,7 +219,106 @@ impl DualStore {
             fallback: false,
         });
         metrics::gauge!(m::STAGE).set(stage.index() as f64);
+        tokio::spawn(Self::clearer(Arc::downgrade(&store.inner)));
         Ok(store)
+    }
+
+    /// Clears applied PostgreSQL outbox entries every few milliseconds and
+    /// forgets old SQLite apply versions, while the store lives.
+    async fn clearer(inner: std::sync::Weak<Inner>) {
+        let mut pruned = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let d = DualStore { inner };
+            if let Err(e) = d.flush_clears().await {
+                tracing::debug!(error = %e, "outbox clear deferred");
+            }
+            if pruned.elapsed() > Duration::from_secs(30) {
+                pruned = Instant::now();
+                let r = d
+                    .inner
+                    .sqlite
+                    .connection()
+                    .call(|conn| outbox::sqlite_prune_applied(conn))
+                    .await;
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "apply versions not pruned");
+                }
+            }
+        }
+    }
+
+    fn queue_clear(&self, c: &Change, upto: i64) {
+        let mut q = self.inner.clears.lock().expect("clears lock");
+        let e = q.entry(c.clone()).or_insert(upto);
+        *e = (*e).max(upto);
+    }
+
+    /// Clears the PostgreSQL outbox entries applied so far (kept for the
+    /// next try when PostgreSQL does not answer).
+    pub async fn flush_clears(&self) -> Result<()> {
+        let batch: Vec<(Change, i64)> = {
+            let mut q = self.inner.clears.lock().expect("clears lock");
+            if q.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *q).into_iter().collect()
+        };
+        if let Err(e) = outbox::pg_clear_many(self.inner.pg.pool(), &batch).await {
+            for (c, upto) in batch {
+                self.queue_clear(&c, upto);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes a PostgreSQL image (version `version`, read at `read_at`) to
+    /// SQLite in one transaction, unless SQLite holds a newer one: its own
+    /// pending change (during a fallback SQLite was authoritative; that entry
+    /// copies it to PostgreSQL) or a higher recorded version. False when the
+    /// image is too old to trust (nothing written).
+    async fn sqlite_apply(
+        &self,
+        c: &Change,
+        key: &Key,
+        version: i64,
+        img: Option<image::Image>,
+        read_at: Instant,
+    ) -> Result<bool> {
+        let table = tables::by_name(c.table).expect("checked by apply");
+        let (k, cc) = (key.clone(), c.clone());
+        Ok(self
+            .inner
+            .sqlite
+            .connection()
+            .call(move |conn| -> Result<bool> {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                // Checked under SQLite's write lock: no newer version can be
+                // recorded and pruned before this commits.
+                if read_at.elapsed() >= outbox::APPLY_WINDOW {
+                    return Ok(false);
+                }
+                if outbox::sqlite_high_water(&tx, &cc)?.is_some() {
+                    tracing::debug!(table = cc.table, key = %cc.key, "PostgreSQL outbox entry superseded by a newer SQLite change");
+                } else if outbox::sqlite_applied(&tx, &cc)?.is_some_and(|v| v >= version) {
+                    tracing::debug!(table = cc.table, key = %cc.key, version, "a newer image was applied already");
+                } else {
+                    match img {
+                        Some(img) => image::sqlite_upsert(&tx, table, &img)?,
+                        None => {
+                            image::sqlite_delete(&tx, table, &k)?;
+                        }
+                    }
+                    outbox::sqlite_mark_applied(&tx, &cc, version)?;
+                }
+                tx.commit()?;
+                Ok(true)
+            })
+            .await?)
     }
 
     /// Current routing.
@@ -308,6 +422,9 @@ impl DualStore {
             .fetch_add(1, Ordering::Relaxed);
         metrics::gauge!(m::FALLBACK_ACTIVE).set(1.0);
         tracing::warn!(error = %reason, stage = %cur.stage, "PostgreSQL unreachable: falling back to SQLite as authoritative");
+        // Writes PostgreSQL acknowledged are still being copied: SQLite
+        // answers only once they are in.
+        self.settle().await;
         if !self.inner.fallback_probe.swap(true, Ordering::SeqCst) {
             let me = self.clone();
             tokio::spawn(async move { me.probe_until_back().await });
@@ -355,7 +472,7 @@ impl DualStore {
         self.inner.fallback_probe.store(false, Ordering::SeqCst);
     }
 
-    fn key_lock(&self, c: &Change) -> &tokio::sync::Mutex<HashMap<Change, i64>> {
+    fn key_lock(&self, c: &Change) -> &tokio::sync::Mutex<()> {
         let mut h = DefaultHasher::new();
         c.hash(&mut h);
         &self.inner.key_locks[(h.finish() as usize) % KEY_LOCKS]
@@ -536,7 +653,7 @@ impl DualStore {
             Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
         })?;
         let key = Key::parse(table, &c.key)?;
-        let mut slot = self.key_lock(c).lock().await;
+        let _slot = self.key_lock(c).lock().await;
         match from {
             Backend::Sqlite => {
                 let (cc, k) = (c.clone(), key.clone());
@@ -565,76 +682,89 @@ impl DualStore {
                 }
             }
             Backend::Postgres => {
+                // The image the write committed is copied as is: SQLite's
+                // recorded version keeps an older one from landing over a
+                // newer one. Otherwise (replayer, or an image too old to
+                // trust) PostgreSQL's current image is read back.
+                if let Some(cv) = carried.filter(|cv| cv.read_at.elapsed() < outbox::APPLY_WINDOW) {
+                    let applied = self
+                        .sqlite_apply(c, &key, cv.outbox_id, cv.image.clone(), cv.read_at)
+                        .await?;
+                    if applied {
+                        self.queue_clear(c, cv.outbox_id);
+                        return Ok(());
+                    }
+                }
                 let pool = self.inner.pg.pool();
-                // None: nothing left to copy.
-                let current = async {
-                    let hw = outbox::pg_high_water(pool, c).await?;
-                    let img = match carried {
-                        // No entry left: a later apply already copied the row.
-                        Some(_) if hw.is_none() => return Ok::<_, Error>(None),
-                        // No later write to the key: the committed image is current.
-                        Some(cv) if hw == Some(cv.outbox_id) => cv.image.clone(),
-                        _ => image::pg_read(pool, table, &key).await?,
-                    };
-                    Ok(Some((hw, img)))
-                }
-                .await;
-                // PostgreSQL's current image is the truth; when PostgreSQL
-                // went away right after the commit, the image the write
-                // committed still reaches SQLite, unless a newer one did.
-                let (hw, img, from_carried) = match current {
-                    Ok(None) => return Ok(()),
-                    Ok(Some((hw, img))) => (hw, img, false),
-                    Err(e) if e.is_unavailable() => match carried {
-                        Some(cv) if slot.get(c).is_none_or(|&seen| cv.outbox_id > seen) => {
-                            (Some(cv.outbox_id), cv.image.clone(), true)
-                        }
-                        _ => return Err(e),
-                    },
-                    Err(e) => return Err(e),
+                let read_at = Instant::now();
+                let Some(hw) = outbox::pg_high_water(pool, c).await? else {
+                    // No entry left: a later apply already copied the row.
+                    return Ok(());
                 };
-                let (k, cc) = (key.clone(), c.clone());
-                let superseded = self
-                    .inner
-                    .sqlite
-                    .connection()
-                    .call(move |conn| -> Result<bool> {
-                        // A key SQLite changed since (during a fallback, SQLite
-                        // is authoritative) holds the newer image: its own entry
-                        // copies it to PostgreSQL; this older one only clears.
-                        if outbox::sqlite_high_water(conn, &cc)?.is_some() {
-                            return Ok(true);
-                        }
-                        match img {
-                            Some(img) => image::sqlite_upsert(conn, table, &img)?,
-                            None => {
-                                image::sqlite_delete(conn, table, &k)?;
-                            }
-                        }
-                        Ok(false)
-                    })
-                    .await?;
-                if superseded {
-                    tracing::debug!(table = c.table, key = %c.key, "PostgreSQL outbox entry superseded by a newer SQLite change");
+                let img = image::pg_read(pool, table, &key).await?;
+                if !self.sqlite_apply(c, &key, hw, img, read_at).await? {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} {}: the image read from PostgreSQL took over {:?} to reach SQLite; left in the outbox",
+                        c.table, c.key, outbox::APPLY_WINDOW
+                    )));
                 }
-                if let Some(hw) = hw {
-                    if slot.len() >= 64 {
-                        // Only the moments around one write matter.
-                        slot.clear();
-                    }
-                    let seen = slot.entry(c.clone()).or_insert(hw);
-                    *seen = (*seen).max(hw);
-                    if from_carried {
-                        // The entry stays until PostgreSQL is back; applying it
-                        // again then is harmless.
-                        tracing::debug!(table = c.table, key = %c.key, "applied the committed image; PostgreSQL unreachable");
-                    } else {
-                        outbox::pg_clear(pool, c, hw).await?;
-                    }
-                }
+                self.queue_clear(c, hw);
             }
         }
         Ok(())
+    }
+
+    /// Waits until the copies to SQLite running on their own tasks are done.
+    pub async fn settle(&self) {
+        loop {
+            let done = self.inner.applied.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.inner.applying.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// Copies a write's rows to the other side: on a task of its own while
+    /// PostgreSQL is authoritative (with `background_apply`), holding the
+    /// writers' gate so a flip waits for it; otherwise before returning.
+    async fn apply_after(
+        &self,
+        op: &'static str,
+        r: &Routing,
+        captured: Captured,
+        gate: tokio::sync::OwnedRwLockReadGuard<()>,
+    ) {
+        if r.secondary().is_none() || captured.changes.is_empty() {
+            return;
+        }
+        if !(self.inner.config.background_apply && r.authoritative() == Backend::Postgres) {
+            self.apply_changes(op, r, captured).await;
+            return;
+        }
+        struct Applying {
+            store: DualStore,
+            _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+        }
+        impl Drop for Applying {
+            fn drop(&mut self) {
+                if self.store.inner.applying.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    self.store.inner.applied.notify_waiters();
+                }
+            }
+        }
+        self.inner.applying.fetch_add(1, Ordering::SeqCst);
+        let task = Applying {
+            store: self.clone(),
+            _gate: gate,
+        };
+        let r = *r;
+        tokio::spawn(async move {
+            task.store.apply_changes(op, &r, captured).await;
+            drop(task);
+        });
     }
 
     async fn apply_changes(&self, op: &'static str, r: &Routing, captured: Captured) {
@@ -664,6 +794,9 @@ impl DualStore {
     pub async fn drain(&self, side: Backend, batch: i64) -> Result<u64> {
         let mut applied = 0;
         loop {
+            if side == Backend::Postgres {
+                self.flush_clears().await?;
+            }
             let entries = match side {
                 Backend::Sqlite => {
                     self.inner
@@ -705,6 +838,7 @@ impl DualStore {
 
     /// Entries pending in both outboxes (PostgreSQL's counted only when reachable).
     pub async fn outbox_pending(&self) -> Result<i64> {
+        let _ = self.flush_clears().await;
         let s = self
             .inner
             .sqlite
@@ -1011,8 +1145,11 @@ fn other_side_of(b: Backend) -> Backend {
 /// other side.
 macro_rules! write_op {
     ($self:ident, $op:literal, |$s:ident| $call:expr) => {{
-        let _gate = $self.inner.gate.read().await;
+        let gate = $self.inner.gate.clone().read_owned().await;
         let routing = $self.routing();
+        if routing.fallback {
+            $self.settle().await;
+        }
         let side = routing.authoritative();
         let started = Instant::now();
         let (res, changes) = {
@@ -1036,7 +1173,7 @@ macro_rules! write_op {
         if !changes.changes.is_empty() {
             crate::failpoint::hit("dual.after_authoritative_commit");
         }
-        $self.apply_changes($op, &routing, changes).await;
+        $self.apply_after($op, &routing, changes, gate).await;
         Ok(value)
     }};
 }
@@ -1048,6 +1185,9 @@ macro_rules! read_op {
     ($self:ident, $op:literal, $table:literal, $policy:expr, [$($v:ident : $t:ty = $init:expr),*], |$s:ident| $call:expr) => {{
         $(let $v: $t = $init;)*
         let routing = $self.routing();
+        if routing.fallback {
+            $self.settle().await;
+        }
         let side = routing.authoritative();
         let started = Instant::now();
         let res = {

@@ -327,3 +327,61 @@ where
     let q = bind_key(sqlx::query(sqlx::AssertSqlSafe(sql)), key);
     Ok(q.execute(exec).await?.rows_affected() > 0)
 }
+
+/// One statement that lists the rows the current transaction changed (from
+/// the capture triggers' outbox entries: highest entry id per row, in the
+/// order first changed) with each row's image as committed, as `jsonb`
+/// (NULL when deleted). Built once from `tables`.
+pub fn pg_changed_rows_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let arms: String = crate::tables::ALL
+            .iter()
+            .map(|t| {
+                let key = if t.serial {
+                    "o.row_key::int"
+                } else {
+                    "o.row_key"
+                };
+                format!(
+                    " WHEN '{name}' THEN (SELECT to_jsonb(r) FROM {name} r WHERE r.{pk} = {key})",
+                    name = t.name,
+                    pk = t.primary_key
+                )
+            })
+            .collect();
+        format!(
+            "SELECT o.id, o.table_name, o.row_key, CASE o.table_name{arms} END \
+             FROM (SELECT max(id) AS id, min(id) AS first, table_name, row_key FROM cutover.outbox \
+                   WHERE txid = txid_current() GROUP BY table_name, row_key) o \
+             ORDER BY o.first"
+        )
+    })
+}
+
+/// An image from a row as `to_jsonb` renders it; None when a value does not
+/// have the shape its column's kind gives `to_jsonb` (the caller then reads
+/// the row with its types).
+pub fn image_from_jsonb(table: &Table, row: &Value) -> Option<Image> {
+    let obj = row.as_object()?;
+    let mut cells = Vec::with_capacity(table.columns.len());
+    for c in table.columns {
+        let v = obj.get(c.name)?;
+        let cell = match (c.kind, v) {
+            (_, Value::Null) => Cell::Null,
+            (Kind::Text, Value::String(s)) => Cell::Text(s.clone()),
+            (Kind::Timestamp, Value::String(s)) => Cell::Timestamp(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .ok()?
+                    .with_timezone(&chrono::Utc),
+            ),
+            (Kind::Bool, Value::Bool(b)) => Cell::Bool(*b),
+            (Kind::Json, v) => Cell::Json(v.clone()),
+            (Kind::Int, Value::Number(n)) => Cell::Int(i32::try_from(n.as_i64()?).ok()?),
+            (Kind::Status, Value::String(s)) => Cell::Status(JobStatus::parse(s)?),
+            _ => return None,
+        };
+        cells.push(cell);
+    }
+    Some(cells)
+}

@@ -18,7 +18,22 @@ pub const SQLITE_DDL: &str = "CREATE TABLE IF NOT EXISTS _cutover_outbox (
     row_key TEXT NOT NULL,
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
-CREATE INDEX IF NOT EXISTS _cutover_outbox_key ON _cutover_outbox (table_name, row_key);";
+CREATE INDEX IF NOT EXISTS _cutover_outbox_key ON _cutover_outbox (table_name, row_key);
+CREATE TABLE IF NOT EXISTS _cutover_applied (
+    table_name TEXT NOT NULL,
+    row_key TEXT NOT NULL,
+    outbox_id INTEGER NOT NULL,
+    applied_at INTEGER NOT NULL,
+    PRIMARY KEY (table_name, row_key)
+) WITHOUT ROWID;";
+
+/// How long an image read from PostgreSQL may take to reach SQLite. An apply
+/// that would land later is not made (the entry stays for the replayer), so
+/// a version recorded in `_cutover_applied` only has to outlive this window.
+pub const APPLY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Versions recorded in `_cutover_applied` are kept this long (seconds).
+pub const APPLIED_KEEP_SECS: i64 = 180;
 
 /// One pending entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,4 +179,66 @@ pub async fn pg_clear(pool: &sqlx::PgPool, c: &Change, upto: i64) -> Result<()> 
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// The highest PostgreSQL outbox id whose image SQLite holds for a key, when
+/// recorded within the last `APPLIED_KEEP_SECS`. Ids grow in commit order
+/// for one key (the row lock orders the writes that take them), so an image
+/// of a lower id is older and must not overwrite it, whichever process
+/// applies it.
+pub fn sqlite_applied(conn: &rusqlite::Connection, c: &Change) -> Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached(
+            "SELECT outbox_id FROM _cutover_applied WHERE table_name = ?1 AND row_key = ?2",
+        )?
+        .query_row((c.table, &c.key), |r| r.get(0))
+        .optional()?)
+}
+
+/// Records that SQLite holds the image of PostgreSQL outbox id `id` for a key.
+pub fn sqlite_mark_applied(conn: &rusqlite::Connection, c: &Change, id: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO _cutover_applied (table_name, row_key, outbox_id, applied_at)
+         VALUES (?1, ?2, ?3, CAST(strftime('%s', 'now') AS INTEGER))
+         ON CONFLICT (table_name, row_key) DO UPDATE SET
+             outbox_id = max(outbox_id, excluded.outbox_id), applied_at = excluded.applied_at",
+    )?
+    .execute((c.table, &c.key, id))?;
+    Ok(())
+}
+
+/// Forgets versions older than `APPLIED_KEEP_SECS` (no apply can still be
+/// holding an image older than them: see `APPLY_WINDOW`).
+pub fn sqlite_prune_applied(conn: &rusqlite::Connection) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM _cutover_applied WHERE applied_at < CAST(strftime('%s', 'now') AS INTEGER) - ?1",
+        [APPLIED_KEEP_SECS],
+    )?)
+}
+
+/// Clears many keys' PostgreSQL entries, each up to its own id, in one statement.
+pub async fn pg_clear_many(pool: &sqlx::PgPool, upto: &[(Change, i64)]) -> Result<u64> {
+    if upto.is_empty() {
+        return Ok(0);
+    }
+    let tables: Vec<&str> = upto.iter().map(|(c, _)| c.table).collect();
+    let keys: Vec<&str> = upto.iter().map(|(c, _)| c.key.as_str()).collect();
+    let ids: Vec<i64> = upto.iter().map(|(_, id)| *id).collect();
+    // A clear lost in a crash only makes the replayer apply the image again,
+    // which changes nothing: it need not wait for the WAL flush.
+    let mut tx = pool
+        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+        .await?;
+    let done = sqlx::query(
+        "DELETE FROM cutover.outbox o USING UNNEST($1::text[], $2::text[], $3::bigint[]) AS d(t, k, upto)
+         WHERE o.table_name = d.t AND o.row_key = d.k AND o.id <= d.upto",
+    )
+    .bind(&tables)
+    .bind(&keys)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
 }

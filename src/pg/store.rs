@@ -126,7 +126,7 @@ impl PgStore {
 
     /// Switches outbox recording on or off: when on, every write records the
     /// keys it changed in `cutover.outbox` inside its own transaction (the
-    /// capture triggers of migration 0004 do the noting).
+    /// capture triggers of migrations 0004 and 0005 do the noting).
     pub fn set_outbox(&self, on: bool) {
         self.outbox.store(on, AtomicOrdering::SeqCst);
     }
@@ -170,30 +170,37 @@ impl PgStore {
             tx.commit().await?;
             return Ok(());
         }
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT max(id), table_name, row_key FROM cutover.outbox WHERE txid = txid_current()
-             GROUP BY table_name, row_key ORDER BY min(id)",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
         // The committed images travel with the keys, so the secondary apply
-        // does not depend on reaching PostgreSQL again after the commit.
-        // One query per table touched, whatever the number of rows.
-        let mut wanted: Vec<(&'static tables::Table, Vec<crate::image::Key>)> = Vec::new();
+        // does not depend on reaching PostgreSQL again after the commit: one
+        // round trip lists the changed rows and renders their images.
+        let read_at = std::time::Instant::now();
+        let rows: Vec<(i64, String, String, Option<serde_json::Value>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(crate::image::pg_changed_rows_sql()))
+                .fetch_all(&mut *tx)
+                .await?;
         let mut parsed = Vec::with_capacity(rows.len());
-        for (id, t, k) in rows {
+        let mut images = std::collections::HashMap::new();
+        // Rows whose jsonb rendering did not decode are read with their types.
+        let mut typed: Vec<(&'static tables::Table, Vec<crate::image::Key>)> = Vec::new();
+        for (id, t, k, json) in rows {
             let Some(table) = tables::by_name(&t) else {
                 continue;
             };
             let key = crate::image::Key::parse(table, &k)?;
-            match wanted.iter_mut().find(|(w, _)| w.name == table.name) {
-                Some((_, keys)) => keys.push(key.clone()),
-                None => wanted.push((table, vec![key.clone()])),
+            if let Some(json) = json {
+                match crate::image::image_from_jsonb(table, &json) {
+                    Some(img) => {
+                        images.insert((table.name, key.clone()), img);
+                    }
+                    None => match typed.iter_mut().find(|(w, _)| w.name == table.name) {
+                        Some((_, keys)) => keys.push(key.clone()),
+                        None => typed.push((table, vec![key.clone()])),
+                    },
+                }
             }
             parsed.push((id, table, k, key));
         }
-        let mut images = std::collections::HashMap::new();
-        for (table, keys) in &wanted {
+        for (table, keys) in &typed {
             for (key, image) in crate::image::pg_read_many(&mut *tx, table, keys).await? {
                 images.insert((table.name, key), image);
             }
@@ -206,6 +213,7 @@ impl PgStore {
                 changes::Carried {
                     outbox_id: id,
                     image,
+                    read_at,
                 },
             ));
         }
