@@ -77,10 +77,15 @@ pub struct BackfillOptions {
     /// time the batch held it (at most 50 ms), so the application's writers
     /// get their turn; 0 copies flat out.
     pub writer_share: f64,
+    /// Batches of one round loaded side by side, each on its own
+    /// PostgreSQL connection, for tables whose only unique value is their
+    /// key; they commit in order. 1 loads one batch at a time.
+    pub jobs: usize,
 }
 
 impl BackfillOptions {
-    /// Defaults: batches of 5000, reject-row, no throttle, 30 s statement timeout.
+    /// Defaults: batches of 5000, two loaded side by side, reject-row, no
+    /// throttle, 30 s statement timeout.
     pub fn new(sqlite_path: impl Into<PathBuf>, postgres: PgSettings) -> Self {
         Self {
             sqlite_path: sqlite_path.into(),
@@ -94,6 +99,7 @@ impl BackfillOptions {
             busy_timeout: Duration::from_secs(10),
             progress_bar: None,
             writer_share: 0.25,
+            jobs: 2,
         }
     }
 
@@ -230,15 +236,31 @@ impl RunLock {
 /// The PostgreSQL connection batches run on; replaced when a batch hangs.
 struct Target {
     settings: PgSettings,
-    conn: Option<PgConnection>,
+    // Open connections; batches of one round load on one each.
+    conns: Vec<PgConnection>,
 }
 
 impl Target {
     async fn conn(&mut self) -> Result<&mut PgConnection> {
-        if self.conn.is_none() {
-            self.conn = Some(PgConnection::connect_with(&self.settings.connect_options()).await?);
+        if self.conns.is_empty() {
+            self.conns
+                .push(PgConnection::connect_with(&self.settings.connect_options()).await?);
         }
-        Ok(self.conn.as_mut().expect("just connected"))
+        Ok(&mut self.conns[0])
+    }
+
+    /// `n` connections, lent to a round of batches.
+    async fn take(&mut self, n: usize) -> Result<Vec<PgConnection>> {
+        while self.conns.len() < n {
+            self.conns
+                .push(PgConnection::connect_with(&self.settings.connect_options()).await?);
+        }
+        Ok(self.conns.drain(..n).collect())
+    }
+
+    /// Takes back a connection that is between transactions.
+    fn put(&mut self, conn: PgConnection) {
+        self.conns.push(conn);
     }
 }
 
@@ -254,6 +276,9 @@ pub async fn run(
         return Err(Error::InvalidArgument(
             "writer_share must be a number >= 0".into(),
         ));
+    }
+    if opts.jobs == 0 {
+        return Err(Error::InvalidArgument("--jobs must be at least 1".into()));
     }
     if opts.batch_size == 0 {
         return Err(Error::InvalidArgument(
@@ -277,7 +302,7 @@ async fn run_locked(
     let source = Source::open(&opts.sqlite_path, opts.busy_timeout).await?;
     let mut target = Target {
         settings: opts.postgres.clone(),
-        conn: None,
+        conns: Vec::new(),
     };
     if opts.defer_indexes {
         indexes::defer(target.conn().await?, tables).await?;
@@ -385,47 +410,140 @@ async fn copy_table(
     let mut failures = 0u32;
     let mut at_one = 0u32;
     let mut stopped = false;
+    // Tables whose only unique value is the key load several batches side
+    // by side (disjoint rowid ranges cannot collide); the others one at a
+    // time, as does every round after a failure.
+    let parallel = opts.jobs > 1 && source::unique_columns(table).len() == 1;
+    // The client-side limit covers what statement_timeout cannot: a server
+    // or network that stops answering altogether.
+    let limit = opts.statement_timeout + opts.statement_timeout / 2 + Duration::from_secs(1);
     loop {
         if stopping(shutdown).await {
             stopped = true;
             break;
         }
+        // One round: its batches are read under one SQLite lock, held until
+        // they are all loaded (or failed).
         let locked_at = Instant::now();
-        let batch = source
+        let first = source
             .read_batch(table, cp.last_rowid, size, opts.policy, losers.clone())
             .await?;
-        if batch.read == 0 {
+        if first.read == 0 {
             // Nothing left: the count was taken under the lock, now released.
             source.release().await?;
-            summary.source_rows = batch.source_total;
+            summary.source_rows = first.source_total;
             target::mark_completed(target.conn().await?, table).await?;
             break;
         }
+        let width = if parallel && failures == 0 {
+            opts.jobs
+        } else {
+            1
+        };
+        let mut batches = vec![(cp.last_rowid, first)];
+        while batches.len() < width {
+            let after = batches[batches.len() - 1]
+                .1
+                .last_rowid
+                .expect("a batch that read rows has a last rowid");
+            let next = match source
+                .read_more(table, after, size, opts.policy, losers.clone())
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    source.release().await?;
+                    return Err(e);
+                }
+            };
+            if next.read == 0 {
+                break;
+            }
+            batches.push((after, next));
+        }
         summary.sqlite_seconds += locked_at.elapsed().as_secs_f64();
-        let (read, last) = (batch.read, batch.last_rowid);
+        let conns = match target.take(batches.len()).await {
+            Ok(c) => c,
+            Err(e) => {
+                source.release().await?;
+                return Err(e);
+            }
+        };
         let loading_at = Instant::now();
-        let conn = target.conn().await?;
-        // The client-side limit covers what statement_timeout cannot: a
-        // server or network that stops answering altogether.
-        let limit = opts.statement_timeout + opts.statement_timeout / 2 + Duration::from_secs(1);
-        let loaded = tokio::time::timeout(
-            limit,
-            target::load_batch(
-                conn,
-                source,
-                table,
-                batch,
-                opts.policy,
-                opts.statement_timeout,
-                skip_fk_triggers,
-            ),
-        )
-        .await;
+        // Each batch commits after the one before it (see `target::Order`).
+        let mut before = None;
+        let mut orders = Vec::with_capacity(batches.len());
+        for _ in 0..batches.len() {
+            let (done, next) = tokio::sync::oneshot::channel();
+            orders.push(target::Order {
+                before: before.take(),
+                done,
+            });
+            before = Some(next);
+        }
+        let results =
+            futures_util::future::join_all(conns.into_iter().zip(batches).zip(orders).map(
+                |((mut conn, (after, batch)), order)| async move {
+                    let (read, last) = (batch.read, batch.last_rowid);
+                    let r = tokio::time::timeout(
+                        limit,
+                        target::load_batch(
+                            &mut conn,
+                            source,
+                            table,
+                            after,
+                            batch,
+                            opts.policy,
+                            opts.statement_timeout,
+                            skip_fk_triggers,
+                            order,
+                        ),
+                    )
+                    .await;
+                    (conn, after, read, last, r)
+                },
+            ))
+            .await;
         summary.postgres_seconds += loading_at.elapsed().as_secs_f64();
         // The lock is released whatever happened in PostgreSQL.
         source.release().await?;
         let held = locked_at.elapsed();
-        if loaded.as_ref().is_ok_and(|r| r.is_ok()) {
+        // Batches commit in order, so the first failure ends what committed.
+        let mut failed: Option<(i64, Option<Error>)> = None;
+        let mut read_total = 0;
+        for (conn, after, read, last, r) in results {
+            let loaded = match r {
+                Ok(Ok(l)) if failed.is_none() => l,
+                Ok(Ok(_)) => unreachable!("a batch committed after one that did not"),
+                Ok(Err(e)) => {
+                    // A broken connection is not reused.
+                    if e.db_kind() != Some(DbErrorKind::Unavailable) {
+                        target.put(conn);
+                    }
+                    failed.get_or_insert((after, Some(e)));
+                    continue;
+                }
+                // The connection is mid-protocol: drop it and start afresh.
+                Err(_) => {
+                    failed.get_or_insert((after, None));
+                    continue;
+                }
+            };
+            target.put(conn);
+            read_total += read;
+            cp.last_rowid = last.expect("a batch that read rows has a last rowid");
+            cp.copied += loaded.copied();
+            cp.rejected += loaded.rejected_total();
+            summary.copied += loaded.copied();
+            summary.already_present += loaded.present;
+            summary.nulled_values += loaded.nulled;
+            for (r, n) in &loaded.rejected {
+                *summary.rejected.entry(*r).or_default() += n;
+            }
+            debug_assert_eq!(read, loaded.copied() + loaded.rejected_total());
+            progress.batch(loaded.copied(), loaded.rejected_total());
+        }
+        if failed.is_none() {
             // SQLite has no queue for its lock: a writer waiting in its busy
             // handler only gets in if the lock stays free for a while, so
             // leave it free for a share of the time it was held.
@@ -438,18 +556,20 @@ async fn copy_table(
             // the lock, which also lets the application's writers through.
             tokio::time::sleep(held.min(Duration::from_secs(1))).await;
         }
-        let loaded = match loaded {
-            Ok(Ok(l)) => l,
-            Ok(Err(e)) => {
+        match failed {
+            None => {
+                failures = 0;
+                at_one = 0;
+                // Grow back towards the configured size after a success.
+                size = (size * 2).min(opts.batch_size);
+            }
+            Some((after, Some(e))) => {
                 let kind = e.db_kind();
                 let timeout = kind == Some(DbErrorKind::Timeout);
                 let raced = matches!(
                     kind,
                     Some(DbErrorKind::UniqueViolation | DbErrorKind::ForeignKeyViolation)
                 );
-                if kind == Some(DbErrorKind::Unavailable) {
-                    target.conn = None;
-                }
                 failures += 1;
                 if raced && failures <= MAX_RACE_RETRIES {
                     tracing::warn!(table = table.name, error = %e, "batch raced a live write; retrying");
@@ -465,11 +585,9 @@ async fn copy_table(
                     );
                     continue;
                 }
-                return Err(annotate(e, table, cp.last_rowid));
+                return Err(annotate(e, table, after));
             }
-            Err(_) => {
-                // The connection is mid-protocol: drop it and start afresh.
-                target.conn = None;
+            Some((after, None)) => {
                 failures += 1;
                 if size > 1 || at_one < MAX_ATTEMPTS_AT_ONE {
                     at_one += u32::from(size == 1);
@@ -485,28 +603,13 @@ async fn copy_table(
                     backend: Backend::Postgres,
                     kind: DbErrorKind::Timeout,
                     message: format!(
-                        "{}: a batch of one row after rowid {} got no answer within {limit:?}",
-                        table.name, cp.last_rowid
+                        "{}: a batch of one row after rowid {after} got no answer within {limit:?}",
+                        table.name
                     ),
                 });
             }
-        };
-        failures = 0;
-        at_one = 0;
-        // Grow back towards the configured size after a success.
-        size = (size * 2).min(opts.batch_size);
-        cp.last_rowid = last.expect("a batch that read rows has a last rowid");
-        cp.copied += loaded.copied();
-        cp.rejected += loaded.rejected_total();
-        summary.copied += loaded.copied();
-        summary.already_present += loaded.present;
-        summary.nulled_values += loaded.nulled;
-        for (r, n) in &loaded.rejected {
-            *summary.rejected.entry(*r).or_default() += n;
         }
-        debug_assert_eq!(read, loaded.copied() + loaded.rejected_total());
-        progress.batch(loaded.copied(), loaded.rejected_total());
-        if let Some(wait) = throttle.after(read) {
+        if let Some(wait) = throttle.after(read_total) {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.as_mut() => { stopped = true; break; }

@@ -234,6 +234,22 @@ impl Source {
             .map_err(Error::from)
     }
 
+    /// As `read_batch`, continuing inside the lock a previous `read_batch`
+    /// took (rows after `after`, the last rowid that one read).
+    pub async fn read_more(
+        &self,
+        table: &'static Table,
+        after: i64,
+        limit: usize,
+        policy: Policy,
+        losers: Arc<Losers>,
+    ) -> Result<Batch> {
+        self.conn
+            .call(move |c| read_locked(c, table, after, limit, policy, &losers))
+            .await
+            .map_err(Error::from)
+    }
+
     /// Images of rows read in the current (locked) batch, to record them as
     /// rejects found on the PostgreSQL side (orphans).
     pub async fn images(

@@ -20,7 +20,7 @@ use sqlx::{Connection, PgConnection};
 use super::encode;
 use super::source::{unique_columns, Batch, Source};
 use crate::convert::RejectReason;
-use crate::error::Result;
+use crate::error::{Backend, DbErrorKind, Error, Result};
 use crate::rejects::{self, RejectRecord};
 use crate::row::Policy;
 use crate::tables::{Kind, Table};
@@ -111,16 +111,67 @@ pub(crate) async fn may_skip_fk_triggers(conn: &mut PgConnection, table: &Table)
 /// = replica`, which skips PostgreSQL's per-row foreign-key checks: the
 /// orphan check above already found every parent and locked it `FOR KEY
 /// SHARE` until commit, which is what those checks would do, row by row.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn load_batch(
     conn: &mut PgConnection,
     source: &Source,
     table: &'static Table,
+    after: i64,
     batch: Batch,
     policy: Policy,
     statement_timeout: Duration,
     skip_fk_triggers: bool,
+    order: Order,
 ) -> Result<Loaded> {
+    let Order { before, done } = order;
     let mut tx = conn.begin().await?;
+    let out = load_in(
+        &mut tx,
+        source,
+        table,
+        after,
+        batch,
+        policy,
+        statement_timeout,
+        skip_fk_triggers,
+        before,
+    )
+    .await;
+    let committed = match out {
+        Ok(out) => tx.commit().await.map(|()| out).map_err(Error::from),
+        Err(e) => {
+            // Rolled back now, not when the connection is next used: its
+            // locks must not outlive the batch.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    };
+    let _ = done.send(committed.is_ok());
+    committed
+}
+
+/// Where a batch stands among the batches loaded beside it: it commits only
+/// once the batch before it did (`before` answers true), and tells the one
+/// after it how it ended (`done`; dropped unsent, it says "failed").
+pub(crate) struct Order {
+    /// The previous batch's outcome; None for the first of a round.
+    pub before: Option<tokio::sync::oneshot::Receiver<bool>>,
+    /// This batch's outcome.
+    pub done: tokio::sync::oneshot::Sender<bool>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    source: &Source,
+    table: &'static Table,
+    after: i64,
+    batch: Batch,
+    policy: Policy,
+    statement_timeout: Duration,
+    skip_fk_triggers: bool,
+    before: Option<tokio::sync::oneshot::Receiver<bool>>,
+) -> Result<Loaded> {
     // synchronous_commit off is safe here: the checkpoint commits with the
     // rows, so a batch lost in a server crash is simply copied again.
     // (session_replication_role is only named when it is set: a role that
@@ -134,7 +185,7 @@ pub(crate) async fn load_batch(
                 set_config('synchronous_commit', 'off', true)"
     })
     .bind(format!("{}ms", statement_timeout.as_millis().max(1)))
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
 
     let Batch {
@@ -152,15 +203,7 @@ pub(crate) async fn load_batch(
     for (i, fk) in table.foreign_keys.iter().enumerate() {
         let kind = table.column(fk.column).map_or(Kind::Text, |c| c.kind);
         let wanted = distinct(rows.iter().filter_map(|r| r.parents[i].clone()));
-        let found = existing(
-            &mut tx,
-            fk.parent_table,
-            fk.parent_column,
-            kind,
-            wanted,
-            true,
-        )
-        .await?;
+        let found = existing(tx, fk.parent_table, fk.parent_column, kind, wanted, true).await?;
         for (n, r) in rows.iter().enumerate() {
             if dropped[n] {
                 continue;
@@ -211,7 +254,7 @@ pub(crate) async fn load_batch(
                 .filter(|(_, d)| !**d)
                 .filter_map(|(r, _)| r.uniques[i].clone()),
         );
-        let found = existing(&mut tx, table.name, col, kind, wanted, false).await?;
+        let found = existing(tx, table.name, col, kind, wanted, false).await?;
         if found.is_empty() {
             continue;
         }
@@ -256,26 +299,52 @@ pub(crate) async fn load_batch(
     for n in kept {
         records.extend(rows[n].nulled.iter().cloned());
     }
-    rejects::insert(&mut tx, &records).await?;
+    rejects::insert(tx, &records).await?;
 
+    if let Some(before) = before {
+        if before.await != Ok(true) {
+            return Err(Error::Database {
+                backend: Backend::Postgres,
+                kind: DbErrorKind::Other,
+                message: format!(
+                    "{}: batch after rowid {after} rolled back: the batch before it did not commit",
+                    table.name
+                ),
+            });
+        }
+    }
     if let Some(last) = last_rowid {
-        sqlx::query(
+        let moved = sqlx::query(
             "INSERT INTO cutover.checkpoints (table_name, last_key, rows_copied, rows_rejected)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (table_name) DO UPDATE SET
                  last_key = EXCLUDED.last_key,
                  rows_copied = cutover.checkpoints.rows_copied + EXCLUDED.rows_copied,
                  rows_rejected = cutover.checkpoints.rows_rejected + EXCLUDED.rows_rejected,
-                 updated_at = now()",
+                 updated_at = now()
+             WHERE COALESCE(cutover.checkpoints.last_key, '0') = $5",
         )
         .bind(table.name)
         .bind(last.to_string())
         .bind(out.copied() as i64)
         .bind(out.rejected_total() as i64)
-        .execute(&mut *tx)
+        .bind(after.to_string())
+        .execute(&mut **tx)
         .await?;
+        // Batches load side by side but commit in order (above); and the
+        // checkpoint only moves on from where the batch before left it, so
+        // no gap can ever be committed.
+        if moved.rows_affected() == 0 {
+            return Err(Error::Database {
+                backend: Backend::Postgres,
+                kind: DbErrorKind::Other,
+                message: format!(
+                    "{}: batch after rowid {after} not committed: the batch before it did not commit",
+                    table.name
+                ),
+            });
+        }
     }
-    tx.commit().await?;
     Ok(out)
 }
 
@@ -319,8 +388,13 @@ pub(crate) struct Checkpoint {
     pub rejected: u64,
 }
 
-/// Reads `table`'s checkpoint (zeroes when it has none).
+/// Reads `table`'s checkpoint (zeroes when it has none), creating its row
+/// (batches only ever update it).
 pub(crate) async fn checkpoint(conn: &mut PgConnection, table: &Table) -> Result<Checkpoint> {
+    sqlx::query("INSERT INTO cutover.checkpoints (table_name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(table.name)
+        .execute(&mut *conn)
+        .await?;
     let row: Option<(Option<String>, i64, i64)> = sqlx::query_as(
         "SELECT last_key, rows_copied, rows_rejected FROM cutover.checkpoints WHERE table_name = $1",
     )

@@ -37,6 +37,10 @@ pub struct Args {
     /// writers after it (0 = copy flat out, for a file no one writes).
     #[arg(long, default_value_t = 0.25, value_name = "F")]
     pub writer_share: f64,
+    /// Batches loaded side by side on their own PostgreSQL connections
+    /// (tables whose only unique value is the key); they commit in order.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub jobs: usize,
 }
 
 /// Runs `cutover backfill`.
@@ -59,6 +63,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     let mut opts = BackfillOptions::new(sqlite, pg.clone());
     opts.writer_share = args.writer_share;
     opts.batch_size = args.batch_size;
+    opts.jobs = args.jobs;
     opts.tables = args.tables.clone();
     opts.policy = Policy::parse(&args.on_bad_value).expect("clap checked the value");
     opts.max_rows_per_sec = args.max_rows_per_sec;
