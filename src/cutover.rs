@@ -206,8 +206,12 @@ impl Cutover {
         Ok(pause)
     }
 
-    /// Stops the background tasks at their next checkpoint.
+    /// Stops the background tasks at their next checkpoint, after the
+    /// copies in flight finished and their outbox entries were cleared (what
+    /// is left, the next start replays).
     pub async fn shutdown(self) {
+        self.dual.settle().await;
+        let _ = self.dual.flush_clears().await;
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;

@@ -183,6 +183,10 @@ pub struct DualStore {
 
 const KEY_LOCKS: usize = 1024;
 
+// Copies of one SQLite row to PostgreSQL before giving up on a row that
+// keeps changing (its later writes copy it anyway).
+const MAX_COPY_ROUNDS: usize = 8;
+
 impl DualStore {
     /// A dual store over both stores, starting at `stage`.
     pub async fn new(
@@ -656,30 +660,52 @@ impl DualStore {
         let _slot = self.key_lock(c).lock().await;
         match from {
             Backend::Sqlite => {
-                let (cc, k) = (c.clone(), key.clone());
-                let (hw, img) = self
-                    .inner
-                    .sqlite
-                    .connection()
-                    .call(move |conn| -> Result<_> {
-                        let hw = outbox::sqlite_high_water(conn, &cc)?;
-                        Ok((hw, image::sqlite_read(conn, table, &k)?))
-                    })
-                    .await?;
-                match img {
-                    Some(img) => image::pg_upsert(self.inner.pg.pool(), table, &img).await?,
-                    None => {
-                        image::pg_delete(self.inner.pg.pool(), table, &key).await?;
-                    }
-                }
-                if let Some(hw) = hw {
-                    let cc = c.clone();
-                    self.inner
+                // Another process may copy the same key at the same moment,
+                // and its newer image may reach PostgreSQL before this older
+                // one. So after writing, SQLite is read again: the entry is
+                // cleared only if the row still is what was copied, else the
+                // newer image is copied too (until the row holds still).
+                for _ in 0..MAX_COPY_ROUNDS {
+                    let (cc, k) = (c.clone(), key.clone());
+                    let (hw, img) = self
+                        .inner
                         .sqlite
                         .connection()
-                        .call(move |conn| outbox::sqlite_clear(conn, &cc, hw))
+                        .call(move |conn| -> Result<_> {
+                            let hw = outbox::sqlite_high_water(conn, &cc)?;
+                            Ok((hw, image::sqlite_read(conn, table, &k)?))
+                        })
                         .await?;
+                    crate::failpoint::pause("dual.before_copy_to_postgres").await;
+                    match &img {
+                        Some(img) => image::pg_upsert(self.inner.pg.pool(), table, img).await?,
+                        None => {
+                            image::pg_delete(self.inner.pg.pool(), table, &key).await?;
+                        }
+                    }
+                    let (cc, k) = (c.clone(), key.clone());
+                    let settled = self
+                        .inner
+                        .sqlite
+                        .connection()
+                        .call(move |conn| -> Result<bool> {
+                            if image::sqlite_read(conn, table, &k)? != img {
+                                return Ok(false);
+                            }
+                            if let Some(hw) = hw {
+                                outbox::sqlite_clear(conn, &cc, hw)?;
+                            }
+                            Ok(true)
+                        })
+                        .await?;
+                    if settled {
+                        return Ok(());
+                    }
                 }
+                return Err(Error::InvalidArgument(format!(
+                    "{} {}: the row changed on every one of {MAX_COPY_ROUNDS} copies; left in the outbox",
+                    c.table, c.key
+                )));
             }
             Backend::Postgres => {
                 // The image the write committed is copied as is: SQLite's
@@ -687,6 +713,7 @@ impl DualStore {
                 // newer one. Otherwise (replayer, or an image too old to
                 // trust) PostgreSQL's current image is read back.
                 if let Some(cv) = carried.filter(|cv| cv.read_at.elapsed() < outbox::APPLY_WINDOW) {
+                    crate::failpoint::pause("dual.before_copy_to_sqlite").await;
                     let applied = self
                         .sqlite_apply(c, &key, cv.outbox_id, cv.image.clone(), cv.read_at)
                         .await?;

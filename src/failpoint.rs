@@ -6,9 +6,17 @@
 //! thread forever. Unset (always, outside tests) a point costs one load of
 //! an already-initialised `OnceLock`.
 //!
+//! `CUTOVER_FAILPOINT_PAUSE=<name>=<ms>` instead pauses the task that
+//! reaches the point for that long (once), after writing
+//! `cutover failpoint <name> paused` to stderr.
+//!
 //! Points:
 //! - `dual.after_authoritative_commit`: a dual write committed on the
 //!   authoritative side (its outbox entry with it), before the secondary apply.
+//! - `dual.before_copy_to_postgres`: a copy to PostgreSQL read the row from
+//!   SQLite and has not written it yet.
+//! - `dual.before_copy_to_sqlite`: a copy to SQLite holds the image a
+//!   PostgreSQL write committed and has not written it yet.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -25,6 +33,28 @@ pub fn hit(name: &str) {
         drop(err);
         loop {
             std::thread::park();
+        }
+    }
+}
+
+static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
+static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Pauses here (once per process) when `CUTOVER_FAILPOINT_PAUSE` names this point.
+pub async fn pause(name: &str) {
+    let armed = PAUSE.get_or_init(|| {
+        let v = std::env::var("CUTOVER_FAILPOINT_PAUSE").ok()?;
+        let (n, ms) = v.rsplit_once('=')?;
+        Some((n.to_string(), ms.parse().ok()?))
+    });
+    if let Some((n, ms)) = armed {
+        if n == name && !PAUSED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "cutover failpoint {name} paused");
+                let _ = err.flush();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
         }
     }
 }
