@@ -177,9 +177,10 @@ async fn load_in(
     // (session_replication_role is only named when it is set: a role that
     // is not a superuser may not even set it to its default.)
     // A large GIN pending list lets the full-text index take a batch's rows
-    // in a few big sorted merges instead of many small ones (25 % more rows
-    // per second at 1M tweets than the 4 MB default); the list is merged
-    // when the table is done (`resume_autovacuum`).
+    // in a few big sorted merges instead of many small ones (1M tweets from
+    // `cutover generate`: 23,067 rows/s against 18,007–18,850 with the 4 MB
+    // default); the list is merged when the table is done
+    // (`resume_autovacuum`).
     sqlx::query(if skip_fk_triggers {
         "SELECT set_config('statement_timeout', $1, true),
                 set_config('synchronous_commit', 'off', true),
