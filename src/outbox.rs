@@ -228,7 +228,12 @@ pub async fn pg_clear_many(pool: &sqlx::PgPool, upto: &[(Change, i64)]) -> Resul
     // A clear lost in a crash only makes the replayer apply the image again,
     // which changes nothing: it need not wait for the WAL flush.
     let mut tx = pool
-        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+        // Each key is found through the (table_name, row_key) index,
+        // whatever the planner guesses of the list's size.
+        .begin_with(
+            "BEGIN; SET LOCAL synchronous_commit = off; \
+             SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+        )
         .await?;
     let done = sqlx::query(
         "DELETE FROM cutover.outbox o USING UNNEST($1::text[], $2::text[], $3::bigint[]) AS d(t, k, upto)
