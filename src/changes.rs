@@ -31,9 +31,10 @@ impl Change {
 
 /// The image a PostgreSQL write committed for one row, read inside its own
 /// transaction, with the id of its outbox entry. The secondary apply copies
-/// it as is while no later entry exists for the row (otherwise it reads the
-/// current image), and when PostgreSQL went away right after the commit this
-/// is what still reaches SQLite.
+/// it as is, without reaching PostgreSQL again (so it still reaches SQLite
+/// when PostgreSQL went away right after the commit), unless SQLite records
+/// a newer version of the row or the image is older than
+/// `outbox::APPLY_WINDOW` (then the current image is read).
 #[derive(Debug, Clone)]
 pub struct Carried {
     /// Highest outbox entry id of the row in that transaction.

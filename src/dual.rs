@@ -507,8 +507,7 @@ impl DualStore {
     }
 
     /// As `apply`; `carried` is the image the write committed, copied as is
-    /// when no later write to the key exists, or when PostgreSQL cannot be
-    /// read back (unless a newer image was applied here already).
+    /// unless SQLite holds a newer version of the key (see `sqlite_apply`).
     async fn apply_carried(
         &self,
         c: &Change,

@@ -103,6 +103,85 @@ async fn snapshot(d: &DualStore) -> (Vec<(String, Vec<Image>)>, Vec<(String, Vec
     (s_all, p_all)
 }
 
+/// Runs the ignored test `name` of this binary as a child process on the
+/// given SQLite file, database and stage, with the failpoint variable
+/// `failpoint` set, and returns once its stderr shows `wanted` (panics,
+/// killing it, if it never does).
+fn spawn_child(
+    name: &str,
+    failpoint: (&str, String),
+    path: &std::path::Path,
+    db: &str,
+    stage: Stage,
+    wanted: String,
+) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DATABASE_URL", common::admin_url())
+        .env(failpoint.0, failpoint.1)
+        .env("CUTOVER_CHILD_SQLITE", path)
+        .env("CUTOVER_CHILD_DB", db)
+        .env("CUTOVER_CHILD_STAGE", stage.as_str())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let looked_for = wanted.clone();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            if line.contains(&looked_for) {
+                let _ = tx.send(Ok(()));
+                return;
+            }
+            seen.push(line);
+        }
+        let _ = tx.send(Err(seen.join("\n")));
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(Ok(())) => child,
+        other => {
+            let _ = child.kill();
+            panic!("{stage}: the child never printed {wanted:?}: {other:?}");
+        }
+    }
+}
+
+/// In a child process spawned by `spawn_child`: its dual store; None when
+/// not spawned by a parent test (e.g. `--include-ignored`).
+async fn child_store() -> Option<DualStore> {
+    let (Ok(path), Ok(db), Ok(stage)) = (
+        std::env::var("CUTOVER_CHILD_SQLITE"),
+        std::env::var("CUTOVER_CHILD_DB"),
+        std::env::var("CUTOVER_CHILD_STAGE"),
+    ) else {
+        return None;
+    };
+    let settings = cutover::settings::PgSettings::from_url(&common::admin_url())
+        .unwrap()
+        .with_database(&db);
+    Some(
+        dual_on(
+            std::path::Path::new(&path),
+            &settings,
+            Stage::parse(&stage).unwrap(),
+        )
+        .await,
+    )
+}
+
 async fn assert_converged(d: &DualStore) {
     for _ in 0..100 {
         if d.outbox_pending().await.unwrap() == 0 {
@@ -546,23 +625,9 @@ async fn backfill_under_live_dual_writes_ends_consistent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "child process of a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_next_start; only meaningful when spawned by it"]
 async fn child_writer_stopped_at_the_failpoint() {
-    let (Ok(path), Ok(db), Ok(stage)) = (
-        std::env::var("CUTOVER_CHILD_SQLITE"),
-        std::env::var("CUTOVER_CHILD_DB"),
-        std::env::var("CUTOVER_CHILD_STAGE"),
-    ) else {
-        // Not spawned by the parent test (e.g. `--include-ignored`): nothing to do.
+    let Some(d) = child_store().await else {
         return;
     };
-    let settings = cutover::settings::PgSettings::from_url(&common::admin_url())
-        .unwrap()
-        .with_database(&db);
-    let d = dual_on(
-        std::path::Path::new(&path),
-        &settings,
-        Stage::parse(&stage).unwrap(),
-    )
-    .await;
     d.upsert_profile(&profile("killed")).await.unwrap();
     d.save_tweets("killed", &[tweet("killed-t1", "written once")])
         .await
@@ -572,7 +637,6 @@ async fn child_writer_stopped_at_the_failpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_next_start() {
-    use std::io::BufRead;
     for stage in [Stage::DualWrite, Stage::Live] {
         let db = common::TestDb::migrated().await;
         let dir = common::TempDir::new();
@@ -591,46 +655,17 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
         .unwrap();
         drop(SqliteStore::open(&path).await.unwrap());
 
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_writer_stopped_at_the_failpoint",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("DATABASE_URL", common::admin_url())
-            .env("CUTOVER_FAILPOINT", "dual.after_authoritative_commit")
-            .env("CUTOVER_CHILD_SQLITE", &path)
-            .env("CUTOVER_CHILD_DB", &db.name)
-            .env("CUTOVER_CHILD_STAGE", stage.as_str())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(|l| l.ok())
-            {
-                if line.contains("failpoint dual.after_authoritative_commit reached") {
-                    let _ = tx.send(Ok(()));
-                    return;
-                }
-                seen.push(line);
-            }
-            let _ = tx.send(Err(seen.join("\n")));
-        });
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(Ok(())) => {}
-            other => {
-                let _ = child.kill();
-                panic!("{stage}: the child never reached the failpoint: {other:?}");
-            }
-        }
+        let mut child = spawn_child(
+            "child_writer_stopped_at_the_failpoint",
+            (
+                "CUTOVER_FAILPOINT",
+                "dual.after_authoritative_commit".into(),
+            ),
+            &path,
+            &db.name,
+            stage,
+            "failpoint dual.after_authoritative_commit reached".into(),
+        );
         // SIGKILL: no destructor, no flush, no secondary apply.
         child.kill().unwrap();
         let status = child.wait().unwrap();
@@ -772,7 +807,6 @@ async fn carried_images_are_the_rows_as_committed() {
 /// PostgreSQL → SQLite in `live` (SQLite's recorded version refuses it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slower_process_never_leaves_an_older_image_behind() {
-    use std::io::BufRead;
     for (stage, point) in [
         (Stage::DualWrite, "dual.before_copy_to_postgres"),
         (Stage::Live, "dual.before_copy_to_sqlite"),
@@ -784,47 +818,14 @@ async fn a_slower_process_never_leaves_an_older_image_behind() {
         d.upsert_profile(&profile("race")).await.unwrap();
         d.settle().await;
 
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_writer_paused_before_its_copy",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("DATABASE_URL", common::admin_url())
-            .env("CUTOVER_FAILPOINT_PAUSE", format!("{point}=1500"))
-            .env("CUTOVER_CHILD_SQLITE", &path)
-            .env("CUTOVER_CHILD_DB", &db.name)
-            .env("CUTOVER_CHILD_STAGE", stage.as_str())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let wanted = format!("failpoint {point} paused");
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(|l| l.ok())
-            {
-                if line.contains(&wanted) {
-                    let _ = tx.send(Ok(()));
-                    return;
-                }
-                seen.push(line);
-            }
-            let _ = tx.send(Err(seen.join("\n")));
-        });
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(Ok(())) => {}
-            other => {
-                let _ = child.kill();
-                panic!("{stage}: the child never paused: {other:?}");
-            }
-        }
+        let mut child = spawn_child(
+            "child_writer_paused_before_its_copy",
+            ("CUTOVER_FAILPOINT_PAUSE", format!("{point}=1500")),
+            &path,
+            &db.name,
+            stage,
+            format!("failpoint {point} paused"),
+        );
         // The child holds the older image; this write is newer and is
         // copied (its entry and the child's cleared) while the child waits.
         d.upsert_profile(&ScrapedProfile {
@@ -853,22 +854,9 @@ async fn a_slower_process_never_leaves_an_older_image_behind() {
 #[tokio::test]
 #[ignore = "child process of a_slower_process_never_leaves_an_older_image_behind; only meaningful when spawned by it"]
 async fn child_writer_paused_before_its_copy() {
-    let (Ok(path), Ok(db), Ok(stage)) = (
-        std::env::var("CUTOVER_CHILD_SQLITE"),
-        std::env::var("CUTOVER_CHILD_DB"),
-        std::env::var("CUTOVER_CHILD_STAGE"),
-    ) else {
+    let Some(d) = child_store().await else {
         return;
     };
-    let settings = cutover::settings::PgSettings::from_url(&common::admin_url())
-        .unwrap()
-        .with_database(&db);
-    let d = dual_on(
-        std::path::Path::new(&path),
-        &settings,
-        Stage::parse(&stage).unwrap(),
-    )
-    .await;
     d.upsert_profile(&ScrapedProfile {
         username: "name-older".into(),
         ..profile("race")
