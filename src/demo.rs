@@ -8,7 +8,8 @@
 //! live (PostgreSQL restarted: fallback) → rollback to shadow → live →
 //! rampdown (final verify) → complete. The report says whether every
 //! guarantee held: no failed call, no real mismatch, an empty outbox, a
-//! clean verify and every flip pause within 100 ms.
+//! clean verify, a reconciled backfill. Flip pauses and latencies are
+//! reported beside them (figures of the machine, not guarantees).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -97,6 +98,8 @@ pub struct DemoReport {
     pub ops: u64,
     /// Calls that returned an error.
     pub failed_ops: u64,
+    /// The first failed calls' errors, with the stage they ran in.
+    pub failures: Vec<String>,
     /// Stages visited, in order.
     pub stages: Vec<String>,
     /// Latency per stage.
@@ -111,6 +114,9 @@ pub struct DemoReport {
     pub shadow_mismatches_real: u64,
     /// Mismatches that went away once the outbox applied.
     pub shadow_mismatches_lag_resolved: u64,
+    /// Mismatches on rows still changing when the re-check gave up (neither
+    /// resolved nor shown to persist; the final verify checks the rows).
+    pub shadow_mismatches_unsettled: u64,
     /// Mismatches on legacy rows recorded as rejects (accounted for).
     pub shadow_mismatches_rejected: u64,
     /// Outbox entries left at the end.
@@ -139,8 +145,12 @@ struct Traffic {
     stop: AtomicBool,
     ops: AtomicU64,
     failed: AtomicU64,
+    failures: Mutex<Vec<String>>,
     latencies: Mutex<BTreeMap<Stage, Vec<f64>>>,
 }
+
+/// Failed calls whose errors the report keeps.
+const KEPT_FAILURES: usize = 10;
 
 const WORDS: [&str; 12] = [
     "rust",
@@ -301,6 +311,10 @@ fn worker(
             if let Err(e) = r {
                 t.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(worker = w, error = %e, "application call failed");
+                let mut kept = t.failures.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() < KEPT_FAILURES {
+                    kept.push(format!("{stage}: {e:#}"));
+                }
             }
             t.latencies
                 .lock()
@@ -463,6 +477,7 @@ async fn drive(
         stop: AtomicBool::new(false),
         ops: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        failures: Mutex::new(Vec::new()),
         latencies: Mutex::new(BTreeMap::new()),
     });
     let workers: Vec<_> = (0..opts.workers)
@@ -632,11 +647,6 @@ async fn drive(
             final_verify.divergent_rows
         ));
     }
-    if max_flip_pause_ms > 100.0 {
-        broken.push(format!(
-            "a flip paused writers {max_flip_pause_ms:.1} ms (> 100 ms)"
-        ));
-    }
     if !reconciled {
         broken.push("backfill reconciliation failed".into());
     }
@@ -645,6 +655,11 @@ async fn drive(
         broken,
         ops,
         failed_ops,
+        failures: traffic
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
         stages,
         latency,
         max_flip_pause_ms,
@@ -652,6 +667,7 @@ async fn drive(
         shadow_comparisons: k.comparisons,
         shadow_mismatches_real: k.mismatches_real,
         shadow_mismatches_lag_resolved: k.mismatches_lag_resolved,
+        shadow_mismatches_unsettled: k.mismatches_unsettled,
         shadow_mismatches_rejected: k.mismatches_rejected,
         outbox_pending_end,
         outbox_replayed: k.replayed,

@@ -71,8 +71,8 @@ pub struct DualConfig {
     pub shadow_sample_rate: f64,
     /// A shadow read slower than this is abandoned (counted as `error`).
     pub shadow_timeout: Duration,
-    /// Before a mismatch on keys pending in the outbox is counted, wait up
-    /// to this long for the outbox to apply and compare again.
+    /// Before a mismatch counts, the rows concerned get this long to leave
+    /// the outbox and hold still (see `shadow_compare`).
     pub lag_recheck: Duration,
     /// Panic on a real mismatch (tests).
     pub raise_on_mismatch: bool,
@@ -96,7 +96,7 @@ impl Default for DualConfig {
         Self {
             shadow_sample_rate: 1.0,
             shadow_timeout: Duration::from_secs(2),
-            lag_recheck: Duration::from_secs(2),
+            lag_recheck: Duration::from_secs(5),
             raise_on_mismatch: false,
             fallback: true,
             ledger_size: 256,
@@ -122,6 +122,9 @@ pub struct Counters {
     pub mismatches_real: AtomicU64,
     /// Mismatches that went away once the outbox applied.
     pub mismatches_lag_resolved: AtomicU64,
+    /// Mismatches on rows that kept changing until the re-check deadline
+    /// (neither resolved nor shown to persist).
+    pub mismatches_unsettled: AtomicU64,
     /// Mismatches on legacy rows recorded in `cutover.rejects` (accounted
     /// for, like verify does: PostgreSQL never took them).
     pub mismatches_rejected: AtomicU64,
@@ -148,6 +151,8 @@ pub struct CounterSnapshot {
     pub mismatches_real: u64,
     /// Lag mismatches resolved.
     pub mismatches_lag_resolved: u64,
+    /// Mismatches on rows still changing at the re-check deadline.
+    pub mismatches_unsettled: u64,
     /// Mismatches on rejected legacy rows (accounted for).
     pub mismatches_rejected: u64,
     /// Shadow read errors.
@@ -377,6 +382,7 @@ impl DualStore {
             comparisons: g(&c.comparisons),
             mismatches_real: g(&c.mismatches_real),
             mismatches_lag_resolved: g(&c.mismatches_lag_resolved),
+            mismatches_unsettled: g(&c.mismatches_unsettled),
             mismatches_rejected: g(&c.mismatches_rejected),
             shadow_errors: g(&c.shadow_errors),
             fallbacks: g(&c.fallbacks),
@@ -898,19 +904,67 @@ impl DualStore {
         let s = self
             .inner
             .sqlite
-            .connection()
-            .call(|conn| outbox::sqlite_pending(conn))
+            .read(outbox::sqlite_pending)
             .await?;
         let p = outbox::pg_pending(self.inner.pg.pool()).await.unwrap_or(0);
         metrics::gauge!(m::OUTBOX_PENDING).set((s + p) as f64);
         Ok(s + p)
     }
 
-    /// Whether anything waits in either outbox. A read can involve rows of
-    /// several tables (a job and its chunks), so any pending entry may
-    /// explain a difference.
+    /// Whether anything waits in either outbox.
     async fn anything_pending(&self) -> bool {
         self.outbox_pending().await.map(|n| n > 0).unwrap_or(true)
+    }
+
+    /// Whether an outbox entry may explain these mismatches: one for a
+    /// mismatched row's key (either side, its table), or, when a mismatch is
+    /// not about one row's own column (a count, the order of a list, a job's
+    /// chunks), any entry at all. An outbox that cannot be read counts as
+    /// pending.
+    async fn pending_for(&self, ms: &[Mismatch]) -> bool {
+        let own_column = |m: &Mismatch| {
+            !m.key.is_empty()
+                && match &m.field {
+                    None => true,
+                    Some(f) => tables::by_name(m.table).is_some_and(|t| t.column(f).is_some()),
+                }
+        };
+        if !ms.iter().all(own_column) {
+            return self.anything_pending().await;
+        }
+        if self.inner.flushing.try_lock().is_ok() {
+            let _ = self.flush_clears().await;
+        }
+        let tables: Vec<String> = ms.iter().map(|m| m.table.to_string()).collect();
+        let keys: Vec<String> = ms.iter().map(|m| m.key.clone()).collect();
+        let (t, k) = (tables.clone(), keys.clone());
+        let in_sqlite = self
+            .inner
+            .sqlite
+            .read(move |conn| -> Result<bool> {
+                let mut st = conn.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM _cutover_outbox WHERE table_name = ?1 AND row_key = ?2)",
+                )?;
+                for (t, k) in t.iter().zip(&k) {
+                    if st.query_row((t, k), |r| r.get::<_, bool>(0))? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })
+            .await;
+        if !matches!(in_sqlite, Ok(false)) {
+            return true;
+        }
+        let in_pg: std::result::Result<bool, _> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
+             JOIN cutover.outbox o ON o.table_name = u.t AND o.row_key = u.k)",
+        )
+        .bind(&tables)
+        .bind(&keys)
+        .fetch_one(self.inner.pg.pool())
+        .await;
+        !matches!(in_pg, Ok(false))
     }
 
     /// Moves both sides' id generators past the highest id either side holds,
@@ -1113,29 +1167,55 @@ impl DualStore {
             return;
         }
         // Lag, not divergence, when the rows were still on their way (in the
-        // outbox) or changed between the two reads: wait for the outbox to
-        // apply, then ask both sides again. Divergence is what persists.
+        // outbox) or changed between the two reads. A mismatch counts only
+        // when it holds still: the authoritative side reads the same before
+        // and after the other side is read, nothing for the rows concerned
+        // waits in either outbox, and the next round sees the very same two
+        // answers. Rows that keep changing until the deadline are counted
+        // apart (`unsettled`): each write copies the whole row, so a key
+        // rewritten that often is re-copied anyway, and verify checks the
+        // rows once traffic lets it.
         let deadline = Instant::now() + self.inner.config.lag_recheck;
-        for attempt in 0..3 {
-            while Instant::now() < deadline && self.anything_pending().await {
+        let auth = other_side_of(other_side);
+        let mut ms = ms;
+        let mut seen: Option<(Value, Value)> = None;
+        loop {
+            while Instant::now() < deadline && self.pending_for(&ms).await {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let auth = other_side_of(other_side);
-            let again = tokio::join!(read(self.clone(), auth), read(self.clone(), other_side));
-            if let (Ok(a), Ok(b)) = again {
-                let (a, b) = (
-                    serde_json::to_value(a).unwrap_or(Value::Null),
-                    serde_json::to_value(b).unwrap_or(Value::Null),
-                );
-                if shadow::compare(op, table, policy, &a, &b).is_empty() {
+            let to_value = |r: Result<T>| {
+                r.ok()
+                    .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
+            };
+            let a1 = to_value(read(self.clone(), auth).await);
+            let b = to_value(read(self.clone(), other_side).await);
+            let a2 = to_value(read(self.clone(), auth).await);
+            if let (Some(a1), Some(b), Some(a2)) = (a1, b, a2) {
+                let still = shadow::compare(op, table, policy, &a2, &b);
+                if still.is_empty() || shadow::compare(op, table, policy, &a1, &b).is_empty() {
                     c.mismatches_lag_resolved.fetch_add(1, Ordering::Relaxed);
                     outcome("lag_resolved");
                     return;
                 }
+                let held = shadow::compare(op, table, Policy::Exact, &a1, &a2).is_empty();
+                if held && !self.pending_for(&still).await {
+                    if seen.as_ref() == Some(&(a2.clone(), b.clone())) {
+                        ms = still;
+                        break;
+                    }
+                    seen = Some((a2, b));
+                } else {
+                    seen = None;
+                }
+                ms = still;
             }
+            if Instant::now() >= deadline {
+                c.mismatches_unsettled.fetch_add(1, Ordering::Relaxed);
+                outcome("unsettled");
+                tracing::debug!(op, table, mismatches = ?ms, "shadow mismatch on rows still changing");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
         }
         // Legacy rows the backfill (or a dual write) recorded as rejects are
         // accounted for: PostgreSQL never took them, by design.

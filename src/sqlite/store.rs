@@ -141,8 +141,9 @@ impl SqliteStore {
         &self.conn
     }
 
-    /// Runs `f` on one of the read connections (committed data only).
-    async fn read<R, F>(&self, f: F) -> Result<R>
+    /// Runs `f` on one of the read connections (committed data only; never
+    /// waits behind the writer).
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,

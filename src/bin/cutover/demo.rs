@@ -50,6 +50,9 @@ fn print_report(r: &DemoReport) {
     }
     println!("  stages          {}", r.stages.join(" → "));
     println!("  calls           {} made, {} failed", r.ops, r.failed_ops);
+    for f in &r.failures {
+        println!("    failed: {f}");
+    }
     println!("  latency         (per stage, one call = one app round of 1-12 queries)");
     for l in &r.latency {
         println!(
@@ -68,10 +71,11 @@ fn print_report(r: &DemoReport) {
             .join(", ")
     );
     println!(
-        "  shadow reads    {} compared, {} real mismatches, {} lag resolved, {} on rejected legacy rows",
+        "  shadow reads    {} compared, {} real mismatches, {} lag resolved, {} still changing at the deadline, {} on rejected legacy rows",
         r.shadow_comparisons,
         r.shadow_mismatches_real,
         r.shadow_mismatches_lag_resolved,
+        r.shadow_mismatches_unsettled,
         r.shadow_mismatches_rejected
     );
     println!(
