@@ -130,6 +130,9 @@ pub struct Counters {
     pub mismatches_rejected: AtomicU64,
     /// Shadow reads that failed or timed out.
     pub shadow_errors: AtomicU64,
+    /// Authoritative writes run again after the database aborted them as
+    /// busy (deadlock, serialization failure, lock timeout).
+    pub busy_retries: AtomicU64,
     /// Times the store fell back to SQLite.
     pub fallbacks: AtomicU64,
 }
@@ -157,6 +160,8 @@ pub struct CounterSnapshot {
     pub mismatches_rejected: u64,
     /// Shadow read errors.
     pub shadow_errors: u64,
+    /// Writes run again after a busy abort.
+    pub busy_retries: u64,
     /// Fallbacks.
     pub fallbacks: u64,
 }
@@ -385,6 +390,7 @@ impl DualStore {
             mismatches_unsettled: g(&c.mismatches_unsettled),
             mismatches_rejected: g(&c.mismatches_rejected),
             shadow_errors: g(&c.shadow_errors),
+            busy_retries: g(&c.busy_retries),
             fallbacks: g(&c.fallbacks),
         }
     }
@@ -419,6 +425,19 @@ impl DualStore {
                 .failed_calls
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts and logs a write the database aborted as busy, then waits a
+    /// little (more each attempt, jittered) before it runs again.
+    async fn busy_retry(&self, op: &'static str, side: Backend, attempt: u32, e: &Error) {
+        self.inner
+            .counters
+            .busy_retries
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::BUSY_RETRIES, "op" => op, "backend" => side.as_str()).increment(1);
+        tracing::info!(op, backend = %side, attempt, error = %e, "write aborted by the database as busy; running it again");
+        let ms = 5 * u64::from(attempt) + rand::random::<u64>() % 10;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
     fn should_fall_back(&self, r: &Routing, e: &Error) -> bool {
@@ -901,11 +920,7 @@ impl DualStore {
         if self.inner.flushing.try_lock().is_ok() {
             let _ = self.flush_clears().await;
         }
-        let s = self
-            .inner
-            .sqlite
-            .read(outbox::sqlite_pending)
-            .await?;
+        let s = self.inner.sqlite.read(outbox::sqlite_pending).await?;
         let p = outbox::pg_pending(self.inner.pg.pool()).await.unwrap_or(0);
         metrics::gauge!(m::OUTBOX_PENDING).set((s + p) as f64);
         Ok(s + p)
@@ -1276,6 +1291,9 @@ fn other_side_of(b: Backend) -> Backend {
     }
 }
 
+/// Times an authoritative write aborted as busy runs again.
+const BUSY_RETRIES: u32 = 4;
+
 /// A write: authoritative first (falling back to SQLite when PostgreSQL is
 /// down in a PostgreSQL-authoritative stage), then the changed rows to the
 /// other side.
@@ -1288,9 +1306,26 @@ macro_rules! write_op {
         }
         let side = routing.authoritative();
         let started = Instant::now();
-        let (res, changes) = {
-            let $s: &dyn Store = $self.side(side);
-            capture($call).await
+        // A transaction PostgreSQL chose to abort (deadlock, serialization
+        // failure, lock wait) committed nothing: it runs again. (SQLite's
+        // busy means its busy timeout ran out already.)
+        let mut attempt = 0;
+        let (res, changes) = loop {
+            let (r, c) = {
+                let $s: &dyn Store = $self.side(side);
+                capture($call).await
+            };
+            match r {
+                Err(e)
+                    if side == Backend::Postgres
+                        && attempt < BUSY_RETRIES
+                        && e.db_kind() == Some(crate::DbErrorKind::Busy) =>
+                {
+                    attempt += 1;
+                    $self.busy_retry($op, side, attempt, &e).await;
+                }
+                r => break (r, c),
+            }
         };
         $self.observe($op, side, started);
         let (res, changes, routing) = match res {

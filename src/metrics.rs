@@ -32,6 +32,8 @@ pub const FALLBACK_ACTIVE: &str = "cutover_fallback_active";
 pub const FLIP_PAUSE: &str = "cutover_flip_pause_seconds";
 /// Outbox entries applied by the replayer, by `side`.
 pub const OUTBOX_REPLAYED: &str = "cutover_outbox_replayed_total";
+/// Authoritative writes run again after a busy abort, by `op` and `backend`.
+pub const BUSY_RETRIES: &str = "cutover_busy_retries_total";
 
 /// Registers help texts for every metric.
 pub fn describe() {
@@ -76,6 +78,10 @@ pub fn describe() {
     describe_counter!(
         OUTBOX_REPLAYED,
         "Outbox entries applied by the background replayer"
+    );
+    describe_counter!(
+        BUSY_RETRIES,
+        "Authoritative writes run again after the database aborted them as busy"
     );
 }
 

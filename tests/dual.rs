@@ -532,6 +532,46 @@ async fn shadow_reads_wait_out_a_key_still_in_the_outbox() {
     }
 }
 
+/// PostgreSQL aborts a write as a deadlock victim (a trigger raises 40P01
+/// on the first two attempts): the store runs it again and the caller never
+/// sees it. A write aborted every time is the caller's error after the
+/// retries, and SQLite is left untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_postgresql_aborts_as_busy_run_again() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let d = dual_on(&dir.file("t.db"), &db.settings, Stage::Live).await;
+    sqlx::raw_sql(
+        "CREATE SEQUENCE fired;
+         CREATE FUNCTION abort_as_deadlock() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.id = 'always' OR nextval('fired') <= 2 THEN
+                 RAISE deadlock_detected USING MESSAGE = 'injected deadlock';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER abort_as_deadlock BEFORE INSERT ON users FOR EACH ROW
+             WHEN (NEW.id IN ('busy1', 'always')) EXECUTE FUNCTION abort_as_deadlock();",
+    )
+    .execute(d.pg().pool())
+    .await
+    .unwrap();
+
+    let u = d.upsert_profile(&profile("busy1")).await.unwrap();
+    assert_eq!(u.id, "busy1");
+    let c = d.counters();
+    assert_eq!((c.busy_retries, c.failed_calls), (2, 0), "{c:?}");
+    assert!(d.pg().get_user("busy1").await.unwrap().is_some());
+    assert!(d.sqlite().get_user("busy1").await.unwrap().is_some());
+
+    let e = d.upsert_profile(&profile("always")).await.unwrap_err();
+    assert_eq!(e.db_kind(), Some(cutover::DbErrorKind::Busy), "{e}");
+    let c = d.counters();
+    assert_eq!((c.busy_retries, c.failed_calls), (6, 1), "{c:?}");
+    assert!(d.sqlite().get_user("always").await.unwrap().is_none());
+    assert!(d.pg().get_user("always").await.unwrap().is_none());
+}
+
 /// Runs app traffic on `d` until `stop`, counting calls and failures.
 fn traffic(
     d: DualStore,
