@@ -656,7 +656,9 @@ async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
     let db = TestDb::migrated().await;
     let mut conn = connect(&db).await;
     let list = "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1";
+    let oid = "SELECT 'idx_tweets_text'::regclass::oid::bigint";
     let before: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
+    let gin_before: i64 = sqlx::query_scalar(oid).fetch_one(&mut conn).await.unwrap();
     // As a killed run would leave it: one index dropped and recorded.
     sqlx::query("INSERT INTO cutover.deferred_indexes (index_name, table_name, definition) SELECT indexname, tablename, indexdef FROM pg_indexes WHERE indexname = 'idx_tweets_created'")
         .execute(&mut conn)
@@ -671,14 +673,24 @@ async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
     opts.defer_indexes = true;
     opts.batch_size = 200;
     opts.tables = Some(vec!["users".into(), "tweets".into()]);
-    let summary = backfill(opts).await;
+    let summary = backfill(opts.clone()).await;
     assert!(summary.reconciled(), "{summary:#?}");
-    assert!(summary
-        .indexes_rebuilt
-        .contains(&"idx_tweets_created".to_string()));
-    assert!(summary
-        .indexes_rebuilt
-        .contains(&"idx_tweets_text".to_string()));
+    let rebuilt = &summary.indexes_rebuilt;
+    assert!(rebuilt.contains(&"idx_tweets_created".to_string()), "{rebuilt:?}");
+    assert!(rebuilt.contains(&"idx_tweets_user_created".to_string()), "{rebuilt:?}");
+    // The full-text index stayed in place through the copy.
+    assert!(!rebuilt.contains(&"idx_tweets_text".to_string()), "{rebuilt:?}");
+    let gin_after: i64 = sqlx::query_scalar(oid).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(gin_after, gin_before);
+    let after: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
+    assert_eq!(after, before);
+
+    // With --defer-full-text it is dropped and rebuilt too.
+    opts.defer_full_text = true;
+    let summary = backfill(opts).await;
+    assert!(summary.indexes_rebuilt.contains(&"idx_tweets_text".to_string()));
+    let gin_rebuilt: i64 = sqlx::query_scalar(oid).fetch_one(&mut conn).await.unwrap();
+    assert_ne!(gin_rebuilt, gin_before);
     let after: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
     assert_eq!(after, before);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.deferred_indexes")

@@ -1,7 +1,11 @@
 //! `--defer-indexes`: drop secondary indexes before the copy, rebuild after.
 //!
-//! Loading into a table without its secondary indexes and building them once
-//! at the end is cheaper than maintaining them row by row. Each dropped
+//! Loading into a table without its secondary B-tree indexes and building
+//! them once at the end is cheaper than maintaining them row by row. A GIN
+//! (full-text) index is the exception unless asked for (`--defer-full-text`):
+//! during the copy it takes rows through its pending list, merged in big
+//! sorted runs, while a `CONCURRENTLY` rebuild of it runs single-threaded
+//! and, on the plan's tweets, costs three times the copy it would save. Each dropped
 //! index's definition is recorded in `cutover.deferred_indexes` in the same
 //! transaction as the drop, so a run killed in between rebuilds it when it
 //! resumes. Indexes are rebuilt with `CREATE INDEX CONCURRENTLY`, which does
@@ -13,11 +17,12 @@ use sqlx::{Connection, PgConnection};
 use crate::error::Result;
 use crate::tables::Table;
 
-/// Drops the non-unique, non-primary indexes of `tables`, recording each.
-/// Returns the names dropped.
+/// Drops the non-unique, non-primary B-tree indexes of `tables` (and their
+/// GIN indexes with `full_text`), recording each. Returns the names dropped.
 pub(crate) async fn defer(
     conn: &mut PgConnection,
     tables: &[&'static Table],
+    full_text: bool,
 ) -> Result<Vec<String>> {
     let names: Vec<String> = tables.iter().map(|t| t.name.to_string()).collect();
     let found: Vec<(String, String, String)> = sqlx::query_as(
@@ -26,11 +31,14 @@ pub(crate) async fn defer(
          JOIN pg_class i ON i.oid = x.indexrelid
          JOIN pg_class t ON t.oid = x.indrelid
          JOIN pg_namespace n ON n.oid = t.relnamespace
+         JOIN pg_am am ON am.oid = i.relam
          WHERE n.nspname = current_schema() AND t.relname = ANY($1)
            AND NOT x.indisunique AND NOT x.indisprimary
+           AND (am.amname = 'btree' OR (am.amname = 'gin' AND $2))
          ORDER BY i.relname",
     )
     .bind(names)
+    .bind(full_text)
     .fetch_all(&mut *conn)
     .await?;
     let mut dropped = Vec::new();

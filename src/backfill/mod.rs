@@ -65,8 +65,10 @@ pub struct BackfillOptions {
     pub policy: Policy,
     /// Throttle: at most this many source rows per second.
     pub max_rows_per_sec: Option<u64>,
-    /// Drop secondary indexes during the copy and rebuild them after.
+    /// Drop secondary B-tree indexes during the copy and rebuild them after.
     pub defer_indexes: bool,
+    /// With `defer_indexes`, drop and rebuild the GIN (full-text) indexes too.
+    pub defer_full_text: bool,
     /// `statement_timeout` of the PostgreSQL side of a batch.
     pub statement_timeout: Duration,
     /// How long a batch waits for the application to release SQLite's lock.
@@ -95,6 +97,7 @@ impl BackfillOptions {
             policy: Policy::RejectRow,
             max_rows_per_sec: None,
             defer_indexes: false,
+            defer_full_text: false,
             statement_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(10),
             progress_bar: None,
@@ -305,7 +308,7 @@ async fn run_locked(
         conns: Vec::new(),
     };
     if opts.defer_indexes {
-        indexes::defer(target.conn().await?, tables).await?;
+        indexes::defer(target.conn().await?, tables, opts.defer_full_text).await?;
     }
     let bar = opts
         .progress_bar

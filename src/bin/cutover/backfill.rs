@@ -26,9 +26,14 @@ pub struct Args {
     /// Throttle: at most N source rows per second.
     #[arg(long, value_name = "N")]
     pub max_rows_per_sec: Option<u64>,
-    /// Drop secondary indexes during the copy, rebuild them concurrently after.
+    /// Drop secondary B-tree indexes during the copy, rebuild them
+    /// concurrently after (full-text GIN indexes stay: see --defer-full-text).
     #[arg(long)]
     pub defer_indexes: bool,
+    /// With --defer-indexes, drop and rebuild the full-text GIN indexes too
+    /// (slower end to end on the plan's tweets: the rebuild is single-threaded).
+    #[arg(long, requires = "defer_indexes")]
+    pub defer_full_text: bool,
     /// Statement timeout of a batch's PostgreSQL side, in seconds; a batch
     /// that exceeds it releases SQLite's lock and is retried at half the size.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -68,6 +73,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     opts.policy = Policy::parse(&args.on_bad_value).expect("clap checked the value");
     opts.max_rows_per_sec = args.max_rows_per_sec;
     opts.defer_indexes = args.defer_indexes;
+    opts.defer_full_text = args.defer_full_text;
     opts.statement_timeout = Duration::from_secs_f64(args.statement_timeout);
     opts.selected_tables()?;
 
