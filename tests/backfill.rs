@@ -676,10 +676,19 @@ async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
     let summary = backfill(opts.clone()).await;
     assert!(summary.reconciled(), "{summary:#?}");
     let rebuilt = &summary.indexes_rebuilt;
-    assert!(rebuilt.contains(&"idx_tweets_created".to_string()), "{rebuilt:?}");
-    assert!(rebuilt.contains(&"idx_tweets_user_created".to_string()), "{rebuilt:?}");
+    assert!(
+        rebuilt.contains(&"idx_tweets_created".to_string()),
+        "{rebuilt:?}"
+    );
+    assert!(
+        rebuilt.contains(&"idx_tweets_user_created".to_string()),
+        "{rebuilt:?}"
+    );
     // The full-text index stayed in place through the copy.
-    assert!(!rebuilt.contains(&"idx_tweets_text".to_string()), "{rebuilt:?}");
+    assert!(
+        !rebuilt.contains(&"idx_tweets_text".to_string()),
+        "{rebuilt:?}"
+    );
     let gin_after: i64 = sqlx::query_scalar(oid).fetch_one(&mut conn).await.unwrap();
     assert_eq!(gin_after, gin_before);
     let after: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
@@ -688,7 +697,9 @@ async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
     // With --defer-full-text it is dropped and rebuilt too.
     opts.defer_full_text = true;
     let summary = backfill(opts).await;
-    assert!(summary.indexes_rebuilt.contains(&"idx_tweets_text".to_string()));
+    assert!(summary
+        .indexes_rebuilt
+        .contains(&"idx_tweets_text".to_string()));
     let gin_rebuilt: i64 = sqlx::query_scalar(oid).fetch_one(&mut conn).await.unwrap();
     assert_ne!(gin_rebuilt, gin_before);
     let after: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
