@@ -482,7 +482,7 @@ async fn shadow_reads_wait_out_a_key_still_in_the_outbox() {
             let c = rusqlite::Connection::open(lock_path).unwrap();
             c.execute_batch("BEGIN IMMEDIATE").unwrap();
             locked_tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(2500));
+            std::thread::sleep(Duration::from_millis(4000));
             c.execute_batch("COMMIT").unwrap();
         });
         locked_rx.recv().unwrap();

@@ -52,17 +52,24 @@ async fn exporter_serves_valid_metrics() {
     .unwrap();
     d.get_user("u").await.unwrap();
     d.outbox_pending().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let body = tokio::task::spawn_blocking(move || scrape(addr))
-        .await
-        .unwrap();
-    for name in [
+    let names = [
         "cutover_stage",
         "cutover_op_duration_seconds",
         "cutover_outbox_pending",
         "cutover_shadow_comparisons_total",
-    ] {
+    ];
+    // The shadow comparison runs on its own task: scrape until it is in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let body = tokio::task::spawn_blocking(move || scrape(addr))
+            .await
+            .unwrap();
+        if names.iter().all(|n| body.contains(n)) || std::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for name in names {
         assert!(body.contains(name), "{name} missing from:\n{body}");
     }
     assert!(body.contains("backend=\"sqlite\""), "{body}");
