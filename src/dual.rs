@@ -86,8 +86,8 @@ pub struct DualConfig {
     /// during a fallback wait for these copies, so SQLite is never read
     /// without them. Off (the default): the caller waits for the copy.
     /// On, writes return ~0.1 ms sooner (see README), but under sustained
-    /// load SQLite trails PostgreSQL by the copies in flight, and shadow
-    /// reads of keys rewritten faster than that count as mismatches.
+    /// load SQLite trails PostgreSQL by the copies in flight, so shadow
+    /// reads of keys rewritten faster than that keep waiting out lag.
     pub background_apply: bool,
 }
 
