@@ -32,9 +32,9 @@ impl Change {
 /// The image a PostgreSQL write committed for one row, read inside its own
 /// transaction, with the id of its outbox entry. The secondary apply copies
 /// it as is, without reaching PostgreSQL again (so it still reaches SQLite
-/// when PostgreSQL went away right after the commit), unless SQLite records
-/// a newer version of the row or the image is older than
-/// `outbox::APPLY_WINDOW` (then the current image is read).
+/// when PostgreSQL went away right after the commit); it is skipped when
+/// SQLite records a newer version of the row, and an image older than
+/// `outbox::APPLY_WINDOW` is not trusted (the current image is read instead).
 #[derive(Debug, Clone)]
 pub struct Carried {
     /// Highest outbox entry id of the row in that transaction.

@@ -283,6 +283,14 @@ impl DualStore {
         *e = (*e).max(upto);
     }
 
+    /// As `flush_clears`, unless a flush is running already (then what it
+    /// leaves is cleared by the next one).
+    async fn flush_clears_if_idle(&self) {
+        if self.inner.flushing.try_lock().is_ok() {
+            let _ = self.flush_clears().await;
+        }
+    }
+
     /// Clears the PostgreSQL outbox entries applied so far (kept for the
     /// next try when PostgreSQL does not answer).
     pub async fn flush_clears(&self) -> Result<()> {
@@ -916,10 +924,7 @@ impl DualStore {
 
     /// Entries pending in both outboxes (PostgreSQL's counted only when reachable).
     pub async fn outbox_pending(&self) -> Result<i64> {
-        // Clear what was applied, unless a flush is running already.
-        if self.inner.flushing.try_lock().is_ok() {
-            let _ = self.flush_clears().await;
-        }
+        self.flush_clears_if_idle().await;
         let s = self.inner.sqlite.read(outbox::sqlite_pending).await?;
         let p = outbox::pg_pending(self.inner.pg.pool()).await.unwrap_or(0);
         metrics::gauge!(m::OUTBOX_PENDING).set((s + p) as f64);
@@ -947,9 +952,7 @@ impl DualStore {
         if !ms.iter().all(own_column) {
             return self.anything_pending().await;
         }
-        if self.inner.flushing.try_lock().is_ok() {
-            let _ = self.flush_clears().await;
-        }
+        self.flush_clears_if_idle().await;
         let tables: Vec<String> = ms.iter().map(|m| m.table.to_string()).collect();
         let keys: Vec<String> = ms.iter().map(|m| m.key.clone()).collect();
         let (t, k) = (tables.clone(), keys.clone());
@@ -1294,6 +1297,16 @@ fn other_side_of(b: Backend) -> Backend {
 /// Times an authoritative write aborted as busy runs again.
 const BUSY_RETRIES: u32 = 4;
 
+/// Whether a write that failed with `e` on `side` after `attempt` retries
+/// runs again: a transaction PostgreSQL chose to abort (deadlock victim,
+/// serialization failure, lock timeout) committed nothing. SQLite's busy
+/// means its busy timeout ran out already.
+fn runs_again(side: Backend, attempt: u32, e: &Error) -> bool {
+    side == Backend::Postgres
+        && attempt < BUSY_RETRIES
+        && e.db_kind() == Some(crate::DbErrorKind::Busy)
+}
+
 /// A write: authoritative first (falling back to SQLite when PostgreSQL is
 /// down in a PostgreSQL-authoritative stage), then the changed rows to the
 /// other side.
@@ -1306,9 +1319,7 @@ macro_rules! write_op {
         }
         let side = routing.authoritative();
         let started = Instant::now();
-        // A transaction PostgreSQL chose to abort (deadlock, serialization
-        // failure, lock wait) committed nothing: it runs again. (SQLite's
-        // busy means its busy timeout ran out already.)
+        // A write PostgreSQL aborted as busy runs again (`runs_again`).
         let mut attempt = 0;
         let (res, changes) = loop {
             let (r, c) = {
@@ -1316,11 +1327,7 @@ macro_rules! write_op {
                 capture($call).await
             };
             match r {
-                Err(e)
-                    if side == Backend::Postgres
-                        && attempt < BUSY_RETRIES
-                        && e.db_kind() == Some(crate::DbErrorKind::Busy) =>
-                {
+                Err(e) if runs_again(side, attempt, &e) => {
                     attempt += 1;
                     $self.busy_retry($op, side, attempt, &e).await;
                 }

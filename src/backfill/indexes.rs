@@ -5,8 +5,8 @@
 //! (full-text) index is the exception unless asked for (`--defer-full-text`):
 //! during the copy it takes rows through its pending list, merged in big
 //! sorted runs, while a `CONCURRENTLY` rebuild of it runs single-threaded
-//! and, on the plan's tweets, costs three times the copy it would save. Each dropped
-//! index's definition is recorded in `cutover.deferred_indexes` in the same
+//! and, on 1M of the plan's tweets, took ~52 s to save ~39 s of copy. Each
+//! dropped index's definition is recorded in `cutover.deferred_indexes` in the same
 //! transaction as the drop, so a run killed in between rebuilds it when it
 //! resumes. Indexes are rebuilt with `CREATE INDEX CONCURRENTLY`, which does
 //! not block the application's writes (and cannot run inside a transaction).

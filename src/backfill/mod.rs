@@ -245,20 +245,23 @@ struct Target {
 
 impl Target {
     async fn conn(&mut self) -> Result<&mut PgConnection> {
-        if self.conns.is_empty() {
-            self.conns
-                .push(PgConnection::connect_with(&self.settings.connect_options()).await?);
-        }
+        self.open(1).await?;
         Ok(&mut self.conns[0])
     }
 
     /// `n` connections, lent to a round of batches.
     async fn take(&mut self, n: usize) -> Result<Vec<PgConnection>> {
+        self.open(n).await?;
+        Ok(self.conns.drain(..n).collect())
+    }
+
+    /// Opens connections until `n` are at hand.
+    async fn open(&mut self, n: usize) -> Result<()> {
         while self.conns.len() < n {
             self.conns
                 .push(PgConnection::connect_with(&self.settings.connect_options()).await?);
         }
-        Ok(self.conns.drain(..n).collect())
+        Ok(())
     }
 
     /// Takes back a connection that is between transactions.
@@ -443,36 +446,44 @@ async fn copy_table(
         } else {
             1
         };
-        let mut batches = vec![(cp.last_rowid, first)];
-        while batches.len() < width {
-            let after = batches[batches.len() - 1]
-                .1
-                .last_rowid
-                .expect("a batch that read rows has a last rowid");
-            let next = match source
-                .read_more(table, after, size, opts.policy, losers.clone())
-                .await
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    source.release().await?;
-                    return Err(e);
+        // The rest of the round's batches, and a connection for each; on a
+        // failure the lock is released before the error returns.
+        let round = async {
+            let mut batches = vec![(cp.last_rowid, first)];
+            while batches.len() < width {
+                let after = batches[batches.len() - 1]
+                    .1
+                    .last_rowid
+                    .expect("a batch that read rows has a last rowid");
+                let next = source
+                    .read_more(table, after, size, opts.policy, losers.clone())
+                    .await?;
+                if next.read == 0 {
+                    break;
                 }
-            };
-            if next.read == 0 {
-                break;
+                batches.push((after, next));
             }
-            batches.push((after, next));
+            let conns = target.take(batches.len()).await?;
+            Ok::<_, Error>((batches, conns))
         }
+        .await;
         summary.sqlite_seconds += locked_at.elapsed().as_secs_f64();
-        let conns = match target.take(batches.len()).await {
-            Ok(c) => c,
+        let (batches, conns) = match round {
+            Ok(r) => r,
             Err(e) => {
                 source.release().await?;
                 return Err(e);
             }
         };
         let loading_at = Instant::now();
+        let loading = target::Loading {
+            source,
+            table,
+            policy: opts.policy,
+            statement_timeout: opts.statement_timeout,
+            skip_fk_triggers,
+        };
+        let loading = &loading;
         // Each batch commits after the one before it (see `target::Order`).
         let mut before = None;
         let mut orders = Vec::with_capacity(batches.len());
@@ -490,17 +501,7 @@ async fn copy_table(
                     let (read, last) = (batch.read, batch.last_rowid);
                     let r = tokio::time::timeout(
                         limit,
-                        target::load_batch(
-                            &mut conn,
-                            source,
-                            table,
-                            after,
-                            batch,
-                            opts.policy,
-                            opts.statement_timeout,
-                            skip_fk_triggers,
-                            order,
-                        ),
+                        target::load_batch(&mut conn, loading, after, batch, order),
                     )
                     .await;
                     (conn, after, read, last, r)

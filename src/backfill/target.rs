@@ -104,39 +104,38 @@ pub(crate) async fn may_skip_fk_triggers(conn: &mut PgConnection, table: &Table)
     Ok(ok)
 }
 
-/// Loads `batch` (read from `source`, whose lock is held) and moves the
-/// checkpoint to `batch.last_rowid`, in one transaction.
+/// What every batch of one table is loaded with.
+pub(crate) struct Loading<'a> {
+    /// The source, whose lock the batches are read under.
+    pub source: &'a Source,
+    /// The table.
+    pub table: &'static Table,
+    /// What to do with a bad value.
+    pub policy: Policy,
+    /// `statement_timeout` of a batch's transaction.
+    pub statement_timeout: Duration,
+    /// Skip PostgreSQL's per-row foreign-key triggers (see `load_batch`).
+    pub skip_fk_triggers: bool,
+}
+
+/// Loads `batch` (rows after rowid `after`, read from `source`, whose lock
+/// is held) and moves the checkpoint to `batch.last_rowid`, in one
+/// transaction.
 ///
 /// With `skip_fk_triggers`, the `COPY` runs under `session_replication_role
 /// = replica`, which skips PostgreSQL's per-row foreign-key checks: the
 /// orphan check above already found every parent and locked it `FOR KEY
 /// SHARE` until commit, which is what those checks would do, row by row.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn load_batch(
     conn: &mut PgConnection,
-    source: &Source,
-    table: &'static Table,
+    load: &Loading<'_>,
     after: i64,
     batch: Batch,
-    policy: Policy,
-    statement_timeout: Duration,
-    skip_fk_triggers: bool,
     order: Order,
 ) -> Result<Loaded> {
     let Order { before, done } = order;
     let mut tx = conn.begin().await?;
-    let out = load_in(
-        &mut tx,
-        source,
-        table,
-        after,
-        batch,
-        policy,
-        statement_timeout,
-        skip_fk_triggers,
-        before,
-    )
-    .await;
+    let out = load_in(&mut tx, load, after, batch, before).await;
     let committed = match out {
         Ok(out) => tx.commit().await.map(|()| out).map_err(Error::from),
         Err(e) => {
@@ -160,18 +159,32 @@ pub(crate) struct Order {
     pub done: tokio::sync::oneshot::Sender<bool>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The batch after rowid `after` cannot commit: the one before it did not.
+fn out_of_order(table: &Table, after: i64) -> Error {
+    Error::Database {
+        backend: Backend::Postgres,
+        kind: DbErrorKind::Other,
+        message: format!(
+            "{}: batch after rowid {after} rolled back: the batch before it did not commit",
+            table.name
+        ),
+    }
+}
+
 async fn load_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    source: &Source,
-    table: &'static Table,
+    load: &Loading<'_>,
     after: i64,
     batch: Batch,
-    policy: Policy,
-    statement_timeout: Duration,
-    skip_fk_triggers: bool,
     before: Option<tokio::sync::oneshot::Receiver<bool>>,
 ) -> Result<Loaded> {
+    let Loading {
+        source,
+        table,
+        policy,
+        statement_timeout,
+        skip_fk_triggers,
+    } = *load;
     // synchronous_commit off is safe here: the checkpoint commits with the
     // rows, so a batch lost in a server crash is simply copied again.
     // (session_replication_role is only named when it is set: a role that
@@ -310,26 +323,18 @@ async fn load_in(
 
     if let Some(before) = before {
         if before.await != Ok(true) {
-            return Err(Error::Database {
-                backend: Backend::Postgres,
-                kind: DbErrorKind::Other,
-                message: format!(
-                    "{}: batch after rowid {after} rolled back: the batch before it did not commit",
-                    table.name
-                ),
-            });
+            return Err(out_of_order(table, after));
         }
     }
     if let Some(last) = last_rowid {
+        // The row exists (`checkpoint` creates it before the first batch).
         let moved = sqlx::query(
-            "INSERT INTO cutover.checkpoints (table_name, last_key, rows_copied, rows_rejected)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (table_name) DO UPDATE SET
-                 last_key = EXCLUDED.last_key,
-                 rows_copied = cutover.checkpoints.rows_copied + EXCLUDED.rows_copied,
-                 rows_rejected = cutover.checkpoints.rows_rejected + EXCLUDED.rows_rejected,
+            "UPDATE cutover.checkpoints SET
+                 last_key = $2,
+                 rows_copied = rows_copied + $3,
+                 rows_rejected = rows_rejected + $4,
                  updated_at = now()
-             WHERE COALESCE(cutover.checkpoints.last_key, '0') = $5",
+             WHERE table_name = $1 AND COALESCE(last_key, '0') = $5",
         )
         .bind(table.name)
         .bind(last.to_string())
@@ -342,14 +347,7 @@ async fn load_in(
         // checkpoint only moves on from where the batch before left it, so
         // no gap can ever be committed.
         if moved.rows_affected() == 0 {
-            return Err(Error::Database {
-                backend: Backend::Postgres,
-                kind: DbErrorKind::Other,
-                message: format!(
-                    "{}: batch after rowid {after} not committed: the batch before it did not commit",
-                    table.name
-                ),
-            });
+            return Err(out_of_order(table, after));
         }
     }
     Ok(out)
