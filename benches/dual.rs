@@ -275,5 +275,76 @@ fn bench_paired(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_overhead, bench_flip, bench_paired);
+/// Write latency medians, paired: blocks of writes through the bare store of
+/// the slower backend (PostgreSQL) alternate with blocks through the dual
+/// store, and every call's latency is kept; each sample prints both medians
+/// and their ratio (the target compares medians, p50), so machine noise hits
+/// both alike.
+fn bench_paired_write(c: &mut Criterion) {
+    let owned = setup();
+    let env = &owned;
+    let mut g = c.benchmark_group("overhead");
+    g.sample_size(30);
+    let quantile = |v: &mut Vec<Duration>, q: f64| {
+        v.sort();
+        v[((v.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6
+    };
+    for stage in [
+        Stage::DualWrite,
+        Stage::Shadow,
+        Stage::Live,
+        Stage::Rampdown,
+    ] {
+        env.rt.block_on(env.dual.switch(stage)).unwrap();
+        g.bench_function(BenchmarkId::new("write", stage), |b| {
+            b.iter_custom(|iters| {
+                env.rt.block_on(async {
+                    let (mut bare, mut dual) = (Vec::new(), Vec::new());
+                    let mut total = Duration::ZERO;
+                    // Blocks of 25 calls each way; the dual store's queued
+                    // outbox clears are flushed (untimed) before a bare
+                    // block, so bare calls do not pay for them.
+                    let mut k = 0usize;
+                    while dual.len() < iters as usize {
+                        env.dual.flush_clears().await.unwrap();
+                        for _ in 0..25 {
+                            k += 1;
+                            let p = profile(k % USERS, k as u64);
+                            let t = std::time::Instant::now();
+                            env.pg.upsert_profile(&p).await.unwrap();
+                            bare.push(t.elapsed());
+                        }
+                        for _ in 0..25 {
+                            k += 1;
+                            let p = profile(k % USERS, k as u64);
+                            let t = std::time::Instant::now();
+                            env.dual.upsert_profile(&p).await.unwrap();
+                            let d = t.elapsed();
+                            total += d;
+                            dual.push(d);
+                        }
+                    }
+                    let (b, d) = (quantile(&mut bare, 0.5), quantile(&mut dual, 0.5));
+                    eprintln!(
+                        "    {stage}: p50 bare PostgreSQL {b:.0} µs, dual {d:.0} µs, ratio {:.2} \
+                         (p90 {:.0} / {:.0} µs)",
+                        d / b,
+                        quantile(&mut bare, 0.9),
+                        quantile(&mut dual, 0.9),
+                    );
+                    total
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_overhead,
+    bench_flip,
+    bench_paired,
+    bench_paired_write
+);
 criterion_main!(benches);

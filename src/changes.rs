@@ -77,13 +77,16 @@ pub fn report(changes: Vec<Change>) {
     let _ = CAPTURED.try_with(|c| c.borrow_mut().changes.extend(changes));
 }
 
-/// Reports committed changes with their committed images.
-pub fn report_carried(changes: Vec<(Change, Carried)>) {
+/// Reports committed changes with their committed images, where the store
+/// has them (the apply reads the others back).
+pub fn report_carried(changes: Vec<(Change, Option<Carried>)>) {
     let _ = CAPTURED.try_with(|c| {
         let mut c = c.borrow_mut();
         for (ch, carried) in changes {
             c.changes.push(ch.clone());
-            c.carried.insert(ch, carried);
+            if let Some(carried) = carried {
+                c.carried.insert(ch, carried);
+            }
         }
     });
 }

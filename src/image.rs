@@ -259,48 +259,6 @@ where
     }
 }
 
-/// Reads several rows of one table from PostgreSQL in one query; keys with
-/// no row are absent from the answer.
-pub async fn pg_read_many<'e, E>(
-    exec: E,
-    table: &'static Table,
-    keys: &[Key],
-) -> Result<Vec<(Key, Image)>>
-where
-    E: sqlx::PgExecutor<'e>,
-{
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {} = ANY($1)",
-        pg_select_list(table),
-        table.name,
-        table.primary_key
-    );
-    let q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    let q = if table.serial {
-        let ints: Vec<i32> = keys
-            .iter()
-            .filter_map(|k| match k {
-                Key::Int(i) => Some(*i),
-                Key::Text(_) => None,
-            })
-            .collect();
-        q.bind(ints)
-    } else {
-        let texts: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-        q.bind(texts)
-    };
-    let rows = q.fetch_all(exec).await?;
-    rows.iter()
-        .map(|row| {
-            let img = pg_image(table, row)?;
-            Ok((Key::of(table, &img), img))
-        })
-        .collect()
-}
-
 /// Writes an image to PostgreSQL (insert or replace every column; serial ids explicit).
 pub async fn pg_upsert<'e, E>(exec: E, table: &'static Table, image: &Image) -> Result<()>
 where
@@ -328,37 +286,6 @@ where
     Ok(q.execute(exec).await?.rows_affected() > 0)
 }
 
-/// One statement that lists the rows the current transaction changed (from
-/// the capture triggers' outbox entries: highest entry id per row, in the
-/// order first changed) with each row's image as committed, as `jsonb`
-/// (NULL when deleted). Built once from `tables`.
-pub fn pg_changed_rows_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let arms: String = crate::tables::ALL
-            .iter()
-            .map(|t| {
-                let key = if t.serial {
-                    "o.row_key::int"
-                } else {
-                    "o.row_key"
-                };
-                format!(
-                    " WHEN '{name}' THEN (SELECT to_jsonb(r) FROM {name} r WHERE r.{pk} = {key})",
-                    name = t.name,
-                    pk = t.primary_key
-                )
-            })
-            .collect();
-        format!(
-            "SELECT o.id, o.table_name, o.row_key, CASE o.table_name{arms} END \
-             FROM (SELECT max(id) AS id, min(id) AS first, table_name, row_key FROM cutover.outbox \
-                   WHERE txid = txid_current() GROUP BY table_name, row_key) o \
-             ORDER BY o.first"
-        )
-    })
-}
-
 /// An image from a row as `to_jsonb` renders it; None when a value does not
 /// have the shape its column's kind gives `to_jsonb` (the caller then reads
 /// the row with its types).
@@ -384,4 +311,23 @@ pub fn image_from_jsonb(table: &Table, row: &Value) -> Option<Image> {
         cells.push(cell);
     }
     Some(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `cutover.changed_rows()` (migration 0006) must read every table of
+    /// `tables::ALL` by its key.
+    #[test]
+    fn changed_rows_covers_every_table() {
+        let migration = include_str!("../migrations/postgres/0006_changed_rows.sql");
+        for t in crate::tables::ALL {
+            let key = if t.serial { "row_key::int" } else { "row_key" };
+            let arm = format!(
+                "WHEN '{name}' THEN\n                SELECT to_jsonb(r) INTO image FROM {name} r WHERE r.{pk} = {key};",
+                name = t.name,
+                pk = t.primary_key
+            );
+            assert!(migration.contains(&arm), "migration 0006 lacks {arm}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::TestDb;
 use cutover::{Backend, Error, NewTweet, PgStore, ScrapedProfile, Store};
+use sqlx::Row;
 
 async fn store_with(db: &TestDb, max: u32, timeout: Duration) -> PgStore {
     let mut settings = db.settings.clone();
@@ -117,4 +118,94 @@ async fn more_concurrent_calls_than_connections_all_succeed() {
         .await
         .unwrap();
     assert_eq!(total, (N * 5) as i64);
+}
+
+/// A write that fails inside its transaction (after BEGIN, before COMMIT)
+/// rolls back before its connection serves anyone else: with one
+/// connection and change capture on, the next writes succeed, the failed
+/// one left no row and no outbox entry, and the committed ones report
+/// exactly their own keys.
+#[tokio::test]
+async fn a_failed_write_rolls_back_before_its_connection_is_reused() {
+    let db = TestDb::migrated().await;
+    let store = store_with(&db, 1, Duration::from_secs(5)).await;
+    store.set_outbox(true);
+    store.upsert_profile(&profile(1)).await.unwrap();
+    for round in 0..20 {
+        // Same username, other id: refused inside the transaction.
+        let mut taken = profile(1);
+        taken.id = format!("intruder{round}");
+        let err = store.upsert_profile(&taken).await.unwrap_err();
+        assert!(matches!(err, Error::Duplicate { .. }), "{err:?}");
+        // A tweet for a user that does not exist: refused after BEGIN too.
+        let err = store
+            .save_tweets(
+                "ghost",
+                &[NewTweet {
+                    id: format!("t{round}"),
+                    text: "x".into(),
+                    created_at: cutover::model::now(),
+                    url: None,
+                    is_reply: None,
+                    metadata: None,
+                }],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::NotFound { .. } | Error::MissingParent { .. }),
+            "{err:?}"
+        );
+        // The one connection is free again only once rolled back; outside a
+        // transaction block each statement has its own start time.
+        // (One simple-protocol message: its statement starts the implicit
+        // transaction.)
+        let row = sqlx::raw_sql("SELECT (now() = statement_timestamp())::text")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let fresh = row.get::<String, _>(0) == "true";
+        assert!(
+            fresh,
+            "the connection came back inside the failed transaction"
+        );
+        let (res, captured) =
+            cutover::changes::capture(store.upsert_profile(&profile(100 + round))).await;
+        res.unwrap();
+        let keys: Vec<_> = captured
+            .changes
+            .iter()
+            .map(|c| (c.table, c.key.clone()))
+            .collect();
+        assert_eq!(keys, vec![("users", format!("u{}", 100 + round))]);
+        let carried = &captured.carried[&captured.changes[0]];
+        assert!(
+            carried.image.is_some(),
+            "the committed image travels with the key"
+        );
+    }
+    let pool = db.pool().await;
+    let intruders: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE id LIKE 'intruder%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(intruders, 0);
+    let entries: Vec<String> = sqlx::query_scalar(
+        "SELECT row_key FROM cutover.outbox WHERE row_key LIKE 'intruder%' OR row_key LIKE 't%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        entries.is_empty(),
+        "failed writes left outbox entries: {entries:?}"
+    );
+    let tx_open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tx_open, 0, "a connection was left inside a transaction");
 }

@@ -145,16 +145,16 @@ impl PgStore {
         self.pool.acquire().await.map_err(|e| self.limits.map(e))
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
-        if self.outbox_enabled() {
-            // One round trip: the capture switch travels with the BEGIN.
-            return self
-                .pool
-                .begin_with("BEGIN; SET LOCAL cutover.capture = 'on'")
-                .await
-                .map_err(|e| self.limits.map(e));
-        }
-        self.pool.begin().await.map_err(|e| self.limits.map(e))
+    async fn begin(&self) -> Result<WriteTx> {
+        let mut conn = self.conn().await?;
+        // One round trip: the capture switch travels with the BEGIN.
+        let begin = if self.outbox_enabled() {
+            "BEGIN; SET LOCAL cutover.capture = 'on'"
+        } else {
+            "BEGIN"
+        };
+        sqlx::raw_sql(begin).execute(&mut *conn).await?;
+        Ok(WriteTx { conn: Some(conn) })
     }
 
     /// A read-only transaction (no change capture).
@@ -162,64 +162,109 @@ impl PgStore {
         self.pool.begin().await.map_err(|e| self.limits.map(e))
     }
 
-    /// Commits; when the outbox is on, first reads back the keys this
-    /// transaction changed (noted by the capture triggers) and their rows as
-    /// committed, and reports both.
-    async fn commit(&self, mut tx: Transaction<'static, Postgres>) -> Result<()> {
+    /// Commits; when the outbox is on, the same round trip first reads back
+    /// the keys this transaction changed (noted by the capture triggers) and
+    /// their rows as committed, and reports both.
+    async fn commit(&self, mut tx: WriteTx) -> Result<()> {
         if !self.outbox_enabled() {
-            tx.commit().await?;
+            sqlx::raw_sql("COMMIT").execute(&mut *tx).await?;
+            tx.committed();
             return Ok(());
         }
         // The committed images travel with the keys, so the secondary apply
-        // does not depend on reaching PostgreSQL again after the commit: one
-        // round trip lists the changed rows and renders their images.
+        // does not depend on reaching PostgreSQL again after the commit. The
+        // readback (`cutover.changed_rows`, migration 0006) and the COMMIT
+        // go as one simple-protocol message: its rows arrive as text.
         let read_at = std::time::Instant::now();
-        let rows: Vec<(i64, String, String, Option<serde_json::Value>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(crate::image::pg_changed_rows_sql()))
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut parsed = Vec::with_capacity(rows.len());
-        let mut images = std::collections::HashMap::new();
-        // Rows whose jsonb rendering did not decode are read with their types.
-        let mut typed: Vec<(&'static tables::Table, Vec<crate::image::Key>)> = Vec::new();
-        for (id, t, k, json) in rows {
+        let rows = sqlx::raw_sql("SELECT * FROM cutover.changed_rows(); COMMIT")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.committed();
+        let mut reported = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = r.try_get(0)?;
+            let t: String = r.try_get(1)?;
+            let k: String = r.try_get(2)?;
+            let json: Option<Value> = r.try_get(3)?;
             let Some(table) = tables::by_name(&t) else {
                 continue;
             };
-            let key = crate::image::Key::parse(table, &k)?;
-            if let Some(json) = json {
-                match crate::image::image_from_jsonb(table, &json) {
-                    Some(img) => {
-                        images.insert((table.name, key.clone()), img);
-                    }
-                    None => match typed.iter_mut().find(|(w, _)| w.name == table.name) {
-                        Some((_, keys)) => keys.push(key.clone()),
-                        None => typed.push((table, vec![key.clone()])),
-                    },
-                }
-            }
-            parsed.push((id, table, k, key));
+            // A row whose jsonb rendering does not decode is reported
+            // without its image: the apply reads it back with its types.
+            let image = match json {
+                None => Some(None),
+                Some(json) => crate::image::image_from_jsonb(table, &json).map(Some),
+            };
+            let carried = image.map(|image| changes::Carried {
+                outbox_id: id,
+                image,
+                read_at,
+            });
+            reported.push((Change::new(table.name, k), carried));
         }
-        for (table, keys) in &typed {
-            for (key, image) in crate::image::pg_read_many(&mut *tx, table, keys).await? {
-                images.insert((table.name, key), image);
-            }
-        }
-        let mut reported = Vec::with_capacity(parsed.len());
-        for (id, table, k, key) in parsed {
-            let image = images.remove(&(table.name, key));
-            reported.push((
-                Change::new(table.name, k),
-                changes::Carried {
-                    outbox_id: id,
-                    image,
-                    read_at,
-                },
-            ));
-        }
-        tx.commit().await?;
         changes::report_carried(reported);
         Ok(())
+    }
+}
+
+/// A write transaction on a pooled connection, begun and ended by plain
+/// statements (so the commit can carry the change readback in its round
+/// trip). Dropped before it commits, it rolls back on a task of its own
+/// before the connection returns to the pool; a connection that could not be
+/// rolled back is closed.
+struct WriteTx {
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl WriteTx {
+    /// The COMMIT went through: the connection returns to the pool as is.
+    fn committed(&mut self) {
+        self.conn.take();
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        self.conn.as_ref().expect("transaction still open")
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("transaction still open")
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let mut pending = Unfinished(Some(conn));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Some(c) = pending.0.as_mut() {
+                    if sqlx::raw_sql("ROLLBACK").execute(&mut **c).await.is_ok() {
+                        // Rolled back: the connection returns to the pool.
+                        pending.0.take();
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// A connection whose transaction may still be open: closed when dropped,
+/// never returned to the pool as it is (also when the task meant to roll it
+/// back never runs).
+struct Unfinished(Option<PoolConnection<Postgres>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.close_on_drop();
+        }
     }
 }
 
