@@ -79,9 +79,13 @@ fn setup() -> Env {
             .await
             .unwrap();
         cutover::pg::migrate(pg.pool()).await.unwrap();
+        // The dual store gets stores of its own: a store's outbox switch
+        // is shared by its clones, and the bare stores must not record.
         let dual = DualStore::new(
-            sqlite.clone(),
-            pg.clone(),
+            SqliteStore::open(&path).await.unwrap(),
+            PgStore::connect(&admin.with_database(&database))
+                .await
+                .unwrap(),
             Stage::Off,
             DualConfig::default(),
         )
