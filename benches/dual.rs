@@ -13,8 +13,11 @@
 //!   dual-write stages).
 //! - `flip/*`: the pause writers see at `shadow → live` and `live → shadow`
 //!   while 8 writers run; each sample is one flip.
-//! - `overhead/read/*`: bare and dual reads timed back to back in one loop;
-//!   each sample prints both means and the ratio.
+//! - `overhead/read/*`: bare and dual reads timed back to back in one loop
+//!   (the order alternating); each sample prints both means and the ratio.
+//! - `overhead/write/*`: blocks of bare PostgreSQL writes alternate with
+//!   blocks of dual-store writes; each sample prints both medians (p50),
+//!   their ratio and both p90s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
