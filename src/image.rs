@@ -315,19 +315,33 @@ pub fn image_from_jsonb(table: &Table, row: &Value) -> Option<Image> {
 
 #[cfg(test)]
 mod tests {
-    /// `cutover.changed_rows()` (migration 0006) must read every table of
-    /// `tables::ALL` by its key.
+    /// Migration 0006 must give every table of `tables::ALL` a capture
+    /// function that notes its key column.
     #[test]
-    fn changed_rows_covers_every_table() {
-        let migration = include_str!("../migrations/postgres/0006_changed_rows.sql");
+    fn capture_notes_every_table() {
+        let migration = include_str!("../migrations/postgres/0006_capture_notes_changes.sql");
         for t in crate::tables::ALL {
-            let key = if t.serial { "row_key::int" } else { "row_key" };
-            let arm = format!(
-                "WHEN '{name}' THEN\n                SELECT to_jsonb(r) INTO image FROM {name} r WHERE r.{pk} = {key};",
-                name = t.name,
-                pk = t.primary_key
+            for part in [
+                format!("FUNCTION cutover.capture_{}()", t.name),
+                format!("VALUES ('{}', k)", t.name),
+                format!("jsonb_build_array(entry, '{}', k, img)", t.name),
+            ] {
+                assert!(migration.contains(&part), "migration 0006 lacks {part}");
+            }
+            let keys = format!("OLD.{pk}::text", pk = t.primary_key);
+            let section = migration
+                .split("CREATE OR REPLACE FUNCTION")
+                .find(|f| f.contains(&format!("cutover.capture_{}()", t.name)))
+                .unwrap();
+            assert!(section.contains(&keys), "{}: {keys}", t.name);
+            assert_eq!(
+                section
+                    .matches(&format!("NEW.{}::text", t.primary_key))
+                    .count(),
+                2,
+                "{}",
+                t.name
             );
-            assert!(migration.contains(&arm), "migration 0006 lacks {arm}");
         }
     }
 }

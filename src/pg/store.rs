@@ -146,6 +146,7 @@ impl PgStore {
     }
 
     async fn begin(&self) -> Result<WriteTx> {
+        let begun = std::time::Instant::now();
         let mut conn = self.conn().await?;
         // One round trip: the capture switch travels with the BEGIN.
         let begin = if self.outbox_enabled() {
@@ -154,7 +155,10 @@ impl PgStore {
             "BEGIN"
         };
         sqlx::raw_sql(begin).execute(&mut *conn).await?;
-        Ok(WriteTx { conn: Some(conn) })
+        Ok(WriteTx {
+            conn: Some(conn),
+            begun,
+        })
     }
 
     /// A read-only transaction (no change capture).
@@ -173,38 +177,78 @@ impl PgStore {
         }
         // The committed images travel with the keys, so the secondary apply
         // does not depend on reaching PostgreSQL again after the commit. The
-        // readback (`cutover.changed_rows`, migration 0006) and the COMMIT
-        // go as one simple-protocol message: its rows arrive as text.
-        let read_at = std::time::Instant::now();
-        let rows = sqlx::raw_sql("SELECT * FROM cutover.changed_rows(); COMMIT")
+        // capture triggers note each change in `cutover.changed` (migration
+        // 0006); reading it goes with the COMMIT as one simple-protocol
+        // message. The images were taken during the transaction: their age
+        // counts from its BEGIN.
+        let read_at = tx.begun;
+        let rows = sqlx::raw_sql("SELECT current_setting('cutover.changed', true); COMMIT")
             .fetch_all(&mut *tx)
             .await?;
         tx.committed();
-        let mut reported = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id: i64 = r.try_get(0)?;
-            let t: String = r.try_get(1)?;
-            let k: String = r.try_get(2)?;
-            let json: Option<Value> = r.try_get(3)?;
-            let Some(table) = tables::by_name(&t) else {
-                continue;
-            };
-            // A row whose jsonb rendering does not decode is reported
-            // without its image: the apply reads it back with its types.
-            let image = match json {
-                None => Some(None),
-                Some(json) => crate::image::image_from_jsonb(table, &json).map(Some),
+        let noted: Option<String> = match rows.first() {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        };
+        let reported = noted_changes(noted.as_deref().unwrap_or(""), read_at);
+        changes::report_carried(reported);
+        Ok(())
+    }
+}
+
+/// The changes a transaction's capture triggers noted, one JSON array per
+/// line: outbox id, table, key, and the row as `to_jsonb` rendered it (null
+/// when deleted, false when not noted). Each key once, in the order first
+/// changed, with its last entry: the highest id and the row as committed. A
+/// row without an image, or whose rendering does not decode, is reported
+/// without one: the apply reads it back. A line that does not read is left
+/// to the replayer (its outbox entry stays until applied).
+fn noted_changes(
+    noted: &str,
+    read_at: std::time::Instant,
+) -> Vec<(Change, Option<changes::Carried>)> {
+    let mut order: Vec<Change> = Vec::new();
+    let mut last: std::collections::HashMap<Change, (i64, Value)> =
+        std::collections::HashMap::new();
+    for line in noted.lines().filter(|l| !l.is_empty()) {
+        let Ok((id, t, k, img)) = serde_json::from_str::<(i64, String, String, Value)>(line) else {
+            tracing::warn!(note = line, "unreadable change note; left to the replayer");
+            continue;
+        };
+        let Some(table) = tables::by_name(&t) else {
+            continue;
+        };
+        let c = Change::new(table.name, k);
+        match last.get_mut(&c) {
+            Some(e) => {
+                if id > e.0 {
+                    *e = (id, img);
+                }
+            }
+            None => {
+                order.push(c.clone());
+                last.insert(c, (id, img));
+            }
+        }
+    }
+    order
+        .into_iter()
+        .map(|c| {
+            let (id, img) = last.remove(&c).expect("noted above");
+            let table = tables::by_name(c.table).expect("checked above");
+            let image = match img {
+                Value::Null => Some(None),
+                Value::Bool(false) => None,
+                json => crate::image::image_from_jsonb(table, &json).map(Some),
             };
             let carried = image.map(|image| changes::Carried {
                 outbox_id: id,
                 image,
                 read_at,
             });
-            reported.push((Change::new(table.name, k), carried));
-        }
-        changes::report_carried(reported);
-        Ok(())
-    }
+            (c, carried)
+        })
+        .collect()
 }
 
 /// A write transaction on a pooled connection, begun and ended by plain
@@ -214,6 +258,7 @@ impl PgStore {
 /// rolled back is closed.
 struct WriteTx {
     conn: Option<PoolConnection<Postgres>>,
+    begun: std::time::Instant,
 }
 
 impl WriteTx {
@@ -1404,5 +1449,54 @@ impl Store for PgStore {
         .fetch_all(&mut *c)
         .await?;
         all(&rows, job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::noted_changes;
+
+    #[test]
+    fn noted_changes_keep_each_key_once_with_its_last_image() {
+        let user = |name: &str| {
+            format!(
+                r#"{{"id": "u1", "username": "{name}", "created_at": "2026-12-01T07:17:31.457775+00:00", "last_scraped": null, "profile_data": {{"a": 1}}, "profile_picture_url": null}}"#
+            )
+        };
+        let noted = [
+            format!(r#"[7, "users", "u1", {}]"#, user("first")),
+            r#"[8, "tweets", "t1", null]"#.to_string(),
+            format!(r#"[9, "users", "u1", {}]"#, user("second")),
+            r#"[10, "tweets", "t2", false]"#.to_string(),
+            r#"[11, "nowhere", "x", null]"#.to_string(),
+            "not json".to_string(),
+            r#"[12, "users", "u2", {"id": "u2"}]"#.to_string(),
+        ]
+        .join("\n")
+            + "\n";
+        let at = std::time::Instant::now();
+        let got = noted_changes(&noted, at);
+        let keys: Vec<_> = got.iter().map(|(c, _)| (c.table, c.key.as_str())).collect();
+        assert_eq!(
+            keys,
+            [
+                ("users", "u1"),
+                ("tweets", "t1"),
+                ("tweets", "t2"),
+                ("users", "u2")
+            ]
+        );
+        let u1 = got[0].1.as_ref().expect("carried");
+        assert_eq!(u1.outbox_id, 9);
+        let img = u1.image.as_ref().expect("not deleted");
+        assert!(img.contains(&crate::row::Cell::Text("second".to_string())));
+        let t1 = got[1].1.as_ref().expect("carried");
+        assert_eq!((t1.outbox_id, t1.image.is_none()), (8, true), "deleted");
+        assert!(got[2].1.is_none(), "not noted: read back by the apply");
+        assert!(
+            got[3].1.is_none(),
+            "a rendering that does not decode is read back"
+        );
+        assert!(noted_changes("", at).is_empty());
     }
 }
