@@ -209,3 +209,42 @@ async fn a_failed_write_rolls_back_before_its_connection_is_reused() {
     .unwrap();
     assert_eq!(tx_open, 0, "a connection was left inside a transaction");
 }
+
+/// A batch larger than the capture notes' limit (64 kB of images) still
+/// reports every row it changed, in order: the first ones with their
+/// committed images, the rest without (the apply reads those back).
+#[tokio::test]
+async fn a_large_batch_reports_every_row() {
+    let db = TestDb::migrated().await;
+    let store = store_with(&db, 2, Duration::from_secs(5)).await;
+    store.set_outbox(true);
+    store.upsert_profile(&profile(1)).await.unwrap();
+    let tweets: Vec<NewTweet> = (0..300)
+        .map(|i| NewTweet {
+            id: format!("big{i:03}"),
+            text: "x".repeat(1000),
+            created_at: cutover::model::now(),
+            url: None,
+            is_reply: None,
+            metadata: None,
+        })
+        .collect();
+    let (res, captured) = cutover::changes::capture(store.save_tweets("u1", &tweets)).await;
+    assert_eq!(res.unwrap(), 300);
+    let keys: Vec<&str> = captured.changes.iter().map(|c| c.key.as_str()).collect();
+    let want: Vec<String> = (0..300).map(|i| format!("big{i:03}")).collect();
+    assert_eq!(keys, want);
+    let carried = captured.carried.len();
+    assert!(
+        (10..300).contains(&carried),
+        "the first rows carry their images, the rest are read back: {carried}"
+    );
+    for c in &captured.changes[..carried] {
+        assert!(captured.carried[c].image.is_some(), "{c:?}");
+    }
+    // A small write right after on the same pool is noted in full again.
+    let (res, captured) = cutover::changes::capture(store.upsert_profile(&profile(2))).await;
+    res.unwrap();
+    assert_eq!(captured.changes.len(), 1);
+    assert_eq!(captured.carried.len(), 1);
+}

@@ -182,23 +182,53 @@ impl PgStore {
         // message. The images were taken during the transaction: their age
         // counts from its BEGIN.
         let read_at = tx.begun;
-        let rows = sqlx::raw_sql("SELECT current_setting('cutover.changed', true); COMMIT")
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::raw_sql(
+            "SELECT current_setting('cutover.changed', true), \
+             current_setting('cutover.overflow', true); COMMIT",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         tx.committed();
-        let noted: Option<String> = match rows.first() {
-            Some(r) => r.try_get(0)?,
-            None => None,
+        // Committed: from here on nothing fails the caller. What cannot be
+        // read stays in the outbox for the replayer.
+        let text = |i: usize| -> String {
+            rows.first()
+                .and_then(|r| r.try_get::<Option<String>, _>(i).ok().flatten())
+                .unwrap_or_default()
         };
-        let reported = noted_changes(noted.as_deref().unwrap_or(""), read_at);
+        let mut reported = noted_changes(&text(0), read_at);
+        if let Ok(txid) = text(1).parse::<i64>() {
+            // Past the notes' limit: the outbox lists every key the
+            // transaction changed, with its last entry; a noted image is
+            // carried only when it is that last entry.
+            let listed: std::result::Result<Vec<(i64, String, String)>, _> = sqlx::query_as(
+                "SELECT max(id), table_name, row_key FROM cutover.outbox WHERE txid = $1 \
+                 GROUP BY table_name, row_key ORDER BY min(id)",
+            )
+            .bind(txid)
+            .fetch_all(&self.pool)
+            .await;
+            let mut noted: std::collections::HashMap<Change, changes::Carried> = reported
+                .drain(..)
+                .filter_map(|(c, carried)| carried.map(|cv| (c, cv)))
+                .collect();
+            for (id, t, k) in listed.unwrap_or_default() {
+                let Some(table) = tables::by_name(&t) else {
+                    continue;
+                };
+                let c = Change::new(table.name, k);
+                let carried = noted.remove(&c).filter(|cv| cv.outbox_id == id);
+                reported.push((c, carried));
+            }
+        }
         changes::report_carried(reported);
         Ok(())
     }
 }
 
-/// The changes a transaction's capture triggers noted, one JSON array per
+/// The changes a transaction's capture triggers noted (migration 0006), one JSON array per
 /// line: outbox id, table, key, and the row as `to_jsonb` rendered it (null
-/// when deleted, false when not noted). Each key once, in the order first
+/// when deleted). Each key once, in the order first
 /// changed, with its last entry: the highest id and the row as committed. A
 /// row without an image, or whose rendering does not decode, is reported
 /// without one: the apply reads it back. A line that does not read is left
@@ -238,7 +268,6 @@ fn noted_changes(
             let table = tables::by_name(c.table).expect("checked above");
             let image = match img {
                 Value::Null => Some(None),
-                Value::Bool(false) => None,
                 json => crate::image::image_from_jsonb(table, &json).map(Some),
             };
             let carried = image.map(|image| changes::Carried {
@@ -1467,7 +1496,7 @@ mod tests {
             format!(r#"[7, "users", "u1", {}]"#, user("first")),
             r#"[8, "tweets", "t1", null]"#.to_string(),
             format!(r#"[9, "users", "u1", {}]"#, user("second")),
-            r#"[10, "tweets", "t2", false]"#.to_string(),
+            r#"[10, "tweets", "t2", {"id": "t2"}]"#.to_string(),
             r#"[11, "nowhere", "x", null]"#.to_string(),
             "not json".to_string(),
             r#"[12, "users", "u2", {"id": "u2"}]"#.to_string(),
