@@ -29,8 +29,8 @@ impl Change {
     }
 }
 
-/// The image a PostgreSQL write committed for one row, read inside its own
-/// transaction, with the id of its outbox entry. The secondary apply copies
+/// The image a PostgreSQL write committed for one row, as its capture
+/// trigger noted it inside the transaction, with the id of its outbox entry. The secondary apply copies
 /// it as is, without reaching PostgreSQL again (so it still reaches SQLite
 /// when PostgreSQL went away right after the commit); it is skipped when
 /// SQLite records a newer version of the row, and an image older than
@@ -41,8 +41,8 @@ pub struct Carried {
     pub outbox_id: i64,
     /// The row as committed (None: deleted).
     pub image: Option<crate::image::Image>,
-    /// When the image was read (before the commit): it is copied as is only
-    /// within `outbox::APPLY_WINDOW` of this.
+    /// No later than the image was taken (the transaction's BEGIN): it is
+    /// copied as is only within `outbox::APPLY_WINDOW` of this.
     pub read_at: std::time::Instant,
 }
 

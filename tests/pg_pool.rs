@@ -31,6 +31,17 @@ fn profile(i: usize) -> ScrapedProfile {
     }
 }
 
+fn tweet(id: String, text: String) -> NewTweet {
+    NewTweet {
+        id,
+        text,
+        created_at: cutover::model::now(),
+        url: None,
+        is_reply: None,
+        metadata: None,
+    }
+}
+
 #[tokio::test]
 async fn exhausted_pool_times_out_then_recovers() {
     let db = TestDb::migrated().await;
@@ -122,9 +133,11 @@ async fn more_concurrent_calls_than_connections_all_succeed() {
 
 /// A write that fails inside its transaction (after BEGIN, before COMMIT)
 /// rolls back before its connection serves anyone else: with one
-/// connection and change capture on, the next writes succeed, the failed
-/// one left no row and no outbox entry, and the committed ones report
-/// exactly their own keys.
+/// connection and change capture on, the next statement on it runs outside
+/// any transaction (the check that fails if the rollback is skipped), the
+/// next writes succeed and report exactly their own keys, and the failed
+/// ones left no row and no outbox entry (they fail before writing, so those
+/// last checks guard the outcome, not the rollback).
 #[tokio::test]
 async fn a_failed_write_rolls_back_before_its_connection_is_reused() {
     let db = TestDb::migrated().await;
@@ -139,17 +152,7 @@ async fn a_failed_write_rolls_back_before_its_connection_is_reused() {
         assert!(matches!(err, Error::Duplicate { .. }), "{err:?}");
         // A tweet for a user that does not exist: refused after BEGIN too.
         let err = store
-            .save_tweets(
-                "ghost",
-                &[NewTweet {
-                    id: format!("t{round}"),
-                    text: "x".into(),
-                    created_at: cutover::model::now(),
-                    url: None,
-                    is_reply: None,
-                    metadata: None,
-                }],
-            )
+            .save_tweets("ghost", &[tweet(format!("t{round}"), "x".into())])
             .await
             .unwrap_err();
         assert!(
@@ -220,14 +223,7 @@ async fn a_large_batch_reports_every_row() {
     store.set_outbox(true);
     store.upsert_profile(&profile(1)).await.unwrap();
     let tweets: Vec<NewTweet> = (0..300)
-        .map(|i| NewTweet {
-            id: format!("big{i:03}"),
-            text: "x".repeat(1000),
-            created_at: cutover::model::now(),
-            url: None,
-            is_reply: None,
-            metadata: None,
-        })
+        .map(|i| tweet(format!("big{i:03}"), "x".repeat(1000)))
         .collect();
     let (res, captured) = cutover::changes::capture(store.save_tweets("u1", &tweets)).await;
     assert_eq!(res.unwrap(), 300);

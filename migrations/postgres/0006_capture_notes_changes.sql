@@ -7,20 +7,27 @@
 -- batch would cost its square): `cutover.overflow` then holds the
 -- transaction id, and the commit lists the rest from the outbox afterwards.
 -- A rolled-back savepoint drops its notes with its outbox entries.
+--
+-- One function for every table, given the table and its key column as
+-- trigger arguments: the row is rendered as jsonb for its note anyway, so
+-- the key is read from that rendering (migration 0005's per-table functions
+-- read it directly to avoid the rendering; with notes the two cost the same).
 
-CREATE OR REPLACE FUNCTION cutover.capture_users() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION cutover.capture() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    noted text;
+    tname text := TG_ARGV[0];
+    img jsonb;
     k text;
-    img jsonb := 'null';
+    noted text;
     entry bigint;
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        k := OLD.id::text;
+        img := to_jsonb(OLD);
     ELSE
-        k := NEW.id::text;
+        img := to_jsonb(NEW);
     END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('users', k) RETURNING id INTO entry;
+    k := img ->> TG_ARGV[1];
+    INSERT INTO cutover.outbox (table_name, row_key) VALUES (tname, k) RETURNING id INTO entry;
     IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
         RETURN NULL;
     END IF;
@@ -29,281 +36,39 @@ BEGIN
         PERFORM set_config('cutover.overflow', txid_current()::text, true);
         RETURN NULL;
     END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
+    IF TG_OP = 'DELETE' THEN
+        img := 'null';
     END IF;
     PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'users', k, img)::text || E'\n', true);
+        noted || jsonb_build_array(entry, tname, k, img)::text || E'\n', true);
     RETURN NULL;
 END
 $$;
 
-CREATE OR REPLACE FUNCTION cutover.capture_tweets() RETURNS trigger LANGUAGE plpgsql AS $$
+DO $$
 DECLARE
-    noted text;
-    k text;
-    img jsonb := 'null';
-    entry bigint;
+    t record;
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        k := OLD.id::text;
-    ELSE
-        k := NEW.id::text;
-    END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('tweets', k) RETURNING id INTO entry;
-    IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
-        RETURN NULL;
-    END IF;
-    noted := coalesce(current_setting('cutover.changed', true), '');
-    IF length(noted) >= 65536 THEN
-        PERFORM set_config('cutover.overflow', txid_current()::text, true);
-        RETURN NULL;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
-    END IF;
-    PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'tweets', k, img)::text || E'\n', true);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION cutover.capture_personality_analysis() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    noted text;
-    k text;
-    img jsonb := 'null';
-    entry bigint;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        k := OLD.id::text;
-    ELSE
-        k := NEW.id::text;
-    END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('personality_analysis', k) RETURNING id INTO entry;
-    IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
-        RETURN NULL;
-    END IF;
-    noted := coalesce(current_setting('cutover.changed', true), '');
-    IF length(noted) >= 65536 THEN
-        PERFORM set_config('cutover.overflow', txid_current()::text, true);
-        RETURN NULL;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
-    END IF;
-    PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'personality_analysis', k, img)::text || E'\n', true);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION cutover.capture_funnel_progress() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    noted text;
-    k text;
-    img jsonb := 'null';
-    entry bigint;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        k := OLD.user_id::text;
-    ELSE
-        k := NEW.user_id::text;
-    END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('funnel_progress', k) RETURNING id INTO entry;
-    IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
-        RETURN NULL;
-    END IF;
-    noted := coalesce(current_setting('cutover.changed', true), '');
-    IF length(noted) >= 65536 THEN
-        PERFORM set_config('cutover.overflow', txid_current()::text, true);
-        RETURN NULL;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
-    END IF;
-    PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'funnel_progress', k, img)::text || E'\n', true);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION cutover.capture_funnel_completion() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    noted text;
-    k text;
-    img jsonb := 'null';
-    entry bigint;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        k := OLD.user_id::text;
-    ELSE
-        k := NEW.user_id::text;
-    END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('funnel_completion', k) RETURNING id INTO entry;
-    IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
-        RETURN NULL;
-    END IF;
-    noted := coalesce(current_setting('cutover.changed', true), '');
-    IF length(noted) >= 65536 THEN
-        PERFORM set_config('cutover.overflow', txid_current()::text, true);
-        RETURN NULL;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
-    END IF;
-    PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'funnel_completion', k, img)::text || E'\n', true);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION cutover.capture_referral_codes() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    noted text;
-    k text;
-    img jsonb := 'null';
-    entry bigint;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        k := OLD.code::text;
-    ELSE
-        k := NEW.code::text;
-    END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('referral_codes', k) RETURNING id INTO entry;
-    IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
-        RETURN NULL;
-    END IF;
-    noted := coalesce(current_setting('cutover.changed', true), '');
-    IF length(noted) >= 65536 THEN
-        PERFORM set_config('cutover.overflow', txid_current()::text, true);
-        RETURN NULL;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
-    END IF;
-    PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'referral_codes', k, img)::text || E'\n', true);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION cutover.capture_referral_tracking() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    noted text;
-    k text;
-    img jsonb := 'null';
-    entry bigint;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        k := OLD.id::text;
-    ELSE
-        k := NEW.id::text;
-    END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('referral_tracking', k) RETURNING id INTO entry;
-    IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
-        RETURN NULL;
-    END IF;
-    noted := coalesce(current_setting('cutover.changed', true), '');
-    IF length(noted) >= 65536 THEN
-        PERFORM set_config('cutover.overflow', txid_current()::text, true);
-        RETURN NULL;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
-    END IF;
-    PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'referral_tracking', k, img)::text || E'\n', true);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION cutover.capture_referral_usage_log() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    noted text;
-    k text;
-    img jsonb := 'null';
-    entry bigint;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        k := OLD.id::text;
-    ELSE
-        k := NEW.id::text;
-    END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('referral_usage_log', k) RETURNING id INTO entry;
-    IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
-        RETURN NULL;
-    END IF;
-    noted := coalesce(current_setting('cutover.changed', true), '');
-    IF length(noted) >= 65536 THEN
-        PERFORM set_config('cutover.overflow', txid_current()::text, true);
-        RETURN NULL;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
-    END IF;
-    PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'referral_usage_log', k, img)::text || E'\n', true);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION cutover.capture_analysis_queue() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    noted text;
-    k text;
-    img jsonb := 'null';
-    entry bigint;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        k := OLD.job_id::text;
-    ELSE
-        k := NEW.job_id::text;
-    END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('analysis_queue', k) RETURNING id INTO entry;
-    IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
-        RETURN NULL;
-    END IF;
-    noted := coalesce(current_setting('cutover.changed', true), '');
-    IF length(noted) >= 65536 THEN
-        PERFORM set_config('cutover.overflow', txid_current()::text, true);
-        RETURN NULL;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
-    END IF;
-    PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'analysis_queue', k, img)::text || E'\n', true);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION cutover.capture_analysis_chunks() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    noted text;
-    k text;
-    img jsonb := 'null';
-    entry bigint;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        k := OLD.chunk_id::text;
-    ELSE
-        k := NEW.chunk_id::text;
-    END IF;
-    INSERT INTO cutover.outbox (table_name, row_key) VALUES ('analysis_chunks', k) RETURNING id INTO entry;
-    IF coalesce(current_setting('cutover.overflow', true), '') <> '' THEN
-        RETURN NULL;
-    END IF;
-    noted := coalesce(current_setting('cutover.changed', true), '');
-    IF length(noted) >= 65536 THEN
-        PERFORM set_config('cutover.overflow', txid_current()::text, true);
-        RETURN NULL;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        img := to_jsonb(NEW);
-    END IF;
-    PERFORM set_config('cutover.changed',
-        noted || jsonb_build_array(entry, 'analysis_chunks', k, img)::text || E'\n', true);
-    RETURN NULL;
+    FOR t IN SELECT * FROM (VALUES
+        ('users', 'id'),
+        ('tweets', 'id'),
+        ('personality_analysis', 'id'),
+        ('funnel_progress', 'user_id'),
+        ('funnel_completion', 'user_id'),
+        ('referral_codes', 'code'),
+        ('referral_tracking', 'id'),
+        ('referral_usage_log', 'id'),
+        ('analysis_queue', 'job_id'),
+        ('analysis_chunks', 'chunk_id')
+    ) AS captured (name, key)
+    LOOP
+        EXECUTE format('DROP TRIGGER cutover_capture ON %I', t.name);
+        EXECUTE format(
+            'CREATE TRIGGER cutover_capture AFTER INSERT OR UPDATE OR DELETE ON %I '
+            'FOR EACH ROW WHEN (current_setting(''cutover.capture'', true) = ''on'') '
+            'EXECUTE FUNCTION cutover.capture(%L, %L)',
+            t.name, t.name, t.key);
+        EXECUTE format('DROP FUNCTION cutover.capture_%s()', t.name);
+    END LOOP;
 END
 $$;

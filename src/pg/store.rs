@@ -166,9 +166,9 @@ impl PgStore {
         self.pool.begin().await.map_err(|e| self.limits.map(e))
     }
 
-    /// Commits; when the outbox is on, the same round trip first reads back
-    /// the keys this transaction changed (noted by the capture triggers) and
-    /// their rows as committed, and reports both.
+    /// Commits; when the outbox is on, the same round trip first reads the
+    /// capture triggers' notes of the rows this transaction changed (keys,
+    /// outbox ids, images) and reports them (`noted_changes`).
     async fn commit(&self, mut tx: WriteTx) -> Result<()> {
         if !self.outbox_enabled() {
             sqlx::raw_sql("COMMIT").execute(&mut *tx).await?;
@@ -226,13 +226,13 @@ impl PgStore {
     }
 }
 
-/// The changes a transaction's capture triggers noted (migration 0006), one JSON array per
-/// line: outbox id, table, key, and the row as `to_jsonb` rendered it (null
-/// when deleted). Each key once, in the order first
+/// The changes a transaction's capture triggers noted (migration 0006), one
+/// JSON array per line: outbox id, table, key, and the row as `to_jsonb`
+/// rendered it (null when deleted). Each key once, in the order first
 /// changed, with its last entry: the highest id and the row as committed. A
-/// row without an image, or whose rendering does not decode, is reported
-/// without one: the apply reads it back. A line that does not read is left
-/// to the replayer (its outbox entry stays until applied).
+/// row whose rendering does not decode is reported without its image: the
+/// apply reads it back. A line that does not read is left to the replayer
+/// (its outbox entry stays until applied).
 fn noted_changes(
     noted: &str,
     read_at: std::time::Instant,
@@ -281,7 +281,7 @@ fn noted_changes(
 }
 
 /// A write transaction on a pooled connection, begun and ended by plain
-/// statements (so the commit can carry the change readback in its round
+/// statements (so the commit can read the capture notes in its round
 /// trip). Dropped before it commits, it rolls back on a task of its own
 /// before the connection returns to the pool; a connection that could not be
 /// rolled back is closed.
