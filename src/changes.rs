@@ -53,6 +53,9 @@ pub struct Captured {
     pub changes: Vec<Change>,
     /// Committed images, when the store read them.
     pub carried: std::collections::HashMap<Change, Carried>,
+    /// The store sent its COMMIT: an error after this leaves the write's
+    /// outcome unknown.
+    pub commit_sent: bool,
 }
 
 tokio::task_local! {
@@ -75,6 +78,11 @@ pub async fn capture<F: Future>(f: F) -> (F::Output, Captured) {
 /// Reports committed changes to the enclosing `capture`, if any.
 pub fn report(changes: Vec<Change>) {
     let _ = CAPTURED.try_with(|c| c.borrow_mut().changes.extend(changes));
+}
+
+/// Notes that the store is sending its COMMIT (see `Captured::commit_sent`).
+pub fn commit_sent() {
+    let _ = CAPTURED.try_with(|c| c.borrow_mut().commit_sent = true);
 }
 
 /// Reports committed changes with their committed images, where the store

@@ -1,12 +1,11 @@
 //! `Cutover`: the handle an application embeds during the move.
 //!
 //! It owns both stores, the `DualStore` the application calls, the outbox
-//! replayer and the stage watcher. `set_stage` changes the stage for every
-//! process (persisted in PostgreSQL, announced with NOTIFY); each process,
-//! this one included, follows through its watcher, draining and swapping
-//! when the authoritative side changes.
+//! replayer and the stage watcher. `set_stage` flips the stage for every
+//! process under SQLite's write lock (DESIGN §3): every process follows at
+//! its next write, which reads the authority inside the lock; the watcher
+//! (LISTEN/NOTIFY, polling as the fallback) only makes reads follow sooner.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -17,7 +16,7 @@ use crate::error::{Backend, Result};
 use crate::pg::PgStore;
 use crate::settings::PgSettings;
 use crate::sqlite::SqliteStore;
-use crate::stage::{self, Change, Stage, StageState};
+use crate::stage::{self, Stage};
 
 /// What `Cutover::start` needs.
 #[derive(Debug, Clone)]
@@ -56,8 +55,6 @@ pub struct Cutover {
     actor: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    // Serialises local switches (watcher and set_stage may both ask).
-    switch_lock: Arc<tokio::sync::Mutex<i64>>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -75,10 +72,8 @@ impl Cutover {
         let sqlite = SqliteStore::open(&config.sqlite_path).await?;
         let pg = PgStore::connect(&config.postgres).await?;
         crate::pg::migrate(pg.pool()).await?;
-        let state = stage::get(pg.pool()).await?;
-        let dual = DualStore::new(sqlite, pg, state.stage, config.dual.clone()).await?;
+        let dual = DualStore::open(sqlite, pg, config.dual.clone()).await?;
         let (stop, rx) = watch::channel(false);
-        let switch_lock = Arc::new(tokio::sync::Mutex::new(state.version));
         let mut tasks = Vec::new();
 
         // Replayer: applies what is left in either outbox, backing off while
@@ -113,27 +108,20 @@ impl Cutover {
             }));
         }
 
-        // Stage watcher: follows changes made by any process.
+        // Stage watcher: reads follow a change made by any process within
+        // the poll (at once with NOTIFY); writes follow it anyway.
         {
             let d = dual.clone();
             let pool = d.pg().pool().clone();
-            let lock = switch_lock.clone();
             let poll = config.stage_poll;
-            tasks.push(tokio::spawn(stage::watch(
+            tasks.push(tokio::spawn(stage::watch_channel(
                 pool,
                 poll,
-                state.version,
-                move |st: StageState| {
+                move || {
                     let d = d.clone();
-                    let lock = lock.clone();
                     async move {
-                        let mut v = lock.lock().await;
-                        if st.version <= *v {
-                            return;
-                        }
-                        *v = st.version;
-                        if let Err(e) = d.switch(st.stage).await {
-                            tracing::error!(to = %st.stage, error = %e, "could not follow the stage change");
+                        if let Err(e) = d.refresh().await {
+                            tracing::debug!(error = %e, "authority not read");
                         }
                     }
                 },
@@ -146,7 +134,6 @@ impl Cutover {
             actor: config.actor,
             stop,
             tasks,
-            switch_lock,
         })
     }
 
@@ -160,50 +147,12 @@ impl Cutover {
         self.dual.stage()
     }
 
-    /// Changes the stage for every process: checks the go-live gates (unless
-    /// `force`), persists and announces it, and switches this process at once.
-    /// Returns the pause writers saw here.
+    /// Changes the stage for every process: under SQLite's write lock,
+    /// drains both outboxes, checks the go-live gates (unless `force`),
+    /// persists and announces it (see `DualStore::set_stage`). Returns the
+    /// pause writers saw.
     pub async fn set_stage(&self, to: Stage, force: bool) -> Result<Duration> {
-        let mut v = self.switch_lock.lock().await;
-        let dual = self.dual.clone();
-        let pool = dual.pg().pool().clone();
-        let actor = self.actor.clone();
-        let new_version = Arc::new(std::sync::Mutex::new(None));
-        let nv = new_version.clone();
-        // The gates are judged and the stage persisted inside the switch,
-        // while writers are held and the outboxes are empty.
-        let pause = self
-            .dual
-            .switch_with(to, || async move {
-                let sqlite_pending = dual
-                    .sqlite()
-                    .connection()
-                    .call(|c| crate::outbox::sqlite_pending(c))
-                    .await?;
-                let st = stage::set(
-                    &pool,
-                    &Change {
-                        to,
-                        force,
-                        by: actor,
-                        extra_pending: sqlite_pending,
-                    },
-                )
-                .await?;
-                *nv.lock().unwrap_or_else(|e| e.into_inner()) = Some(st.version);
-                Ok(())
-            })
-            .await?;
-        if let Some(ver) = *new_version.lock().unwrap_or_else(|e| e.into_inner()) {
-            *v = ver;
-        }
-        if !pause.is_zero() {
-            let _ = sqlx::query("UPDATE cutover.stage_history SET pause_ms = $1 WHERE id = (SELECT max(id) FROM cutover.stage_history)")
-                .bind(pause.as_secs_f64() * 1000.0)
-                .execute(self.dual.pg().pool())
-                .await;
-        }
-        Ok(pause)
+        self.dual.set_stage(to, force, &self.actor).await
     }
 
     /// Stops the background tasks at their next checkpoint, after the

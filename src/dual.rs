@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::authority::Authority;
 use crate::changes::{capture, Captured, Carried, Change};
 use crate::error::{Backend, Error, Result};
 use crate::image::{self, Key};
@@ -31,7 +32,7 @@ use crate::outbox;
 use crate::pg::PgStore;
 use crate::shadow::{self, Ledger, Mismatch, Policy};
 use crate::sqlite::SqliteStore;
-use crate::stage::Stage;
+use crate::stage::{self, Stage};
 use crate::store::Store;
 use crate::tables;
 
@@ -42,6 +43,18 @@ pub struct Routing {
     pub stage: Stage,
     /// PostgreSQL is unreachable and SQLite stands in as authoritative.
     pub fallback: bool,
+    /// The authority epoch this routing was read under.
+    pub epoch: i64,
+}
+
+impl From<Authority> for Routing {
+    fn from(a: Authority) -> Self {
+        Routing {
+            stage: a.stage,
+            fallback: a.fallback,
+            epoch: a.epoch,
+        }
+    }
 }
 
 impl Routing {
@@ -80,16 +93,9 @@ pub struct DualConfig {
     pub fallback: bool,
     /// Mismatches kept for inspection.
     pub ledger_size: usize,
-    /// While PostgreSQL is authoritative, copy a write's rows to SQLite on a
-    /// task of their own: the caller returns once PostgreSQL committed (the
-    /// outbox entry makes the copy durable). A flip, a fallback and reads
-    /// during a fallback wait for these copies, so SQLite is never read
-    /// without them. Off (the default): the caller waits for the copy.
-    /// On, writes return before their copy, but the copy still takes CPU
-    /// (on two cores the write median hardly moved, see README), and under
-    /// sustained load SQLite trails PostgreSQL by the copies in flight, so
-    /// shadow reads of keys rewritten faster than that keep waiting out lag.
-    pub background_apply: bool,
+    /// How long a fresh connection attempt may take before PostgreSQL
+    /// counts as unreachable (the fallback decision).
+    pub connect_probe_timeout: Duration,
 }
 
 impl Default for DualConfig {
@@ -101,7 +107,7 @@ impl Default for DualConfig {
             raise_on_mismatch: false,
             fallback: true,
             ledger_size: 256,
-            background_apply: false,
+            connect_probe_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -136,6 +142,12 @@ pub struct Counters {
     pub busy_retries: AtomicU64,
     /// Times the store fell back to SQLite.
     pub fallbacks: AtomicU64,
+    /// Writes whose PostgreSQL COMMIT outcome was unknown (connection lost
+    /// during the COMMIT): the caller got an error.
+    pub unknown_commits: AtomicU64,
+    /// Keys both sides changed across a fallback, recorded in
+    /// `cutover.conflicts`.
+    pub conflicts: AtomicU64,
 }
 
 /// A snapshot of `Counters`.
@@ -165,21 +177,27 @@ pub struct CounterSnapshot {
     pub busy_retries: u64,
     /// Fallbacks.
     pub fallbacks: u64,
+    /// Writes whose COMMIT outcome was unknown.
+    pub unknown_commits: u64,
+    /// Conflicts recorded after a fallback.
+    pub conflicts: u64,
 }
 
 pub(crate) struct Inner {
     pub(crate) sqlite: SqliteStore,
     pub(crate) pg: PgStore,
     pub(crate) routing: ArcSwap<Routing>,
-    // Writes hold it shared; a flip holds it exclusively, so new writes
-    // wait while in-flight ones finish.
-    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
-    // Copies to SQLite running on their own tasks, and their end.
+    // Epochs this process followed, with when (for reports and tests).
+    followed: std::sync::Mutex<Vec<(i64, Stage, bool, std::time::SystemTime)>>,
+    // Copies to PostgreSQL made after their SQLite commit, still running.
     applying: std::sync::atomic::AtomicUsize,
     applied: tokio::sync::Notify,
-    // Bounds the copies in flight: past it a writer waits for a slot, so
-    // SQLite's lag cannot grow without bound under load.
-    copy_slots: Arc<tokio::sync::Semaphore>,
+    // SQLite outbox entries copied to PostgreSQL and not cleared yet, with
+    // the id to clear up to (cleared in one locked transaction per flush).
+    sqlite_clears: std::sync::Mutex<HashMap<Change, i64>>,
+    // PostgreSQL entries applied inside the held transaction: queued for
+    // clearing once it commits, dropped if it rolls back.
+    held_clears: std::sync::Mutex<Vec<(Change, i64)>>,
     // Per-key apply locks (hashed slots).
     key_locks: Vec<tokio::sync::Mutex<()>>,
     // PostgreSQL outbox entries applied to SQLite and not cleared yet, with
@@ -191,6 +209,8 @@ pub(crate) struct Inner {
     pub(crate) ledger: Ledger,
     pub(crate) counters: Counters,
     fallback_probe: AtomicBool,
+    // A flip or a return is running (inside the lock) in this process.
+    flipping: AtomicBool,
 }
 
 /// The routing store. Cheap to clone.
@@ -205,31 +225,44 @@ const KEY_LOCKS: usize = 1024;
 // keeps changing (its later writes copy it anyway).
 const MAX_COPY_ROUNDS: usize = 8;
 
-// Copies to SQLite running on their own tasks at most (see `copy_slots`).
-const COPIES_IN_FLIGHT: usize = 16;
-
 impl DualStore {
-    /// A dual store over both stores, starting at `stage`.
+    /// A dual store over both stores, moved to `stage` (a forced flip under
+    /// the lock when the authority says otherwise). Tests and tools that
+    /// own the whole setup use it; an application uses `open`.
     pub async fn new(
         sqlite: SqliteStore,
         pg: PgStore,
         stage: Stage,
         config: DualConfig,
     ) -> Result<Self> {
+        let d = Self::open(sqlite, pg, config).await?;
+        if d.stage() != stage || d.routing().fallback {
+            d.switch(stage).await?;
+        }
+        Ok(d)
+    }
+
+    /// A dual store over both stores, following the authority as the
+    /// SQLite file records it (created from PostgreSQL's on first use).
+    pub async fn open(sqlite: SqliteStore, pg: PgStore, config: DualConfig) -> Result<Self> {
         sqlite.ensure_outbox().await?;
+        let auth = crate::authority::init(&sqlite, &pg).await?;
         let ledger = Ledger::new(config.ledger_size);
         let store = Self {
             inner: Arc::new(Inner {
                 sqlite,
                 pg,
-                routing: ArcSwap::from_pointee(Routing {
-                    stage,
-                    fallback: false,
-                }),
-                gate: Arc::new(tokio::sync::RwLock::new(())),
+                routing: ArcSwap::from_pointee(Routing::from(auth)),
+                followed: std::sync::Mutex::new(vec![(
+                    auth.epoch,
+                    auth.stage,
+                    auth.fallback,
+                    std::time::SystemTime::now(),
+                )]),
                 applying: std::sync::atomic::AtomicUsize::new(0),
                 applied: tokio::sync::Notify::new(),
-                copy_slots: Arc::new(tokio::sync::Semaphore::new(COPIES_IN_FLIGHT)),
+                sqlite_clears: std::sync::Mutex::new(HashMap::new()),
+                held_clears: std::sync::Mutex::new(Vec::new()),
                 key_locks: (0..KEY_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
@@ -239,14 +272,17 @@ impl DualStore {
                 ledger,
                 counters: Counters::default(),
                 fallback_probe: AtomicBool::new(false),
+                flipping: AtomicBool::new(false),
             }),
         };
-        store.set_outbox_flags(&Routing {
-            stage,
-            fallback: false,
-        });
-        metrics::gauge!(m::STAGE).set(stage.index() as f64);
+        store.set_outbox_flags(&Routing::from(auth));
+        metrics::gauge!(m::STAGE).set(auth.stage.index() as f64);
+        metrics::gauge!(m::FALLBACK_ACTIVE).set(if auth.fallback { 1.0 } else { 0.0 });
+        metrics::gauge!(m::AUTHORITY_EPOCH).set(auth.epoch as f64);
         tokio::spawn(Self::clearer(Arc::downgrade(&store.inner)));
+        if auth.fallback {
+            store.start_return_probe();
+        }
         Ok(store)
     }
 
@@ -263,13 +299,15 @@ impl DualStore {
             if let Err(e) = d.flush_clears().await {
                 tracing::debug!(error = %e, "outbox clear deferred");
             }
+            if let Err(e) = d.flush_sqlite_clears().await {
+                tracing::debug!(error = %e, "SQLite outbox clear deferred");
+            }
             if pruned.elapsed() > Duration::from_secs(30) {
                 pruned = Instant::now();
                 let r = d
                     .inner
                     .sqlite
-                    .connection()
-                    .call(|conn| outbox::sqlite_prune_applied(conn))
+                    .locked(|conn| outbox::sqlite_prune_applied(conn))
                     .await;
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "apply versions not pruned");
@@ -279,9 +317,54 @@ impl DualStore {
     }
 
     fn queue_clear(&self, c: &Change, upto: i64) {
+        if crate::sqlite::lock::is_held() {
+            // Cleared only once the held SQLite transaction commits.
+            self.inner
+                .held_clears
+                .lock()
+                .expect("clears lock")
+                .push((c.clone(), upto));
+            return;
+        }
         let mut q = self.inner.clears.lock().expect("clears lock");
         let e = q.entry(c.clone()).or_insert(upto);
         *e = (*e).max(upto);
+    }
+
+    fn queue_sqlite_clear(&self, c: &Change, upto: i64) {
+        let mut q = self.inner.sqlite_clears.lock().expect("clears lock");
+        let e = q.entry(c.clone()).or_insert(upto);
+        *e = (*e).max(upto);
+    }
+
+    /// Clears the SQLite outbox entries copied so far, in one locked
+    /// transaction (kept for the next try when it fails).
+    pub async fn flush_sqlite_clears(&self) -> Result<()> {
+        let batch: Vec<(Change, i64)> = {
+            let mut q = self.inner.sqlite_clears.lock().expect("clears lock");
+            if q.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *q).into_iter().collect()
+        };
+        let b = batch.clone();
+        let r = self
+            .inner
+            .sqlite
+            .locked(move |conn| -> Result<()> {
+                for (c, upto) in &b {
+                    outbox::sqlite_clear(conn, c, *upto)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            for (c, upto) in batch {
+                self.queue_sqlite_clear(&c, upto);
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// As `flush_clears`, unless a flush is running already (then what it
@@ -329,34 +412,43 @@ impl DualStore {
     ) -> Result<bool> {
         let table = tables::by_name(c.table).expect("checked by apply");
         let (k, cc) = (key.clone(), c.clone());
-        Ok(self
-            .inner
+        // A flip or a return (holding the lock) applies PostgreSQL's
+        // entries whatever the authority row says mid-way.
+        let flipping = crate::sqlite::lock::is_held() && self.inner.flipping.load(Ordering::SeqCst);
+        self.inner
             .sqlite
-            .connection()
-            .call(move |conn| -> Result<bool> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            .locked(move |tx| -> Result<bool> {
                 // Checked under SQLite's write lock: no newer version can be
                 // recorded and pruned before this commits.
                 if read_at.elapsed() >= outbox::APPLY_WINDOW {
                     return Ok(false);
                 }
-                if outbox::sqlite_high_water(&tx, &cc)?.is_some() {
+                // PostgreSQL's images land only while it is authoritative:
+                // during a fallback its pending entries wait for the return,
+                // which judges them against what SQLite took meanwhile.
+                let auth = crate::authority::sqlite_read(tx)?;
+                if !flipping && auth.is_some_and(|a| a.authoritative() != Backend::Postgres) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} {}: SQLite is authoritative now; the PostgreSQL entry waits for the return",
+                        cc.table, cc.key
+                    )));
+                }
+                if outbox::sqlite_high_water(tx, &cc)?.is_some() {
                     tracing::debug!(table = cc.table, key = %cc.key, "PostgreSQL outbox entry superseded by a newer SQLite change");
-                } else if outbox::sqlite_applied(&tx, &cc)?.is_some_and(|v| v >= version) {
+                } else if outbox::sqlite_applied(tx, &cc)?.is_some_and(|v| v >= version) {
                     tracing::debug!(table = cc.table, key = %cc.key, version, "a newer image was applied already");
                 } else {
                     match img {
-                        Some(img) => image::sqlite_upsert(&tx, table, &img)?,
+                        Some(img) => image::sqlite_upsert(tx, table, &img)?,
                         None => {
-                            image::sqlite_delete(&tx, table, &k)?;
+                            image::sqlite_delete(tx, table, &k)?;
                         }
                     }
-                    outbox::sqlite_mark_applied(&tx, &cc, version)?;
+                    outbox::sqlite_mark_applied(tx, &cc, version)?;
                 }
-                tx.commit()?;
                 Ok(true)
             })
-            .await?)
+            .await
     }
 
     /// Current routing.
@@ -401,6 +493,8 @@ impl DualStore {
             shadow_errors: g(&c.shadow_errors),
             busy_retries: g(&c.busy_retries),
             fallbacks: g(&c.fallbacks),
+            unknown_commits: g(&c.unknown_commits),
+            conflicts: g(&c.conflicts),
         }
     }
 
@@ -436,6 +530,23 @@ impl DualStore {
         }
     }
 
+    /// The error a caller gets when PostgreSQL's COMMIT outcome is
+    /// unknown: its outbox entry, if it committed, is applied when
+    /// PostgreSQL answers again (or recorded as a conflict when SQLite
+    /// changed the row meanwhile).
+    fn unknown_commit(&self, op: &'static str, e: Error) -> Error {
+        self.inner
+            .counters
+            .unknown_commits
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(op, error = %e, "connection lost during COMMIT: the write's outcome is unknown");
+        Error::Database {
+            backend: Backend::Postgres,
+            kind: crate::DbErrorKind::Unavailable,
+            message: format!("{op}: connection lost during COMMIT, the write may or may not have been applied ({e})"),
+        }
+    }
+
     /// Counts and logs a write the database aborted as busy, then waits a
     /// little (more each attempt, jittered) before it runs again.
     async fn busy_retry(&self, op: &'static str, side: Backend, attempt: u32, e: &Error) {
@@ -457,75 +568,285 @@ impl DualStore {
             && e.is_unavailable()
     }
 
-    /// Switches to SQLite as authoritative until PostgreSQL answers again.
-    async fn enter_fallback(&self, reason: &Error) {
+    /// Takes SQLite's write lock and reads the authority inside it; this
+    /// process follows it before anything is written.
+    pub(crate) async fn enter(&self) -> Result<(crate::sqlite::Locked, Authority)> {
+        let held = self.inner.sqlite.lock().await?;
+        let auth = match held.call(|c| crate::authority::sqlite_read(c)).await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                self.rollback_held(held).await;
+                return Err(Error::InvalidArgument(
+                    "the SQLite file has no _cutover_authority row; open the dual store first"
+                        .into(),
+                ));
+            }
+            Err(e) => {
+                self.rollback_held(held).await;
+                return Err(e);
+            }
+        };
+        self.follow(auth);
+        Ok((held, auth))
+    }
+
+    /// Reads the authority from a read connection and follows it (the
+    /// stage watcher's way: no lock, no wait behind writers).
+    pub async fn refresh(&self) -> Result<Routing> {
+        if let Some(a) = self
+            .inner
+            .sqlite
+            .read(|c| crate::authority::sqlite_read(c))
+            .await?
+        {
+            self.follow(a);
+        }
+        Ok(self.routing())
+    }
+
+    /// Routes by `a` from now on, when it is newer than what this process
+    /// follows.
+    fn follow(&self, a: Authority) {
         let cur = self.routing();
-        if cur.fallback {
-            // Another call switched already; this one, too, must not read
-            // SQLite before the copies in flight are in.
-            self.settle().await;
+        if cur.epoch == a.epoch && cur.stage == a.stage && cur.fallback == a.fallback {
             return;
         }
-        let next = Routing {
-            fallback: true,
-            ..cur
-        };
+        if a.epoch < cur.epoch {
+            return;
+        }
+        let next = Routing::from(a);
         self.set_outbox_flags(&next);
         self.inner.routing.store(Arc::new(next));
+        self.inner.followed.lock().expect("followed lock").push((
+            a.epoch,
+            a.stage,
+            a.fallback,
+            std::time::SystemTime::now(),
+        ));
+        metrics::gauge!(m::STAGE).set(a.stage.index() as f64);
+        metrics::gauge!(m::FALLBACK_ACTIVE).set(if a.fallback { 1.0 } else { 0.0 });
+        metrics::gauge!(m::AUTHORITY_EPOCH).set(a.epoch as f64);
+        tracing::info!(epoch = a.epoch, stage = %a.stage, fallback = a.fallback, "following the authority");
+        if a.fallback {
+            self.start_return_probe();
+        }
+    }
+
+    /// The authorities this process followed, with when it did: (epoch,
+    /// stage, fallback, time).
+    pub fn followed(&self) -> Vec<(i64, Stage, bool, std::time::SystemTime)> {
+        self.inner.followed.lock().expect("followed lock").clone()
+    }
+
+    /// Whether PostgreSQL answers a fresh connection (not the pool: a busy
+    /// pool is not an outage).
+    async fn pg_reachable(&self) -> bool {
+        use sqlx::Connection;
+        let opts = self.inner.pg.pool().connect_options();
+        let attempt = async move {
+            let mut c = sqlx::PgConnection::connect_with(&opts).await.ok()?;
+            let ok = sqlx::query("SELECT 1").execute(&mut c).await.is_ok();
+            let _ = c.close().await;
+            Some(ok)
+        };
+        matches!(
+            tokio::time::timeout(self.inner.config.connect_probe_timeout, attempt).await,
+            Ok(Some(true))
+        )
+    }
+
+    /// Inside the lock (`held`, under `auth`): when a fresh connection to
+    /// PostgreSQL fails too, sets the authority to SQLite in fallback (epoch
+    /// + 1) for every process and returns it; None when PostgreSQL answers
+    ///   (the caller's error stands: a busy pool or a timeout is not an outage).
+    async fn fall_back_held(
+        &self,
+        held: &crate::sqlite::Locked,
+        auth: Authority,
+        reason: &Error,
+    ) -> Result<Option<Authority>> {
+        if self.pg_reachable().await {
+            return Ok(None);
+        }
+        let next = Authority {
+            epoch: auth.epoch + 1,
+            fallback: true,
+            ..auth
+        };
+        held.call(move |c| crate::authority::sqlite_write(c, &next))
+            .await?;
         self.inner
             .counters
             .fallbacks
             .fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!(m::FALLBACK_ACTIVE).set(1.0);
-        tracing::warn!(error = %reason, stage = %cur.stage, "PostgreSQL unreachable: falling back to SQLite as authoritative");
-        // Writes PostgreSQL acknowledged are still being copied: SQLite
-        // answers only once they are in.
-        self.settle().await;
+        tracing::warn!(error = %reason, stage = %auth.stage, epoch = next.epoch, "PostgreSQL unreachable: every process falls back to SQLite as authoritative");
+        self.follow(next);
+        Ok(Some(next))
+    }
+
+    /// A read that found PostgreSQL unavailable: falls back for every
+    /// process when a fresh connection fails too (under the lock).
+    async fn fall_back_for_read(&self, reason: &Error) -> bool {
+        let Ok((held, auth)) = self.enter().await else {
+            return false;
+        };
+        let r = Routing::from(auth);
+        if r.fallback {
+            self.rollback_held(held).await;
+            return true;
+        }
+        if !self.should_fall_back(&r, reason) {
+            self.rollback_held(held).await;
+            return false;
+        }
+        match self.fall_back_held(&held, auth, reason).await {
+            Ok(Some(_)) => held.commit().await.is_ok(),
+            _ => {
+                self.rollback_held(held).await;
+                false
+            }
+        }
+    }
+
+    fn start_return_probe(&self) {
         if !self.inner.fallback_probe.swap(true, Ordering::SeqCst) {
             let me = self.clone();
             tokio::spawn(async move { me.probe_until_back().await });
         }
     }
 
+    /// While the authority says fallback: waits for PostgreSQL, then makes
+    /// the return under the lock (any process may; the first one does it).
     async fn probe_until_back(&self) {
         let mut wait = Duration::from_millis(200);
         loop {
             tokio::time::sleep(wait).await;
-            if !self.routing().fallback {
+            if self.refresh().await.is_ok_and(|r| !r.fallback) {
                 break;
             }
-            let ok = sqlx::query("SELECT 1")
-                .execute(self.inner.pg.pool())
-                .await
-                .is_ok();
-            if !ok {
+            if !self.pg_reachable().await {
                 wait = (wait * 2).min(Duration::from_secs(2));
                 continue;
             }
-            // Replay what SQLite took while PostgreSQL was away, then return.
-            if self.drain(Backend::Sqlite, 500).await.is_err() {
-                continue;
+            match self.return_from_fallback().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::info!(error = %e, "return from the fallback deferred");
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
             }
-            let _w = self.inner.gate.write().await;
-            if self.drain(Backend::Sqlite, 500).await.is_err() {
-                continue;
-            }
-            // SQLite handed out ids meanwhile: PostgreSQL's sequences must pass them.
-            if self.align_sequences().await.is_err() {
-                continue;
-            }
-            let cur = self.routing();
-            let next = Routing {
-                fallback: false,
-                ..cur
-            };
-            self.set_outbox_flags(&next);
-            self.inner.routing.store(Arc::new(next));
-            metrics::gauge!(m::FALLBACK_ACTIVE).set(0.0);
-            tracing::info!(stage = %cur.stage, "PostgreSQL is back: fallback ended");
-            break;
         }
         self.inner.fallback_probe.store(false, Ordering::SeqCst);
+    }
+
+    /// The return from a fallback, under the lock: PostgreSQL's row moves
+    /// first (fencing copies of the fallback's epoch), keys both sides
+    /// changed are recorded as conflicts, SQLite's outbox drains into
+    /// PostgreSQL and PostgreSQL's leftovers into SQLite, the id generators
+    /// are aligned, and both rows say PostgreSQL again (epoch + 1).
+    pub async fn return_from_fallback(&self) -> Result<()> {
+        let (held, auth) = self.enter().await?;
+        if !auth.fallback {
+            self.rollback_held(held).await;
+            return Ok(());
+        }
+        self.inner.flipping.store(true, Ordering::SeqCst);
+        let r = crate::sqlite::lock::within(async {
+            let next = Authority {
+                epoch: auth.epoch + 1,
+                fallback: false,
+                ..auth
+            };
+            let fenced = Authority {
+                fallback: true,
+                ..next
+            };
+            crate::authority::pg_write(self.inner.pg.pool(), &fenced).await?;
+            self.record_conflicts().await?;
+            self.drain(Backend::Sqlite, 1000).await?;
+            self.drain(Backend::Postgres, 1000).await?;
+            self.align_sequences().await?;
+            crate::authority::pg_write(self.inner.pg.pool(), &next).await?;
+            held.call(move |c| crate::authority::sqlite_write(c, &next))
+                .await?;
+            Ok::<_, Error>(next)
+        })
+        .await;
+        self.inner.flipping.store(false, Ordering::SeqCst);
+        match r {
+            Ok(next) => {
+                held.commit().await?;
+                self.follow(next);
+                let _ = stage::announce(self.inner.pg.pool(), &next).await;
+                tracing::info!(stage = %next.stage, epoch = next.epoch, "PostgreSQL is back: fallback ended for every process");
+                Ok(())
+            }
+            Err(e) => {
+                self.rollback_held(held).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// PostgreSQL outbox entries (writes PostgreSQL committed whose copy had
+    /// not reached SQLite, or whose COMMIT outcome was unknown) for keys
+    /// SQLite changed during the fallback: both sides changed the row. The
+    /// PostgreSQL image is recorded in `cutover.conflicts` with SQLite's,
+    /// counted, logged; SQLite's wins (its entry copies it next).
+    async fn record_conflicts(&self) -> Result<()> {
+        let pool = self.inner.pg.pool();
+        let pending: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT table_name, row_key, max(id) FROM cutover.outbox GROUP BY table_name, row_key",
+        )
+        .fetch_all(pool)
+        .await?;
+        for (t, k, upto) in pending {
+            let Some(table) = tables::by_name(&t) else {
+                continue;
+            };
+            let c = Change::new(table.name, k.clone());
+            let cc = c.clone();
+            let key = Key::parse(table, &k)?;
+            let kk = key.clone();
+            let (in_sqlite, simg) = self
+                .inner
+                .sqlite
+                .locked(move |conn| -> Result<_> {
+                    Ok((
+                        outbox::sqlite_high_water(conn, &cc)?.is_some(),
+                        image::sqlite_read(conn, table, &kk)?,
+                    ))
+                })
+                .await?;
+            if !in_sqlite {
+                continue;
+            }
+            let pimg = image::pg_read(pool, table, &key).await?;
+            if pimg == simg {
+                outbox::pg_clear(pool, &c, upto).await?;
+                continue;
+            }
+            let as_json = |i: &Option<image::Image>| i.as_ref().map(|i| image::to_json(table, i));
+            sqlx::query(
+                "INSERT INTO cutover.conflicts (table_name, row_key, postgres_image, sqlite_image, detail)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(table.name)
+            .bind(&k)
+            .bind(as_json(&pimg))
+            .bind(as_json(&simg))
+            .bind("PostgreSQL held a write SQLite had not taken when it stood in, and SQLite changed the row during the fallback; SQLite's image was kept")
+            .execute(pool)
+            .await?;
+            outbox::pg_clear(pool, &c, upto).await?;
+            self.inner
+                .counters
+                .conflicts
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::CONFLICTS, "table" => table.name).increment(1);
+            tracing::error!(table = table.name, key = %k, "conflict: both sides changed the row across the fallback; recorded in cutover.conflicts");
+        }
+        Ok(())
     }
 
     fn key_lock(&self, c: &Change) -> &tokio::sync::Mutex<()> {
@@ -535,28 +856,96 @@ impl DualStore {
     }
 
     /// Copies one changed row from `from` to the other side as its current
-    /// image, then clears its outbox entries up to what was seen.
+    /// image, then clears its outbox entries up to what was seen. A copy to
+    /// PostgreSQL made outside the lock is fenced by the epoch this process
+    /// follows (see `authority::pg_fence`).
     pub async fn apply(&self, c: &Change, from: Backend) -> Result<()> {
-        self.apply_carried(c, from, None).await
+        let fence = (!crate::sqlite::lock::is_held()).then(|| self.routing().epoch);
+        self.apply_carried(c, from, None, fence).await
     }
 
     /// As `apply`; `carried` is the image the write committed, copied as is
-    /// unless SQLite holds a newer version of the key (see `sqlite_apply`).
+    /// unless SQLite holds a newer version of the key (see `sqlite_apply`);
+    /// `fence` the epoch a copy to PostgreSQL must still find there.
     async fn apply_carried(
         &self,
         c: &Change,
         from: Backend,
         carried: Option<&Carried>,
+        fence: Option<i64>,
     ) -> Result<()> {
-        match self.apply_image(c, from, carried).await {
-            Err(e)
-                if from == Backend::Sqlite
-                    && is_data_error(&e)
-                    && !self.parent_pending(c, &e).await =>
-            {
-                self.reject_change(c, &e).await
+        match self.apply_image(c, from, carried, fence).await {
+            Err(e) if from == Backend::Sqlite && is_data_error(&e) => {
+                // Judged again under SQLite's lock, where no write can
+                // change the row: only a row that still cannot be copied
+                // is rejected, and only its entries up to then are cleared.
+                let (c, me) = (c.clone(), self.clone());
+                self.under_lock(async move {
+                    match me.apply_image(&c, from, None, None).await {
+                        Err(e) if is_data_error(&e) && !me.parent_pending(&c, &e).await => {
+                            me.reject_change(&c, &e).await
+                        }
+                        other => other,
+                    }
+                })
+                .await
             }
             other => other,
+        }
+    }
+
+    /// Runs `f` holding SQLite's write lock: the caller's when it holds it,
+    /// else taken here and committed when `f` succeeds.
+    async fn under_lock<T, F>(&self, f: F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        if crate::sqlite::lock::is_held() {
+            return f.await;
+        }
+        let held = self.inner.sqlite.lock().await?;
+        match crate::sqlite::lock::within(f).await {
+            Ok(v) => {
+                self.commit_held(held).await?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.rollback_held(held).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits the held transaction, then queues the PostgreSQL clears of
+    /// what it applied.
+    async fn commit_held(&self, held: crate::sqlite::Locked) -> Result<()> {
+        let r = held.commit().await;
+        let done = std::mem::take(&mut *self.inner.held_clears.lock().expect("clears lock"));
+        if r.is_ok() {
+            for (c, upto) in done {
+                self.queue_clear(&c, upto);
+            }
+        }
+        r
+    }
+
+    /// Rolls the held transaction back; its PostgreSQL entries stay.
+    async fn rollback_held(&self, held: crate::sqlite::Locked) {
+        held.rollback().await;
+        self.inner.held_clears.lock().expect("clears lock").clear();
+    }
+
+    /// Runs `f` on SQLite: on the write connection (seeing the held
+    /// transaction) inside the lock, else on a read connection.
+    async fn sqlite_rw<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        if crate::sqlite::lock::is_held() {
+            Ok(self.inner.sqlite.connection().call(move |c| f(c)).await?)
+        } else {
+            self.inner.sqlite.read(f).await
         }
     }
 
@@ -572,24 +961,21 @@ impl DualStore {
         };
         let parents: Vec<&'static str> =
             table.foreign_keys.iter().map(|f| f.parent_table).collect();
-        self.inner
-            .sqlite
-            .connection()
-            .call(move |conn| -> Result<bool> {
-                for p in &parents {
-                    let n: i64 = conn.query_row(
-                        "SELECT count(*) FROM _cutover_outbox WHERE table_name = ?1",
-                        [p],
-                        |r| r.get(0),
-                    )?;
-                    if n > 0 {
-                        return Ok(true);
-                    }
+        self.sqlite_rw(move |conn| -> Result<bool> {
+            for p in &parents {
+                let n: i64 = conn.query_row(
+                    "SELECT count(*) FROM _cutover_outbox WHERE table_name = ?1",
+                    [p],
+                    |r| r.get(0),
+                )?;
+                if n > 0 {
+                    return Ok(true);
                 }
-                Ok(false)
-            })
-            .await
-            .unwrap_or(true)
+            }
+            Ok(false)
+        })
+        .await
+        .unwrap_or(true)
     }
 
     /// A legacy row the application changed that PostgreSQL cannot take
@@ -638,10 +1024,7 @@ impl DualStore {
         };
         let (k, cc) = (key.clone(), c.clone());
         let (original, hw) = self
-            .inner
-            .sqlite
-            .connection()
-            .call(move |conn| -> Result<(serde_json::Value, Option<i64>)> {
+            .sqlite_rw(move |conn| -> Result<(serde_json::Value, Option<i64>)> {
                 let sql = format!(
                     "SELECT {} FROM {} WHERE {} = ?1",
                     table.column_list(),
@@ -690,8 +1073,7 @@ impl DualStore {
             let cc = c.clone();
             self.inner
                 .sqlite
-                .connection()
-                .call(move |conn| outbox::sqlite_clear(conn, &cc, hw))
+                .locked(move |conn| outbox::sqlite_clear(conn, &cc, hw))
                 .await?;
         }
         tracing::warn!(table = c.table, key = %c.key, reason = %reason, "legacy row changed by the application cannot be copied; recorded in cutover.rejects");
@@ -703,6 +1085,7 @@ impl DualStore {
         c: &Change,
         from: Backend,
         carried: Option<&Carried>,
+        fence: Option<i64>,
     ) -> Result<()> {
         let table = tables::by_name(c.table).ok_or_else(|| {
             Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
@@ -719,39 +1102,47 @@ impl DualStore {
                 for _ in 0..MAX_COPY_ROUNDS {
                     let (cc, k) = (c.clone(), key.clone());
                     let (hw, img) = self
-                        .inner
-                        .sqlite
-                        .connection()
-                        .call(move |conn| -> Result<_> {
+                        .sqlite_rw(move |conn| -> Result<_> {
                             let hw = outbox::sqlite_high_water(conn, &cc)?;
                             Ok((hw, image::sqlite_read(conn, table, &k)?))
                         })
                         .await?;
                     crate::failpoint::pause("dual.before_copy_to_postgres").await;
-                    match &img {
-                        Some(img) => image::pg_upsert(self.inner.pg.pool(), table, img).await?,
-                        None => {
-                            image::pg_delete(self.inner.pg.pool(), table, &key).await?;
+                    let mut tx = self.inner.pg.pool().begin().await?;
+                    if let Some(epoch) = fence {
+                        if !crate::authority::pg_fence(&mut tx, epoch).await? {
+                            // A flip or fallback moved the epoch: its drain
+                            // copied this row (or will, on the return).
+                            tracing::debug!(table = c.table, key = %c.key, epoch, "copy of an older epoch dropped");
+                            return Ok(());
                         }
                     }
-                    let (cc, k) = (c.clone(), key.clone());
-                    let settled = self
-                        .inner
-                        .sqlite
-                        .connection()
-                        .call(move |conn| -> Result<bool> {
-                            if image::sqlite_read(conn, table, &k)? != img {
-                                return Ok(false);
-                            }
-                            if let Some(hw) = hw {
-                                outbox::sqlite_clear(conn, &cc, hw)?;
-                            }
-                            Ok(true)
-                        })
-                        .await?;
-                    if settled {
-                        return Ok(());
+                    match &img {
+                        Some(img) => image::pg_upsert(&mut *tx, table, img).await?,
+                        None => {
+                            image::pg_delete(&mut *tx, table, &key).await?;
+                        }
                     }
+                    tx.commit().await?;
+                    let k = key.clone();
+                    let now = self
+                        .sqlite_rw(move |conn| image::sqlite_read(conn, table, &k))
+                        .await?;
+                    if now != img {
+                        continue;
+                    }
+                    if let Some(hw) = hw {
+                        if crate::sqlite::lock::is_held() {
+                            let cc = c.clone();
+                            self.inner
+                                .sqlite
+                                .locked(move |conn| outbox::sqlite_clear(conn, &cc, hw))
+                                .await?;
+                        } else {
+                            self.queue_sqlite_clear(c, hw);
+                        }
+                    }
+                    return Ok(());
                 }
                 return Err(Error::InvalidArgument(format!(
                     "{} {}: the row changed on every one of {MAX_COPY_ROUNDS} copies; left in the outbox",
@@ -792,133 +1183,106 @@ impl DualStore {
         Ok(())
     }
 
-    /// Waits until the copies to SQLite running on their own tasks are done.
+    /// Waits until the copies to PostgreSQL made after their SQLite commit
+    /// are done, and flushes the clears queued so far.
     pub async fn settle(&self) {
         loop {
             let done = self.inner.applied.notified();
             tokio::pin!(done);
             done.as_mut().enable();
             if self.inner.applying.load(Ordering::SeqCst) == 0 {
-                return;
+                break;
             }
             done.await;
         }
+        let _ = self.flush_sqlite_clears().await;
+        let _ = self.flush_clears().await;
     }
 
-    /// Copies a write's rows to the other side: on a task of its own while
-    /// PostgreSQL is authoritative (with `background_apply`), holding the
-    /// writers' gate so a flip waits for it; otherwise before returning.
-    async fn apply_after(
-        &self,
-        op: &'static str,
-        r: &Routing,
-        captured: Captured,
-        gate: tokio::sync::OwnedRwLockReadGuard<()>,
-    ) {
-        if r.secondary().is_none() || captured.changes.is_empty() {
-            return;
-        }
-        if !(self.inner.config.background_apply && r.authoritative() == Backend::Postgres) {
-            self.apply_changes(op, r, captured).await;
-            return;
-        }
-        struct Applying {
-            store: DualStore,
-            _gate: tokio::sync::OwnedRwLockReadGuard<()>,
-            _slot: tokio::sync::OwnedSemaphorePermit,
-        }
-        impl Drop for Applying {
-            fn drop(&mut self) {
-                if self.store.inner.applying.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    self.store.inner.applied.notify_waiters();
-                }
-            }
-        }
-        let slot = self
-            .inner
-            .copy_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the copy slots are never closed");
-        self.inner.applying.fetch_add(1, Ordering::SeqCst);
-        let task = Applying {
-            store: self.clone(),
-            _gate: gate,
-            _slot: slot,
-        };
-        let r = *r;
-        tokio::spawn(async move {
-            task.store.apply_changes(op, &r, captured).await;
-            drop(task);
-        });
-    }
-
+    /// Copies a write's rows to the other side, fenced by the epoch the
+    /// write was made under (outside the lock) or inside it.
     async fn apply_changes(&self, op: &'static str, r: &Routing, captured: Captured) {
         if r.secondary().is_none() || captured.changes.is_empty() {
             return;
         }
+        struct Applying<'a>(&'a Inner);
+        impl Drop for Applying<'_> {
+            fn drop(&mut self) {
+                if self.0.applying.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    self.0.applied.notify_waiters();
+                }
+            }
+        }
+        self.inner.applying.fetch_add(1, Ordering::SeqCst);
+        let _applying = Applying(&self.inner);
         let from = r.authoritative();
+        let fence = (!crate::sqlite::lock::is_held()).then_some(r.epoch);
         let mut seen = std::collections::HashSet::new();
         for c in captured.changes {
             if !seen.insert(c.clone()) {
                 continue;
             }
-            if let Err(e) = self.apply_carried(&c, from, captured.carried.get(&c)).await {
+            if let Err(e) = self
+                .apply_carried(&c, from, captured.carried.get(&c), fence)
+                .await
+            {
                 self.inner
                     .counters
                     .secondary_failures
                     .fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::SECONDARY_WRITE_FAILURES, "op" => op, "table" => c.table)
                     .increment(1);
-                tracing::warn!(op, table = c.table, key = %c.key, error = %e, "secondary write failed; kept in the outbox");
+                tracing::debug!(op, table = c.table, key = %c.key, error = %e, "secondary write failed; kept in the outbox");
             }
         }
     }
 
-    /// Applies pending outbox entries of `side` until none is left (or an
-    /// apply fails, which is returned). Returns how many were applied.
+    /// Applies the outbox entries of `side` pending when it starts (each
+    /// once; or until an apply fails, which is returned). Returns how many
+    /// were applied. Outside the lock only the authoritative side's outbox
+    /// is applied, fenced by the epoch; a flip drains both inside it.
     pub async fn drain(&self, side: Backend, batch: i64) -> Result<u64> {
+        let held = crate::sqlite::lock::is_held();
+        if !held && self.routing().authoritative() != side {
+            return Ok(0);
+        }
         let mut applied = 0;
+        let mut after = 0i64;
         loop {
-            if side == Backend::Postgres {
-                self.flush_clears().await?;
+            if !held {
+                match side {
+                    Backend::Postgres => self.flush_clears().await?,
+                    Backend::Sqlite => self.flush_sqlite_clears().await?,
+                }
             }
             let entries = match side {
                 Backend::Sqlite => {
-                    self.inner
-                        .sqlite
-                        .connection()
-                        .call(move |conn| outbox::sqlite_fetch(conn, batch))
+                    self.sqlite_rw(move |conn| outbox::sqlite_fetch(conn, after, batch))
                         .await?
                 }
-                Backend::Postgres => outbox::pg_fetch(self.inner.pg.pool(), batch).await?,
+                Backend::Postgres => outbox::pg_fetch(self.inner.pg.pool(), after, batch).await?,
             };
             if entries.is_empty() {
                 return Ok(applied);
             }
             let mut failed = None;
-            let mut progressed = false;
             for e in entries {
+                after = after.max(e.id);
                 if let Err(err) = self.apply(&e.change, e.side).await {
                     // Unavailable: the rest would fail too.
                     if err.is_unavailable() {
                         return Err(err);
                     }
-                    tracing::warn!(table = e.change.table, key = %e.change.key, error = %err, "outbox entry not applied; kept");
+                    tracing::debug!(table = e.change.table, key = %e.change.key, error = %err, "outbox entry not applied; kept");
                     failed = Some(err);
                     continue;
                 }
-                progressed = true;
                 applied += 1;
                 self.inner.counters.replayed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::OUTBOX_REPLAYED, "side" => side.as_str()).increment(1);
             }
             if let Some(err) = failed {
-                // Entries that failed stay; stop when a round made no progress.
-                if !progressed {
-                    return Err(err);
-                }
+                return Err(err);
             }
         }
     }
@@ -998,8 +1362,7 @@ impl DualStore {
         let smax: Vec<i64> = self
             .inner
             .sqlite
-            .connection()
-            .call(move |conn| -> Result<Vec<i64>> {
+            .locked(move |conn| -> Result<Vec<i64>> {
                 let mut out = Vec::new();
                 for (name, pk) in &n2 {
                     let a: i64 = conn.query_row(
@@ -1048,8 +1411,7 @@ impl DualStore {
         let pairs: Vec<(&'static str, i64)> = names.iter().map(|(n, _)| *n).zip(tops).collect();
         self.inner
             .sqlite
-            .connection()
-            .call(move |conn| -> Result<()> {
+            .locked(move |conn| -> Result<()> {
                 for (name, top) in &pairs {
                     let n = conn.execute(
                         "UPDATE sqlite_sequence SET seq = max(seq, ?2) WHERE name = ?1",
@@ -1068,11 +1430,11 @@ impl DualStore {
         Ok(())
     }
 
-    /// Switches to `to` in this process. When the authoritative side changes,
-    /// new writes wait while in-flight ones finish, the outboxes drain and
-    /// the sequences move; then the swap. Returns the pause writers saw.
+    /// Moves every process to `to`, bypassing the go-live gates (tests and
+    /// tools that own the setup; an operator uses `set_stage`). Returns the
+    /// pause writers saw.
     pub async fn switch(&self, to: Stage) -> Result<Duration> {
-        self.switch_with(to, || async { Ok(()) }).await
+        self.set_stage(to, true, "switch").await
     }
 
     /// Whether moving to `to` changes which side is authoritative or copied to.
@@ -1081,66 +1443,113 @@ impl DualStore {
         cur.stage.authoritative() != to.authoritative() || cur.secondary() != to.secondary()
     }
 
-    /// As `switch`, running `decide` while writers are held and the outboxes
-    /// are empty, just before the swap; an error from it cancels the switch.
-    /// (`Cutover::set_stage` checks the go-live gates and persists the stage
-    /// there, so "outbox empty" is judged with no write in flight.)
-    pub async fn switch_with<F, Fut>(&self, to: Stage, decide: F) -> Result<Duration>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<()>>,
-    {
-        let cur = self.routing();
-        if !self.flips(to) {
-            decide().await?;
-            let next = Routing { stage: to, ..cur };
-            self.set_outbox_flags(&next);
-            self.inner.routing.store(Arc::new(next));
-            metrics::gauge!(m::STAGE).set(to.index() as f64);
-            if cur.stage != to {
-                tracing::info!(from = %cur.stage, to = %to, "stage switched");
-            }
-            return Ok(Duration::ZERO);
-        }
-        // Drain most of the backlog before holding writers, so the pause is short.
+    /// Moves every process to `to`, as DESIGN §3 orders it: under SQLite's
+    /// write lock (every process's writes wait), PostgreSQL's authority row
+    /// moves first (copies of the old epoch commit before it or not at
+    /// all), both outboxes drain (finite: nothing new can enter), the gates
+    /// are judged and the stage persisted (`stage::set`, which announces
+    /// it), the id generators are aligned, and SQLite's row says the new
+    /// epoch. Every process follows at its next write; reads within the
+    /// stage watcher's poll. Returns the pause writers saw.
+    pub async fn set_stage(&self, to: Stage, force: bool, by: &str) -> Result<Duration> {
+        // Drain most of the backlog before taking the lock, so the pause is short.
         for side in [Backend::Sqlite, Backend::Postgres] {
             if let Err(e) = self.drain(side, 1000).await {
-                tracing::warn!(side = %side, error = %e, "pre-flip drain incomplete");
+                tracing::debug!(side = %side, error = %e, "pre-flip drain incomplete");
             }
         }
         let started = Instant::now();
-        let _w = self.inner.gate.write().await;
-        let held = started.elapsed();
-        for side in [Backend::Sqlite, Backend::Postgres] {
-            self.drain(side, 1000).await?;
-        }
-        let drained = started.elapsed();
-        decide().await?;
-        let decided = started.elapsed();
-        if cur.authoritative() != to.authoritative() {
-            self.align_sequences().await?;
-        }
-        let aligned = started.elapsed();
-        let next = Routing {
-            stage: to,
-            fallback: false,
+        let (held, auth) = self.enter().await?;
+        let locked_at = started.elapsed();
+        let pool = self.inner.pg.pool().clone();
+        let by = by.to_string();
+        self.inner.flipping.store(true, Ordering::SeqCst);
+        let r = crate::sqlite::lock::within(async {
+            let next = Authority {
+                epoch: auth.epoch + 1,
+                stage: to,
+                fallback: false,
+            };
+            crate::authority::pg_write(
+                &pool,
+                &Authority {
+                    epoch: next.epoch,
+                    ..auth
+                },
+            )
+            .await?;
+            if auth.fallback {
+                self.record_conflicts().await?;
+            }
+            self.drain(Backend::Sqlite, 1000).await?;
+            self.drain(Backend::Postgres, 1000).await?;
+            let drained = started.elapsed();
+            let sqlite_pending = self
+                .inner
+                .sqlite
+                .locked(|c| crate::outbox::sqlite_pending(c))
+                .await?;
+            let state = stage::set(
+                &pool,
+                &stage::Change {
+                    to,
+                    force,
+                    by,
+                    extra_pending: sqlite_pending,
+                },
+            )
+            .await?;
+            if auth.authoritative() != next.authoritative() || auth.fallback {
+                self.align_sequences().await?;
+            }
+            crate::authority::pg_write(&pool, &next).await?;
+            held.call(move |c| crate::authority::sqlite_write(c, &next))
+                .await?;
+            Ok::<_, Error>((next, state, drained))
+        })
+        .await;
+        self.inner.flipping.store(false, Ordering::SeqCst);
+        let (next, state, drained) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                // PostgreSQL's row may have moved already: SQLite's follows
+                // it (same stage), so copies are not fenced out for good.
+                match crate::authority::pg_read(&pool).await {
+                    Ok(pa) if pa.epoch > auth.epoch => {
+                        let same = Authority {
+                            epoch: pa.epoch,
+                            ..auth
+                        };
+                        let w = held
+                            .call(move |c| crate::authority::sqlite_write(c, &same))
+                            .await;
+                        if w.is_ok() && self.commit_held(held).await.is_ok() {
+                            self.follow(same);
+                        }
+                    }
+                    _ => self.rollback_held(held).await,
+                }
+                return Err(e);
+            }
         };
-        self.set_outbox_flags(&next);
-        self.inner.routing.store(Arc::new(next));
+        self.commit_held(held).await?;
+        self.follow(next);
         let pause = started.elapsed();
-        metrics::gauge!(m::STAGE).set(to.index() as f64);
-        metrics::gauge!(m::FALLBACK_ACTIVE).set(0.0);
         metrics::histogram!(m::FLIP_PAUSE).record(pause.as_secs_f64());
+        let _ = sqlx::query("UPDATE cutover.stage_history SET pause_ms = $1 WHERE id = (SELECT max(id) FROM cutover.stage_history)")
+            .bind(pause.as_secs_f64() * 1000.0)
+            .execute(&pool)
+            .await;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         tracing::info!(
-            from = %cur.stage,
+            from = %auth.stage,
             to = %to,
+            epoch = next.epoch,
+            version = state.version,
             pause_ms = ms(pause),
-            in_flight_ms = ms(held),
-            drain_ms = ms(drained - held),
-            gates_ms = ms(decided - drained),
-            sequences_ms = ms(aligned - decided),
-            "authority flip done"
+            lock_wait_ms = ms(locked_at),
+            drain_ms = ms(drained - locked_at),
+            "stage flip done"
         );
         Ok(pause)
     }
@@ -1308,52 +1717,101 @@ fn runs_again(side: Backend, attempt: u32, e: &Error) -> bool {
         && e.db_kind() == Some(crate::DbErrorKind::Busy)
 }
 
-/// A write: authoritative first (falling back to SQLite when PostgreSQL is
-/// down in a PostgreSQL-authoritative stage), then the changed rows to the
-/// other side.
+/// A write, in the one order of DESIGN §3: SQLite's write lock is taken
+/// first and the authority read inside it; the authoritative side writes
+/// (a write PostgreSQL aborted as busy runs again); with PostgreSQL
+/// authoritative its committed images land in SQLite inside the same lock,
+/// with SQLite authoritative the lock is released at its commit (the outbox
+/// entry is in) and the copy to PostgreSQL follows, fenced by the epoch.
+/// When PostgreSQL is unreachable (a fresh connection fails too) the
+/// authority moves to SQLite for every process inside the same lock and the
+/// write runs there, unless PostgreSQL may have committed it already.
 macro_rules! write_op {
     ($self:ident, $op:literal, |$s:ident| $call:expr) => {{
-        let gate = $self.inner.gate.clone().read_owned().await;
-        let routing = $self.routing();
-        if routing.fallback {
-            $self.settle().await;
-        }
-        let side = routing.authoritative();
-        let started = Instant::now();
-        // A write PostgreSQL aborted as busy runs again (`runs_again`).
-        let mut attempt = 0;
-        let (res, changes) = loop {
-            let (r, c) = {
-                let $s: &dyn Store = $self.side(side);
-                capture($call).await
-            };
-            match r {
-                Err(e) if runs_again(side, attempt, &e) => {
-                    attempt += 1;
-                    $self.busy_retry($op, side, attempt, &e).await;
-                }
-                r => break (r, c),
-            }
-        };
-        $self.observe($op, side, started);
-        let (res, changes, routing) = match res {
-            Err(e) if $self.should_fall_back(&routing, &e) => {
-                $self.enter_fallback(&e).await;
+        let out = async {
+            let mut attempt = 0;
+            loop {
+                let (held, auth) = $self.enter().await?;
+                let routing = Routing::from(auth);
+                let side = routing.authoritative();
                 let started = Instant::now();
-                let $s: &dyn Store = &$self.inner.sqlite;
-                let (r, c) = capture($call).await;
-                $self.observe($op, Backend::Sqlite, started);
-                (r, c, $self.routing())
+                let (r, captured) = crate::sqlite::lock::within(async {
+                    let $s: &dyn Store = $self.side(side);
+                    capture($call).await
+                })
+                .await;
+                $self.observe($op, side, started);
+                match r {
+                    Err(e) if runs_again(side, attempt, &e) => {
+                        $self.rollback_held(held).await;
+                        attempt += 1;
+                        $self.busy_retry($op, side, attempt, &e).await;
+                    }
+                    Err(e) if $self.should_fall_back(&routing, &e) => {
+                        let unknown = captured.commit_sent;
+                        match $self.fall_back_held(&held, auth, &e).await {
+                            Ok(Some(_)) if !unknown => {
+                                // PostgreSQL took nothing: SQLite takes the
+                                // write inside the same lock.
+                                let started = Instant::now();
+                                let (r, _) = crate::sqlite::lock::within(async {
+                                    let $s: &dyn Store = &$self.inner.sqlite;
+                                    capture($call).await
+                                })
+                                .await;
+                                $self.observe($op, Backend::Sqlite, started);
+                                $self.commit_held(held).await?;
+                                break r;
+                            }
+                            Ok(Some(_)) => {
+                                $self.commit_held(held).await?;
+                                break Err($self.unknown_commit($op, e));
+                            }
+                            Ok(None) if unknown => {
+                                $self.rollback_held(held).await;
+                                break Err($self.unknown_commit($op, e));
+                            }
+                            _ => {
+                                $self.rollback_held(held).await;
+                                break Err(e);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        $self.rollback_held(held).await;
+                        break Err(e);
+                    }
+                    Ok(v) if side == Backend::Postgres => {
+                        if !captured.changes.is_empty() {
+                            crate::failpoint::hit("dual.after_authoritative_commit");
+                        }
+                        if routing.secondary().is_some() {
+                            crate::sqlite::lock::within($self.apply_changes($op, &routing, captured)).await;
+                            crate::failpoint::hit("dual.after_sqlite_apply");
+                        }
+                        // Committed on PostgreSQL: what SQLite misses stays
+                        // in PostgreSQL's outbox for the replayer.
+                        if let Err(e) = $self.commit_held(held).await {
+                            tracing::warn!(op = $op, error = %e, "SQLite commit of the copy failed; kept in the outbox");
+                        }
+                        break Ok(v);
+                    }
+                    Ok(v) => {
+                        $self.commit_held(held).await?;
+                        if !captured.changes.is_empty() {
+                            crate::failpoint::hit("dual.after_authoritative_commit");
+                        }
+                        if !routing.fallback {
+                            $self.apply_changes($op, &routing, captured).await;
+                        }
+                        break Ok(v);
+                    }
+                }
             }
-            other => (other, changes, routing),
-        };
-        $self.count(&res);
-        let value = res?;
-        if !changes.changes.is_empty() {
-            crate::failpoint::hit("dual.after_authoritative_commit");
         }
-        $self.apply_after($op, &routing, changes, gate).await;
-        Ok(value)
+        .await;
+        $self.count(&out);
+        out
     }};
 }
 
@@ -1364,9 +1822,6 @@ macro_rules! read_op {
     ($self:ident, $op:literal, $table:literal, $policy:expr, [$($v:ident : $t:ty = $init:expr),*], |$s:ident| $call:expr) => {{
         $(let $v: $t = $init;)*
         let routing = $self.routing();
-        if routing.fallback {
-            $self.settle().await;
-        }
         let side = routing.authoritative();
         let started = Instant::now();
         let res = {
@@ -1375,8 +1830,7 @@ macro_rules! read_op {
         };
         $self.observe($op, side, started);
         let res = match res {
-            Err(e) if $self.should_fall_back(&routing, &e) => {
-                $self.enter_fallback(&e).await;
+            Err(e) if $self.should_fall_back(&routing, &e) && $self.fall_back_for_read(&e).await => {
                 let $s: &dyn Store = &$self.inner.sqlite;
                 $call.await
             }

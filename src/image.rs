@@ -286,15 +286,37 @@ where
     Ok(q.execute(exec).await?.rows_affected() > 0)
 }
 
-/// An image from a row as `to_jsonb` renders it; None when a value does not
-/// have the shape its column's kind gives `to_jsonb` (the caller then reads
-/// the row with its types).
-pub fn image_from_jsonb(table: &Table, row: &Value) -> Option<Image> {
+/// An image as a JSON object, column name → value (JSON values nested as
+/// they are, so a JSON `null` stays apart from SQL NULL as `{"json": null}`).
+pub fn to_json(table: &Table, image: &Image) -> Value {
+    let mut obj = serde_json::Map::new();
+    for (c, cell) in table.columns.iter().zip(image) {
+        let v = match cell {
+            Cell::Null => Value::Null,
+            Cell::Text(s) => Value::String(s.clone()),
+            Cell::Timestamp(t) => Value::String(crate::convert::format_timestamp(t)),
+            Cell::Bool(b) => Value::Bool(*b),
+            Cell::Json(v) => serde_json::json!({ "json": v }),
+            Cell::Int(i) => Value::from(*i),
+            Cell::Status(s) => Value::String(s.as_str().to_string()),
+        };
+        obj.insert(c.name.to_string(), v);
+    }
+    Value::Object(obj)
+}
+
+/// An image from a row as `to_jsonb` renders it, with the JSON columns that
+/// hold SQL NULL (`to_jsonb` renders them as JSON `null`, like a JSON
+/// `null` value); None when a value does not have the shape its column's
+/// kind gives `to_jsonb` (the caller then reads the row with its types).
+pub fn image_from_jsonb(table: &Table, row: &Value, sql_nulls: &[String]) -> Option<Image> {
     let obj = row.as_object()?;
     let mut cells = Vec::with_capacity(table.columns.len());
     for c in table.columns {
         let v = obj.get(c.name)?;
         let cell = match (c.kind, v) {
+            (Kind::Json, Value::Null) if sql_nulls.iter().any(|n| n == c.name) => Cell::Null,
+            (Kind::Json, Value::Null) => Cell::Json(Value::Null),
             (_, Value::Null) => Cell::Null,
             (Kind::Text, Value::String(s)) => Cell::Text(s.clone()),
             (Kind::Timestamp, Value::String(s)) => Cell::Timestamp(

@@ -24,6 +24,8 @@
 //! - `backup`: an online, consistent copy of the live SQLite file.
 //! - `image`, `changes`, `outbox`: row images on either side, the keys a
 //!   write changed, and the outboxes that record them.
+//! - `authority`: the (epoch, stage, fallback) row on both sides that
+//!   orders every process's writes.
 //! - `dual`, `shadow`, `stage`, `cutover`: the dual store, shadow-read
 //!   comparison, the stage and its persistence, the handle an application embeds.
 //! - `metrics`: metric names and the Prometheus exporter.
@@ -32,6 +34,7 @@
 //! - `demo`: the whole cutover under simulated traffic.
 
 pub mod audit;
+pub mod authority;
 pub mod backfill;
 pub mod backup;
 pub mod changes;

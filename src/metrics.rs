@@ -34,6 +34,10 @@ pub const FLIP_PAUSE: &str = "cutover_flip_pause_seconds";
 pub const OUTBOX_REPLAYED: &str = "cutover_outbox_replayed_total";
 /// Authoritative writes run again after a busy abort, by `op` and `backend`.
 pub const BUSY_RETRIES: &str = "cutover_busy_retries_total";
+/// Gauge: the authority epoch this process follows.
+pub const AUTHORITY_EPOCH: &str = "cutover_authority_epoch";
+/// Counter: keys both sides changed across a fallback (`cutover.conflicts`).
+pub const CONFLICTS: &str = "cutover_conflicts_total";
 
 /// Registers help texts for every metric.
 pub fn describe() {
@@ -54,6 +58,14 @@ pub fn describe() {
     describe_gauge!(
         OUTBOX_PENDING,
         "Outbox entries not yet applied to the other side"
+    );
+    describe_gauge!(
+        AUTHORITY_EPOCH,
+        "Authority epoch this process follows (bumped by every flip, fallback and return)"
+    );
+    describe_counter!(
+        CONFLICTS,
+        "Keys both sides changed across a fallback, recorded in cutover.conflicts"
     );
     describe_counter!(SHADOW_COMPARISONS, "Shadow read comparisons by outcome");
     describe_counter!(

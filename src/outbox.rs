@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS _cutover_applied (
     outbox_id INTEGER NOT NULL,
     applied_at INTEGER NOT NULL,
     PRIMARY KEY (table_name, row_key)
-) WITHOUT ROWID;";
+) WITHOUT ROWID;
+";
 
 /// How long an image read from PostgreSQL may take to reach SQLite. An apply
 /// that would land later is not made (the entry stays for the replayer), so
@@ -100,12 +101,12 @@ pub async fn pg_pending(pool: &sqlx::PgPool) -> Result<i64> {
         .await?)
 }
 
-/// The oldest `limit` SQLite entries.
-pub fn sqlite_fetch(conn: &rusqlite::Connection, limit: i64) -> Result<Vec<Entry>> {
+/// The oldest `limit` SQLite entries after id `after`.
+pub fn sqlite_fetch(conn: &rusqlite::Connection, after: i64, limit: i64) -> Result<Vec<Entry>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, table_name, row_key FROM _cutover_outbox ORDER BY id LIMIT ?1",
+        "SELECT id, table_name, row_key FROM _cutover_outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
-    let rows = stmt.query_map([limit], |r| {
+    let rows = stmt.query_map([after, limit], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
@@ -124,13 +125,15 @@ pub fn sqlite_fetch(conn: &rusqlite::Connection, limit: i64) -> Result<Vec<Entry
     Ok(out)
 }
 
-/// The oldest `limit` PostgreSQL entries.
-pub async fn pg_fetch(pool: &sqlx::PgPool, limit: i64) -> Result<Vec<Entry>> {
-    let rows: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT id, table_name, row_key FROM cutover.outbox ORDER BY id LIMIT $1")
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+/// The oldest `limit` PostgreSQL entries after id `after`.
+pub async fn pg_fetch(pool: &sqlx::PgPool, after: i64, limit: i64) -> Result<Vec<Entry>> {
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, table_name, row_key FROM cutover.outbox WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(id, t, k)| Entry {

@@ -272,6 +272,60 @@ pub async fn set(pool: &PgPool, change: &Change) -> Result<StageState> {
     })
 }
 
+/// Announces an authority change that is not a stage change (a fallback's
+/// return) on the stage channel, so every process reads it at once.
+pub async fn announce(pool: &PgPool, a: &crate::authority::Authority) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(format!("{}:epoch {}", a.stage, a.epoch))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Calls `on_tick` on every notification of the stage channel and every
+/// `poll` (the fallback when LISTEN is not possible), until `shutdown`.
+pub async fn watch_channel<F, Fut>(
+    pool: PgPool,
+    poll: Duration,
+    mut on_tick: F,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    tokio::pin!(shutdown);
+    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    loop {
+        if listener.is_none() {
+            if let Ok(mut l) = sqlx::postgres::PgListener::connect_with(&pool).await {
+                if l.listen(CHANNEL).await.is_ok() {
+                    listener = Some(l);
+                }
+            }
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.try_recv().await.map(|_| ()).map_err(|_| ()),
+                None => {
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            r = notified => {
+                if r.is_err() {
+                    listener = None;
+                }
+            }
+            _ = tokio::time::sleep(poll) => {}
+        }
+        on_tick().await;
+    }
+}
+
 /// Watches the stage: LISTEN for changes, poll every `poll` as a fallback,
 /// call `on_change` with each new state (in version order), until `shutdown`.
 pub async fn watch<F, Fut>(

@@ -170,6 +170,7 @@ impl PgStore {
     /// capture triggers' notes of the rows this transaction changed (keys,
     /// outbox ids, images) and reports them (`noted_changes`).
     async fn commit(&self, mut tx: WriteTx) -> Result<()> {
+        changes::commit_sent();
         if !self.outbox_enabled() {
             sqlx::raw_sql("COMMIT").execute(&mut *tx).await?;
             tx.committed();
@@ -238,10 +239,16 @@ fn noted_changes(
     read_at: std::time::Instant,
 ) -> Vec<(Change, Option<changes::Carried>)> {
     let mut order: Vec<Change> = Vec::new();
-    let mut last: std::collections::HashMap<Change, (i64, Value)> =
+    let mut last: std::collections::HashMap<Change, (i64, Value, Vec<String>)> =
         std::collections::HashMap::new();
     for line in noted.lines().filter(|l| !l.is_empty()) {
-        let Ok((id, t, k, img)) = serde_json::from_str::<(i64, String, String, Value)>(line) else {
+        // [id, table, key, image, the JSON columns holding SQL NULL]
+        let parsed = serde_json::from_str::<(i64, String, String, Value, Vec<String>)>(line)
+            .or_else(|_| {
+                serde_json::from_str::<(i64, String, String, Value)>(line)
+                    .map(|(a, b, c, d)| (a, b, c, d, Vec::new()))
+            });
+        let Ok((id, t, k, img, sql_nulls)) = parsed else {
             tracing::warn!(note = line, "unreadable change note; left to the replayer");
             continue;
         };
@@ -252,23 +259,23 @@ fn noted_changes(
         match last.get_mut(&c) {
             Some(e) => {
                 if id > e.0 {
-                    *e = (id, img);
+                    *e = (id, img, sql_nulls);
                 }
             }
             None => {
                 order.push(c.clone());
-                last.insert(c, (id, img));
+                last.insert(c, (id, img, sql_nulls));
             }
         }
     }
     order
         .into_iter()
         .map(|c| {
-            let (id, img) = last.remove(&c).expect("noted above");
+            let (id, img, sql_nulls) = last.remove(&c).expect("noted above");
             let table = tables::by_name(c.table).expect("checked above");
             let image = match img {
                 Value::Null => Some(None),
-                json => crate::image::image_from_jsonb(table, &json).map(Some),
+                json => crate::image::image_from_jsonb(table, &json, &sql_nulls).map(Some),
             };
             let carried = image.map(|image| changes::Carried {
                 outbox_id: id,

@@ -4,9 +4,11 @@
 //! maps native errors into the shared `DbErrorKind`.
 
 mod error;
+pub mod lock;
 mod row;
 mod store;
 
+pub use lock::Locked;
 pub use store::{SqliteOptions, SqliteStore};
 
 /// The legacy schema, exactly as the old application created it.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use crate::changes::{self, Change};
@@ -56,6 +56,7 @@ pub struct SqliteStore {
     readers: Arc<Vec<tokio_rusqlite::Connection>>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
     outbox: Arc<AtomicBool>,
+    lock: crate::sqlite::lock::WriteLock,
 }
 
 /// Read connections per store.
@@ -111,7 +112,16 @@ impl SqliteStore {
             readers: Arc::new(readers),
             next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             outbox: Arc::new(AtomicBool::new(false)),
+            lock: crate::sqlite::lock::WriteLock::for_path(path.as_ref())?,
         })
+    }
+
+    /// Takes SQLite's write lock for a whole dual write (see `lock.rs`):
+    /// this process's writer slot, the cross-process lock file and
+    /// `BEGIN IMMEDIATE`. The store's own writes made inside
+    /// `lock::within` join the held transaction.
+    pub async fn lock(&self) -> Result<crate::sqlite::Locked> {
+        self.lock.acquire(&self.conn).await
     }
 
     /// Switches outbox recording on or off: when on, every write records the
@@ -125,15 +135,15 @@ impl SqliteStore {
         self.outbox.load(AtomicOrdering::SeqCst)
     }
 
-    /// Creates the outbox table beside the legacy tables (they stay untouched).
+    /// Creates the outbox and authority tables beside the legacy tables
+    /// (which stay untouched).
     pub async fn ensure_outbox(&self) -> Result<()> {
-        Ok(self
-            .conn
-            .call(|c| -> Result<()> {
-                c.execute_batch(crate::outbox::SQLITE_DDL)?;
-                Ok(())
-            })
-            .await?)
+        self.locked(|c| -> Result<()> {
+            c.execute_batch(crate::outbox::SQLITE_DDL)?;
+            c.execute_batch(crate::authority::SQLITE_DDL)?;
+            Ok(())
+        })
+        .await
     }
 
     /// The underlying connection (for the backfill and export).
@@ -152,25 +162,62 @@ impl SqliteStore {
         Ok(self.readers[i].call(move |c| f(c)).await?)
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f`
-    /// succeeds and rolled back (nothing written) when it fails.
+    /// Runs `f` on the write connection under SQLite's write lock, as one
+    /// unit: committed when `f` succeeds, rolled back (nothing written) when
+    /// it fails. Inside `lock::within` the caller holds the lock already and
+    /// `f` runs as a savepoint of the caller's transaction (and sees what it
+    /// wrote so far); otherwise it takes the lock itself.
+    pub async fn locked<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let body = move |c: &mut Connection| -> Result<R> {
+            let sp = c.savepoint()?;
+            let out = f(&sp)?;
+            sp.commit()?;
+            Ok(out)
+        };
+        if crate::sqlite::lock::is_held() {
+            return Ok(self.conn.call(body).await?);
+        }
+        let held = self.lock().await?;
+        match held.call(body).await {
+            Ok(v) => {
+                held.commit().await?;
+                Ok(v)
+            }
+            Err(e) => {
+                held.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs an application write `f` (see `locked`), noting the rows it
+    /// changed: recorded in the outbox when it is on, and reported.
     async fn write<R, F>(&self, f: F) -> Result<R>
     where
-        F: FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let outbox = self.outbox.clone();
         let (out, changed) = self
-            .conn
-            .call(move |c| -> Result<(R, Vec<Change>)> {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.execute_batch("UPDATE temp._cutover_capture SET active = 1")?;
-                let out = f(&tx)?;
-                let changed = take_changes(&tx)?;
+            .locked(move |c| -> Result<(R, Vec<Change>)> {
+                c.execute_batch("UPDATE temp._cutover_capture SET active = 1")?;
+                let out = match f(c) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        // The savepoint rolls back the notes too; the flag
+                        // is reset in case the connection is reused unrolled.
+                        let _ = c.execute_batch("UPDATE temp._cutover_capture SET active = 0");
+                        return Err(e);
+                    }
+                };
+                let changed = take_changes(c)?;
                 if outbox.load(AtomicOrdering::SeqCst) {
-                    crate::outbox::sqlite_record(&tx, &changed)?;
+                    crate::outbox::sqlite_record(c, &changed)?;
                 }
-                tx.commit()?;
                 Ok((out, changed))
             })
             .await?;
@@ -210,7 +257,7 @@ fn install_change_capture(c: &mut Connection) -> Result<()> {
 /// The changes noted during this write, in statement order (parents
 /// inserted before their children come first; children deleted first stay
 /// first), and stops noting.
-fn take_changes(tx: &Transaction<'_>) -> Result<Vec<Change>> {
+fn take_changes(tx: &Connection) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     {
         let mut stmt = tx

@@ -1,7 +1,7 @@
 //! `cutover stage [get | set STAGE [--force]]`.
 
 use crate::{Cli, Outcome};
-use cutover::stage::{self, Change, Stage};
+use cutover::stage::{self, Stage};
 
 /// Flags of `cutover stage`.
 #[derive(clap::Args, Debug)]
@@ -43,34 +43,34 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
             }
         }
         Action::Set { stage: to, force } => {
-            // The SQLite side's outbox counts against the go-live gate too.
-            let extra_pending = match &settings.sqlite_path {
-                Some(p) if p.exists() => {
-                    let conn = rusqlite::Connection::open_with_flags(
-                        p,
-                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                    )?;
-                    cutover::outbox::sqlite_pending(&conn)?
-                }
-                _ => 0,
-            };
+            // A flip is made under SQLite's write lock, like an embedding
+            // process's: the CLI needs the file too.
+            let path = settings.sqlite_path.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "changing the stage takes SQLite's write lock: pass --sqlite PATH or set SQLITE_PATH"
+                )
+            })?;
+            if !path.exists() {
+                anyhow::bail!("the SQLite file {} does not exist", path.display());
+            }
+            let sqlite = cutover::SqliteStore::open(path).await?;
+            let dual =
+                cutover::dual::DualStore::open(sqlite, pg, cutover::dual::DualConfig::default())
+                    .await?;
             let by = format!(
                 "cli ({})",
                 std::env::var("USER").unwrap_or_else(|_| "unknown".into())
             );
-            let st = stage::set(
-                pg.pool(),
-                &Change {
-                    to: *to,
-                    force: *force,
-                    by,
-                    extra_pending,
-                },
-            )
-            .await?;
+            let pause = dual.set_stage(*to, *force, &by).await?;
+            let st = stage::get(dual.pg().pool()).await?;
             if st.forced {
                 eprintln!("warning: the go-live gates were overridden with --force");
             }
+            eprintln!(
+                "writers paused {:.1} ms; authority epoch {}",
+                pause.as_secs_f64() * 1000.0,
+                dual.routing().epoch
+            );
             println!("{}", st.stage);
         }
     }

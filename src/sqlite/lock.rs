@@ -1,0 +1,206 @@
+//! SQLite's write lock, held across a whole dual write.
+//!
+//! The lock is the one order every process on the file shares (DESIGN §3):
+//! a write takes it before it touches either database and keeps it until
+//! both sides have the write (or its outbox entry). It is taken in three
+//! steps:
+//!
+//! 1. this process's writer slot (a FIFO tokio mutex), because the store has
+//!    one write connection and an open transaction on it belongs to one task;
+//! 2. an exclusive `flock` on a file beside the database (`<db>-cutover.lock`).
+//!    SQLite's busy handler retries with sleeps of up to 100 ms, so under
+//!    contention the process that just released would take the lock again
+//!    before the others wake: a blocked `flock` is woken by the kernel the
+//!    moment the lock is free, which keeps processes from starving;
+//! 3. `BEGIN IMMEDIATE` on the write connection: SQLite's own lock, which
+//!    also orders writers that do not use cutover (the legacy application,
+//!    a backfill batch).
+//!
+//! Dropped without `commit`, a `Locked` rolls back on a task of its own and
+//! only then frees the slot, so the next writer never starts inside it.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+tokio::task_local! {
+    static HELD: ();
+}
+
+/// Runs `f` as part of a write that holds the lock already: the store's own
+/// writes inside it run as savepoints of the held transaction instead of
+/// taking the lock again.
+pub async fn within<F: std::future::Future>(f: F) -> F::Output {
+    HELD.scope((), f).await
+}
+
+/// Whether the current task runs inside `within`.
+pub(crate) fn is_held() -> bool {
+    HELD.try_with(|_| ()).is_ok()
+}
+
+/// The parts of the lock a store keeps: its writer slot and lock file.
+#[derive(Clone)]
+pub(crate) struct WriteLock {
+    slot: Arc<tokio::sync::Mutex<()>>,
+    file: Option<Arc<File>>,
+}
+
+impl WriteLock {
+    /// The lock for the database at `path` (no lock file for `:memory:`).
+    pub(crate) fn for_path(path: &Path) -> Result<Self> {
+        let file = if path.as_os_str() == ":memory:" {
+            None
+        } else {
+            let mut name = path.as_os_str().to_owned();
+            name.push("-cutover.lock");
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&name)
+                .or_else(|_| File::open(&name))
+                .map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "cannot open the write-lock file {}: {e}",
+                        Path::new(&name).display()
+                    ))
+                })?;
+            Some(Arc::new(f))
+        };
+        Ok(Self {
+            slot: Arc::new(tokio::sync::Mutex::new(())),
+            file,
+        })
+    }
+
+    /// Takes the slot, the file lock and `BEGIN IMMEDIATE` on `conn`.
+    pub(crate) async fn acquire(&self, conn: &tokio_rusqlite::Connection) -> Result<Locked> {
+        let slot = self.slot.clone().lock_owned().await;
+        let file = match &self.file {
+            None => None,
+            Some(f) => {
+                let f = f.clone();
+                match f.try_lock() {
+                    Ok(()) => Some(FileGuard(f)),
+                    Err(_) => {
+                        let g = tokio::task::spawn_blocking(move || f.lock().map(|_| FileGuard(f)))
+                            .await
+                            .map_err(|e| Error::InvalidArgument(format!("write lock: {e}")))?
+                            .map_err(|e| Error::InvalidArgument(format!("write lock: {e}")))?;
+                        Some(g)
+                    }
+                }
+            }
+        };
+        conn.call(|c| -> Result<()> {
+            c.execute_batch("BEGIN IMMEDIATE")?;
+            Ok(())
+        })
+        .await?;
+        Ok(Locked {
+            conn: conn.clone(),
+            open: true,
+            slot: Some(slot),
+            file,
+        })
+    }
+}
+
+struct FileGuard(Arc<File>);
+
+impl Drop for FileGuard {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// SQLite's write lock, held: an open `BEGIN IMMEDIATE` transaction on the
+/// store's write connection that no other task of this process can enter.
+pub struct Locked {
+    conn: tokio_rusqlite::Connection,
+    open: bool,
+    slot: Option<tokio::sync::OwnedMutexGuard<()>>,
+    file: Option<FileGuard>,
+}
+
+impl Locked {
+    /// Runs `f` inside the held transaction.
+    pub async fn call<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        Ok(self.conn.call(f).await?)
+    }
+
+    /// Commits and releases the lock.
+    pub async fn commit(mut self) -> Result<()> {
+        let r = self
+            .conn
+            .call(|c| -> Result<()> {
+                c.execute_batch("COMMIT")?;
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
+            // Drop rolls back what is left.
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Rolls back and releases the lock.
+    pub async fn rollback(mut self) {
+        let _ = self
+            .conn
+            .call(|c| -> Result<()> {
+                if !c.is_autocommit() {
+                    c.execute_batch("ROLLBACK")?;
+                }
+                Ok(())
+            })
+            .await;
+        self.open = false;
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let conn = self.conn.clone();
+        let slot = self.slot.take();
+        let file = self.file.take();
+        let rollback = async move {
+            let _ = conn
+                .call(|c| -> Result<()> {
+                    if !c.is_autocommit() {
+                        c.execute_batch("ROLLBACK")?;
+                    }
+                    Ok(())
+                })
+                .await;
+            drop(file);
+            drop(slot);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(rollback);
+            }
+            Err(_) => {
+                // No runtime left: the connection's thread rolls back when
+                // the connection closes; the slot goes with it.
+            }
+        }
+    }
+}
