@@ -4,8 +4,9 @@
 //! SQLite's write lock, so no two processes ever write under different
 //! authorities: a process whose routing is older than the row follows it
 //! before it writes. PostgreSQL's row (`cutover.authority`) fences what runs
-//! outside the lock: a copy to PostgreSQL made under epoch e commits only
-//! while that row still says e. Both rows change only under the lock (a
+//! outside the lock: a copy to PostgreSQL made under epoch e writes only
+//! while that row still says e (`image::pg_upsert_fenced` reads it FOR
+//! SHARE in the copy's own statement, so a flip's update waits for it). Both rows change only under the lock (a
 //! flip, a fallback, its return), PostgreSQL's first.
 
 use rusqlite::OptionalExtension;
@@ -106,17 +107,6 @@ where
     .execute(exec)
     .await?;
     Ok(())
-}
-
-/// Inside a copy's own transaction: whether PostgreSQL's row still says
-/// `epoch`. The row is read FOR SHARE, so a flip's update of it waits until
-/// this transaction ends, and a copy that sees a later epoch is dropped (the
-/// flip's drain applied its entry).
-pub async fn pg_fence(conn: &mut sqlx::PgConnection, epoch: i64) -> Result<bool> {
-    let now: i64 = sqlx::query_scalar("SELECT epoch FROM cutover.authority FOR SHARE")
-        .fetch_one(conn)
-        .await?;
-    Ok(now == epoch)
 }
 
 /// When a process opens the dual store: SQLite's row, created from

@@ -875,7 +875,11 @@ impl DualStore {
         fence: Option<i64>,
     ) -> Result<()> {
         match self.apply_image(c, from, carried, fence).await {
-            Err(e) if from == Backend::Sqlite && is_data_error(&e) => {
+            Err(e)
+                if from == Backend::Sqlite
+                    && is_data_error(&e)
+                    && !self.parent_pending(c, &e).await =>
+            {
                 // Judged again under SQLite's lock, where no write can
                 // change the row: only a row that still cannot be copied
                 // is rejected, and only its entries up to then are cleared.
@@ -1091,9 +1095,13 @@ impl DualStore {
             Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
         })?;
         let key = Key::parse(table, &c.key)?;
-        let _slot = self.key_lock(c).lock().await;
         match from {
             Backend::Sqlite => {
+                // Copies of one key from this process, one at a time. Only
+                // this direction takes it: a copy to SQLite runs under
+                // SQLite's write lock, which orders it already (and taking
+                // this lock there too would invert the two locks' order).
+                let _slot = self.key_lock(c).lock().await;
                 // Another process may copy the same key at the same moment,
                 // and its newer image may reach PostgreSQL before this older
                 // one. So after writing, SQLite is read again: the entry is
@@ -1108,22 +1116,29 @@ impl DualStore {
                         })
                         .await?;
                     crate::failpoint::pause("dual.before_copy_to_postgres").await;
-                    let mut tx = self.inner.pg.pool().begin().await?;
-                    if let Some(epoch) = fence {
-                        if !crate::authority::pg_fence(&mut tx, epoch).await? {
-                            // A flip or fallback moved the epoch: its drain
-                            // copied this row (or will, on the return).
-                            tracing::debug!(table = c.table, key = %c.key, epoch, "copy of an older epoch dropped");
-                            return Ok(());
+                    let pool = self.inner.pg.pool();
+                    let written = match (&img, fence) {
+                        (Some(img), Some(epoch)) => {
+                            image::pg_upsert_fenced(pool, table, img, epoch).await?
                         }
-                    }
-                    match &img {
-                        Some(img) => image::pg_upsert(&mut *tx, table, img).await?,
-                        None => {
-                            image::pg_delete(&mut *tx, table, &key).await?;
+                        (None, Some(epoch)) => {
+                            image::pg_delete_fenced(pool, table, &key, epoch).await?
                         }
+                        (Some(img), None) => {
+                            image::pg_upsert(pool, table, img).await?;
+                            true
+                        }
+                        (None, None) => {
+                            image::pg_delete(pool, table, &key).await?;
+                            true
+                        }
+                    };
+                    if !written {
+                        // A flip or fallback moved the epoch: its drain
+                        // copies this row (a flip has; a return will).
+                        tracing::debug!(table = c.table, key = %c.key, "copy of an older epoch dropped");
+                        return Ok(());
                     }
-                    tx.commit().await?;
                     let k = key.clone();
                     let now = self
                         .sqlite_rw(move |conn| image::sqlite_read(conn, table, &k))
@@ -1453,9 +1468,11 @@ impl DualStore {
     /// stage watcher's poll. Returns the pause writers saw.
     pub async fn set_stage(&self, to: Stage, force: bool, by: &str) -> Result<Duration> {
         // Drain most of the backlog before taking the lock, so the pause is short.
+        let pre = Instant::now();
         for side in [Backend::Sqlite, Backend::Postgres] {
-            if let Err(e) = self.drain(side, 1000).await {
-                tracing::debug!(side = %side, error = %e, "pre-flip drain incomplete");
+            match self.drain(side, 1000).await {
+                Err(e) => tracing::debug!(side = %side, error = %e, "pre-flip drain incomplete"),
+                Ok(n) => tracing::info!(side = %side, applied = n, ms = pre.elapsed().as_millis() as u64, "pre-flip drain"),
             }
         }
         let started = Instant::now();

@@ -11,8 +11,12 @@
 //! `cutover failpoint <name> paused` to stderr.
 //!
 //! Points:
+//! - `pg.before_commit`: a PostgreSQL write transaction is about to send
+//!   its COMMIT (in `live`, SQLite's write lock is held).
 //! - `dual.after_authoritative_commit`: a dual write committed on the
 //!   authoritative side (its outbox entry with it), before the secondary apply.
+//! - `dual.after_sqlite_apply`: in `live`/`rampdown`, PostgreSQL's images
+//!   are applied inside the held SQLite transaction, not committed yet.
 //! - `dual.before_copy_to_postgres`: a copy to PostgreSQL read the row from
 //!   SQLite and has not written it yet.
 //! - `dual.before_copy_to_sqlite`: a copy to SQLite holds the image a

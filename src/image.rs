@@ -192,25 +192,41 @@ fn bind_key<'q>(
     }
 }
 
+/// Binds a cell typed by its column kind (NULLs keep the column's type), on
+/// any sqlx query kind.
+macro_rules! bind_typed_cell {
+    ($q:expr, $kind:expr, $cell:expr) => {
+        match ($kind, $cell) {
+            (_, Cell::Text(s)) => $q.bind(s.clone()),
+            (_, Cell::Timestamp(t)) => $q.bind(*t),
+            (_, Cell::Bool(b)) => $q.bind(*b),
+            (_, Cell::Json(v)) => $q.bind(v.clone()),
+            (_, Cell::Int(i)) => $q.bind(*i),
+            (_, Cell::Status(s)) => $q.bind(s.as_str()),
+            (Kind::Text | Kind::Status, Cell::Null) => $q.bind(None::<String>),
+            (Kind::Timestamp, Cell::Null) => $q.bind(None::<Timestamp>),
+            (Kind::Bool, Cell::Null) => $q.bind(None::<bool>),
+            (Kind::Json, Cell::Null) => $q.bind(None::<Value>),
+            (Kind::Int, Cell::Null) => $q.bind(None::<i32>),
+        }
+    };
+}
+
 /// Binds a cell typed by its column kind (NULLs keep the column's type).
 pub fn bind_cell<'q>(
     q: Query<'q, Postgres, PgArguments>,
     kind: Kind,
     cell: &Cell,
 ) -> Query<'q, Postgres, PgArguments> {
-    match (kind, cell) {
-        (_, Cell::Text(s)) => q.bind(s.clone()),
-        (_, Cell::Timestamp(t)) => q.bind(*t),
-        (_, Cell::Bool(b)) => q.bind(*b),
-        (_, Cell::Json(v)) => q.bind(v.clone()),
-        (_, Cell::Int(i)) => q.bind(*i),
-        (_, Cell::Status(s)) => q.bind(s.as_str()),
-        (Kind::Text | Kind::Status, Cell::Null) => q.bind(None::<String>),
-        (Kind::Timestamp, Cell::Null) => q.bind(None::<Timestamp>),
-        (Kind::Bool, Cell::Null) => q.bind(None::<bool>),
-        (Kind::Json, Cell::Null) => q.bind(None::<Value>),
-        (Kind::Int, Cell::Null) => q.bind(None::<i32>),
-    }
+    bind_typed_cell!(q, kind, cell)
+}
+
+fn bind_cell_scalar<'q>(
+    q: sqlx::query::QueryScalar<'q, Postgres, i64, PgArguments>,
+    kind: Kind,
+    cell: &Cell,
+) -> sqlx::query::QueryScalar<'q, Postgres, i64, PgArguments> {
+    bind_typed_cell!(q, kind, cell)
 }
 
 /// Decodes a PostgreSQL row selected in the table's column order.
@@ -284,6 +300,77 @@ where
     );
     let q = bind_key(sqlx::query(sqlx::AssertSqlSafe(sql)), key);
     Ok(q.execute(exec).await?.rows_affected() > 0)
+}
+
+/// The fence of a copy made outside SQLite's lock, as the first CTE of its
+/// statement: PostgreSQL's authority row, read FOR SHARE (a flip's update
+/// of it waits for the statement's transaction), only while it still says
+/// the copy's epoch.
+fn fence_cte(epoch_param: usize) -> String {
+    format!("WITH f AS (SELECT epoch FROM cutover.authority WHERE epoch = ${epoch_param} FOR SHARE)")
+}
+
+/// As `pg_upsert`, in one statement that writes only while PostgreSQL's
+/// authority row says `epoch` (see `authority::pg_fence`); false when the
+/// epoch moved and nothing was written.
+pub async fn pg_upsert_fenced<'e, E>(
+    exec: E,
+    table: &'static Table,
+    image: &Image,
+    epoch: i64,
+) -> Result<bool>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let n = table.columns.len();
+    let params: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    let sets: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| c.name != table.primary_key)
+        .map(|c| format!("{0} = excluded.{0}", c.name))
+        .collect();
+    let sql = format!(
+        "{}, u AS (INSERT INTO {} ({}) SELECT {} FROM f ON CONFLICT ({}) DO UPDATE SET {} RETURNING 1) \
+         SELECT count(*) FROM f",
+        fence_cte(n + 1),
+        table.name,
+        table.column_list(),
+        params.join(", "),
+        table.primary_key,
+        sets.join(", ")
+    );
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+    for (c, cell) in table.columns.iter().zip(image) {
+        q = bind_cell_scalar(q, c.kind, cell);
+    }
+    Ok(q.bind(epoch).fetch_one(exec).await? > 0)
+}
+
+/// As `pg_delete`, fenced like `pg_upsert_fenced`; false when the epoch
+/// moved and nothing was deleted.
+pub async fn pg_delete_fenced<'e, E>(
+    exec: E,
+    table: &'static Table,
+    key: &Key,
+    epoch: i64,
+) -> Result<bool>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let sql = format!(
+        "{}, d AS (DELETE FROM {} WHERE {} = $1 AND EXISTS (SELECT 1 FROM f) RETURNING 1) \
+         SELECT count(*) FROM f",
+        fence_cte(2),
+        table.name,
+        table.primary_key
+    );
+    let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+    let q = match key {
+        Key::Text(s) => q.bind(s.clone()),
+        Key::Int(i) => q.bind(*i),
+    };
+    Ok(q.bind(epoch).fetch_one(exec).await? > 0)
 }
 
 /// An image as a JSON object, column name → value (JSON values nested as

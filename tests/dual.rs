@@ -759,61 +759,61 @@ async fn child_writer_stopped_at_the_failpoint() {
     panic!("the failpoint did not stop the write");
 }
 
+/// A child killed with SIGKILL while it holds SQLite's write lock, at each
+/// step of a write: before PostgreSQL's COMMIT (nothing was acknowledged:
+/// neither side has the row), after the authoritative commit, and in
+/// `live` after the images were applied to SQLite but before SQLite's
+/// COMMIT. The lock dies with the process; the next start replays what the
+/// authoritative side committed, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_next_start() {
-    for stage in [Stage::DualWrite, Stage::Live] {
+    for (stage, point, committed) in [
+        (Stage::DualWrite, "dual.after_authoritative_commit", true),
+        (Stage::Live, "pg.before_commit", false),
+        (Stage::Live, "dual.after_authoritative_commit", true),
+        (Stage::Live, "dual.after_sqlite_apply", true),
+    ] {
         let db = common::TestDb::migrated().await;
         let dir = common::TempDir::new();
         let path = dir.file("killed.db");
         let pool = db.pool().await;
-        cutover::stage::set(
-            &pool,
-            &cutover::stage::Change {
-                to: stage,
-                force: true,
-                by: "test".into(),
-                extra_pending: 0,
-            },
-        )
-        .await
-        .unwrap();
         drop(SqliteStore::open(&path).await.unwrap());
 
         let mut child = spawn_child(
             "child_writer_stopped_at_the_failpoint",
-            (
-                "CUTOVER_FAILPOINT",
-                "dual.after_authoritative_commit".into(),
-            ),
+            ("CUTOVER_FAILPOINT", point.into()),
             &path,
             &db.name,
             stage,
-            "failpoint dual.after_authoritative_commit reached".into(),
+            format!("failpoint {point} reached"),
         );
         // SIGKILL: no destructor, no flush, no secondary apply.
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        assert!(!status.success(), "{stage}: killed, not exited: {status:?}");
+        assert!(!status.success(), "{stage} {point}: killed, not exited: {status:?}");
 
-        // The authoritative side has the user; the other side does not; the
-        // authoritative side's outbox holds the entry.
+        // The authoritative side has the user when it committed, and its
+        // outbox the entry; the other side does not.
         let s = SqliteStore::open(&path).await.unwrap();
         let p = PgStore::connect(&db.settings).await.unwrap();
         let (auth, other): (&dyn Store, &dyn Store) = match stage.authoritative() {
             Backend::Sqlite => (&s, &p),
             Backend::Postgres => (&p, &s),
         };
-        assert!(auth.get_user("killed").await.unwrap().is_some(), "{stage}");
-        assert!(other.get_user("killed").await.unwrap().is_none(), "{stage}");
+        assert_eq!(
+            auth.get_user("killed").await.unwrap().is_some(),
+            committed,
+            "{stage} {point}"
+        );
+        assert!(other.get_user("killed").await.unwrap().is_none(), "{stage} {point}");
         let pending = match stage.authoritative() {
             Backend::Sqlite => s
-                .connection()
-                .call(|c| cutover::outbox::sqlite_pending(c))
+                .read(|c| cutover::outbox::sqlite_pending(c))
                 .await
                 .unwrap(),
             Backend::Postgres => cutover::outbox::pg_pending(p.pool()).await.unwrap(),
         };
-        assert!(pending >= 1, "{stage}: the entry is in the outbox");
+        assert_eq!(pending >= 1, committed, "{stage} {point}: the entry is in the outbox");
         drop((s, p));
 
         // The next start replays it.
@@ -828,7 +828,7 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
                 Backend::Sqlite => d.pg().get_user("killed").await.unwrap().is_some(),
                 Backend::Postgres => d.sqlite().get_user("killed").await.unwrap().is_some(),
             };
-            if other_has && d.outbox_pending().await.unwrap() == 0 {
+            if other_has == committed && d.outbox_pending().await.unwrap() == 0 {
                 replayed = true;
                 break;
             }
@@ -836,10 +836,14 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
         }
         assert!(
             replayed,
-            "{stage}: the next start replayed the killed write"
+            "{stage} {point}: the next start replayed the killed write"
         );
-        assert!(d.counters().replayed >= 1, "{stage}: {:?}", d.counters());
-        eprintln!("{stage}: killed after commit, replayed {:?}", d.counters());
+        if committed {
+            assert!(d.counters().replayed >= 1, "{stage}: {:?}", d.counters());
+        }
+        // The process is gone, its lock with it: writes go on.
+        d.upsert_profile(&profile("after")).await.unwrap();
+        eprintln!("{stage}: killed at {point}, replayed {:?}", d.counters());
         assert_converged(&d).await;
         c.shutdown().await;
         pool.close().await;

@@ -170,6 +170,7 @@ impl PgStore {
     /// capture triggers' notes of the rows this transaction changed (keys,
     /// outbox ids, images) and reports them (`noted_changes`).
     async fn commit(&self, mut tx: WriteTx) -> Result<()> {
+        crate::failpoint::hit("pg.before_commit");
         changes::commit_sent();
         if !self.outbox_enabled() {
             sqlx::raw_sql("COMMIT").execute(&mut *tx).await?;
