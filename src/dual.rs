@@ -221,9 +221,9 @@ pub struct DualStore {
 
 const KEY_LOCKS: usize = 1024;
 
-// Copies of one SQLite row to PostgreSQL before giving up on a row that
-// keeps changing (its later writes copy it anyway).
-const MAX_COPY_ROUNDS: usize = 8;
+/// Class of the PostgreSQL advisory locks that order copies of one key
+/// (`pg_advisory_xact_lock(class, hashtext('table:key'))`).
+const COPY_LOCK_CLASS: i32 = 0x6375;
 
 impl DualStore {
     /// A dual store over both stores, moved to `stage` (a forced flip under
@@ -1107,62 +1107,64 @@ impl DualStore {
                 // one. So after writing, SQLite is read again: the entry is
                 // cleared only if the row still is what was copied, else the
                 // newer image is copied too (until the row holds still).
-                for _ in 0..MAX_COPY_ROUNDS {
-                    let (cc, k) = (c.clone(), key.clone());
-                    let (hw, img) = self
-                        .sqlite_rw(move |conn| -> Result<_> {
-                            let hw = outbox::sqlite_high_water(conn, &cc)?;
-                            Ok((hw, image::sqlite_read(conn, table, &k)?))
-                        })
-                        .await?;
-                    crate::failpoint::pause("dual.before_copy_to_postgres").await;
-                    let pool = self.inner.pg.pool();
-                    let written = match (&img, fence) {
-                        (Some(img), Some(epoch)) => {
-                            image::pg_upsert_fenced(pool, table, img, epoch).await?
-                        }
-                        (None, Some(epoch)) => {
-                            image::pg_delete_fenced(pool, table, &key, epoch).await?
-                        }
-                        (Some(img), None) => {
-                            image::pg_upsert(pool, table, img).await?;
-                            true
-                        }
-                        (None, None) => {
-                            image::pg_delete(pool, table, &key).await?;
-                            true
-                        }
-                    };
-                    if !written {
-                        // A flip or fallback moved the epoch: its drain
-                        // copies this row (a flip has; a return will).
-                        tracing::debug!(table = c.table, key = %c.key, "copy of an older epoch dropped");
-                        return Ok(());
+                // Copies of one key, from every process, one after the
+                // other: each reads SQLite only once it holds the key's
+                // advisory lock, so the last copy to commit read the newest
+                // image, and the entries it clears (up to what it read)
+                // are all in what it wrote. (Without this, a slower copy
+                // could land an older image after a newer copy cleared
+                // both entries: nothing would be left to repair it.)
+                let mut tx = self.inner.pg.pool().begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    .bind(COPY_LOCK_CLASS)
+                    .bind(format!("{}:{}", c.table, c.key))
+                    .execute(&mut *tx)
+                    .await?;
+                let (cc, k) = (c.clone(), key.clone());
+                let (hw, img) = self
+                    .sqlite_rw(move |conn| -> Result<_> {
+                        // The high water first: the image read after it
+                        // holds every change up to it.
+                        let hw = outbox::sqlite_high_water(conn, &cc)?;
+                        Ok((hw, image::sqlite_read(conn, table, &k)?))
+                    })
+                    .await?;
+                crate::failpoint::pause("dual.before_copy_to_postgres").await;
+                let written = match (&img, fence) {
+                    (Some(img), Some(epoch)) => {
+                        image::pg_upsert_fenced(&mut *tx, table, img, epoch).await?
                     }
-                    let k = key.clone();
-                    let now = self
-                        .sqlite_rw(move |conn| image::sqlite_read(conn, table, &k))
-                        .await?;
-                    if now != img {
-                        continue;
+                    (None, Some(epoch)) => {
+                        image::pg_delete_fenced(&mut *tx, table, &key, epoch).await?
                     }
-                    if let Some(hw) = hw {
-                        if crate::sqlite::lock::is_held() {
-                            let cc = c.clone();
-                            self.inner
-                                .sqlite
-                                .locked(move |conn| outbox::sqlite_clear(conn, &cc, hw))
-                                .await?;
-                        } else {
-                            self.queue_sqlite_clear(c, hw);
-                        }
+                    (Some(img), None) => {
+                        image::pg_upsert(&mut *tx, table, img).await?;
+                        true
                     }
+                    (None, None) => {
+                        image::pg_delete(&mut *tx, table, &key).await?;
+                        true
+                    }
+                };
+                tx.commit().await?;
+                if !written {
+                    // A flip or fallback moved the epoch: its drain copies
+                    // this row (a flip has; a return will).
+                    tracing::debug!(table = c.table, key = %c.key, "copy of an older epoch dropped");
                     return Ok(());
                 }
-                return Err(Error::InvalidArgument(format!(
-                    "{} {}: the row changed on every one of {MAX_COPY_ROUNDS} copies; left in the outbox",
-                    c.table, c.key
-                )));
+                if let Some(hw) = hw {
+                    if crate::sqlite::lock::is_held() {
+                        let cc = c.clone();
+                        self.inner
+                            .sqlite
+                            .locked(move |conn| outbox::sqlite_clear(conn, &cc, hw))
+                            .await?;
+                    } else {
+                        self.queue_sqlite_clear(c, hw);
+                    }
+                }
+                return Ok(());
             }
             Backend::Postgres => {
                 // The image the write committed is copied as is: SQLite's
@@ -1258,9 +1260,29 @@ impl DualStore {
     /// is applied, fenced by the epoch; a flip drains both inside it.
     pub async fn drain(&self, side: Backend, batch: i64) -> Result<u64> {
         let held = crate::sqlite::lock::is_held();
-        if !held && self.routing().authoritative() != side {
+        let routing = self.routing();
+        if !held && routing.authoritative() != side {
             return Ok(0);
         }
+        // Every copy of this drain is fenced by the epoch it started under:
+        // after a flip, SQLite's rows (read outside the lock) may trail
+        // PostgreSQL's, and must not land there.
+        let fence = (!held).then_some(routing.epoch);
+        // What is pending now, and no more: under load new entries keep
+        // coming (outside the lock), and their own copies handle them.
+        let upto = match side {
+            Backend::Sqlite => {
+                self.sqlite_rw(|conn| -> Result<i64> {
+                    Ok(conn.query_row(
+                        "SELECT coalesce(max(id), 0) FROM _cutover_outbox",
+                        [],
+                        |r| r.get(0),
+                    )?)
+                })
+                .await?
+            }
+            Backend::Postgres => outbox::pg_max_id(self.inner.pg.pool()).await?,
+        };
         let mut applied = 0;
         let mut after = 0i64;
         loop {
@@ -1281,9 +1303,9 @@ impl DualStore {
                 return Ok(applied);
             }
             let mut failed = None;
-            for e in entries {
+            for e in entries.into_iter().filter(|e| e.id <= upto) {
                 after = after.max(e.id);
-                if let Err(err) = self.apply(&e.change, e.side).await {
+                if let Err(err) = self.apply_carried(&e.change, e.side, None, fence).await {
                     // Unavailable: the rest would fail too.
                     if err.is_unavailable() {
                         return Err(err);
@@ -1298,6 +1320,9 @@ impl DualStore {
             }
             if let Some(err) = failed {
                 return Err(err);
+            }
+            if after >= upto {
+                return Ok(applied);
             }
         }
     }

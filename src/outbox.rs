@@ -144,6 +144,15 @@ pub async fn pg_fetch(pool: &sqlx::PgPool, after: i64, limit: i64) -> Result<Vec
         .collect())
 }
 
+/// Highest PostgreSQL entry id (0 when empty).
+pub async fn pg_max_id(pool: &sqlx::PgPool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(max(id), 0)::bigint FROM cutover.outbox")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 /// Highest SQLite entry id for a key (None when nothing is pending for it).
 pub fn sqlite_high_water(conn: &rusqlite::Connection, c: &Change) -> Result<Option<i64>> {
     Ok(conn.query_row(

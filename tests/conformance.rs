@@ -1,20 +1,29 @@
-//! One conformance suite, run against both stores.
+//! One conformance suite, run against every store.
 //!
-//! Every test is written once against `&dyn Store` and instantiated twice by
+//! Every test is written once against `&dyn Store` and instantiated by
 //! `conformance!`: `sqlite::<name>` on a real SQLite file, `postgres::<name>`
-//! on a real PostgreSQL database of its own. Same names, same assertions.
+//! on a real PostgreSQL database of its own, and `dual_<stage>::<name>` on a
+//! `DualStore` over both in each of the six stages. Same names, same
+//! assertions. In the stages that write both sides the dual run then checks
+//! that both sides hold the same rows: outbox drained, every table compared
+//! row by row, `verify` clean, no real shadow-read mismatch.
 
 mod common;
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use cutover::dual::{DualConfig, DualStore};
+use cutover::image::{self, Image};
+use cutover::stage::Stage;
 use cutover::{
-    Error, JobStatus, NewJob, NewTweet, PersonalityAnalysis, ScrapedProfile, Store, TimelineCursor,
-    Timestamp,
+    Backend, Error, JobStatus, NewJob, NewTweet, PersonalityAnalysis, ScrapedProfile, Store,
+    TimelineCursor, Timestamp,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A store plus whatever keeps its database alive for the test.
 pub struct Fixture {
@@ -42,6 +51,175 @@ pub async fn postgres_fixture() -> Fixture {
     }
 }
 
+/// A dual store in one stage over a fresh SQLite file and a fresh
+/// PostgreSQL database, with what the both-sides check needs.
+pub struct DualFixture {
+    pub store: Arc<dyn Store>,
+    dual: DualStore,
+    stage: Stage,
+    path: PathBuf,
+    db: common::TestDb,
+    _dir: common::TempDir,
+}
+
+pub async fn dual_fixture(stage: Stage) -> DualFixture {
+    let dir = common::TempDir::new();
+    let path = dir.file("twitter.db");
+    let db = common::TestDb::migrated().await;
+    let sqlite = cutover::SqliteStore::open(&path).await.unwrap();
+    let pg = cutover::PgStore::connect(&db.settings).await.unwrap();
+    let dual = DualStore::new(
+        sqlite,
+        pg,
+        stage,
+        DualConfig {
+            raise_on_mismatch: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(dual.stage(), stage);
+    DualFixture {
+        store: Arc::new(dual.clone()),
+        dual,
+        stage,
+        path,
+        db,
+        _dir: dir,
+    }
+}
+
+impl DualFixture {
+    /// In the stages that write both sides: the copies settle, the outboxes
+    /// drain, both sides hold the same rows in every table, `verify` finds
+    /// no divergent row and no shadow read found a real mismatch. Nothing
+    /// in `off` and `complete`, where one side is not written by design.
+    pub async fn check_both_sides(&self) {
+        let (d, stage) = (&self.dual, self.stage);
+        if stage.secondary().is_none() {
+            return;
+        }
+        d.settle().await;
+        for _ in 0..100 {
+            if d.outbox_pending().await.unwrap() == 0 {
+                break;
+            }
+            let _ = d.drain(Backend::Sqlite, 1000).await;
+            let _ = d.drain(Backend::Postgres, 1000).await;
+            d.settle().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            d.outbox_pending().await.unwrap(),
+            0,
+            "{stage}: the outboxes drain"
+        );
+
+        let (s, p) = snapshot(d).await;
+        for ((t, a), (_, b)) in s.iter().zip(p.iter()) {
+            assert_eq!(
+                a.len(),
+                b.len(),
+                "{stage}: {t}: row counts differ\nsqlite:   {a:?}\npostgres: {b:?}"
+            );
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert_eq!(
+                    x, y,
+                    "{stage}: {t}: rows differ (left sqlite, right postgres)"
+                );
+            }
+        }
+
+        let report = cutover::verify::verify(&cutover::verify::VerifyOptions::new(
+            &self.path,
+            self.db.settings.clone(),
+        ))
+        .await
+        .unwrap();
+        let divergent: u64 = report.tables.iter().map(|t| t.divergent_rows()).sum();
+        assert_eq!(
+            divergent, 0,
+            "{stage}: verify found divergent rows: {report:#?}"
+        );
+
+        // A real mismatch panics on the shadow comparison's own task, which
+        // does not fail the test: its counter does.
+        let c = d.counters();
+        assert_eq!(
+            c.mismatches_real,
+            0,
+            "{stage}: shadow reads found real mismatches: {:?}",
+            d.recent_mismatches()
+        );
+    }
+}
+
+/// Every row of every table on both sides, as images sorted by primary key.
+async fn snapshot(d: &DualStore) -> (Vec<(String, Vec<Image>)>, Vec<(String, Vec<Image>)>) {
+    let mut s_all = Vec::new();
+    let mut p_all = Vec::new();
+    for t in cutover::tables::ALL {
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            t.column_list(),
+            t.name,
+            t.primary_key
+        );
+        let mut rows = d
+            .sqlite()
+            .connection()
+            .call(move |c| -> cutover::Result<Vec<Image>> {
+                let mut st = c.prepare(&sql)?;
+                let mut rows = st.query([])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(image::sqlite_image(t, r)?);
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap();
+        rows.sort_by_key(|i| image::Key::of(t, i));
+        s_all.push((t.name.to_string(), rows));
+
+        let collate = if t.serial { "" } else { " COLLATE \"C\"" };
+        let pg_sql = format!(
+            "SELECT {} FROM {} ORDER BY {}{collate}",
+            t.column_list(),
+            t.name,
+            t.primary_key
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(pg_sql))
+            .fetch_all(d.pg().pool())
+            .await
+            .unwrap();
+        let mut rows: Vec<Image> = rows
+            .iter()
+            .map(|r| image::pg_image(t, r).unwrap())
+            .collect();
+        rows.sort_by_key(|i| image::Key::of(t, i));
+        p_all.push((t.name.to_string(), rows));
+    }
+    (s_all, p_all)
+}
+
+/// One module of tests on a dual store in `$stage`, checked on both sides after each.
+macro_rules! dual_stage {
+    ($module:ident, $stage:ident; $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let f = super::dual_fixture(cutover::stage::Stage::$stage).await;
+                    super::$name(f.store.clone()).await;
+                    f.check_both_sides().await;
+                }
+            )*
+        }
+    };
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -62,6 +240,12 @@ macro_rules! conformance {
                 }
             )*
         }
+        dual_stage!(dual_off, Off; $($name),*);
+        dual_stage!(dual_dualwrite, DualWrite; $($name),*);
+        dual_stage!(dual_shadow, Shadow; $($name),*);
+        dual_stage!(dual_live, Live; $($name),*);
+        dual_stage!(dual_rampdown, Rampdown; $($name),*);
+        dual_stage!(dual_complete, Complete; $($name),*);
     };
 }
 
@@ -86,6 +270,7 @@ conformance!(
     queue_invalid_transitions,
     queue_listing,
     delete_user_removes_every_row,
+    json_null_is_not_sql_null,
 );
 
 fn ts(secs: i64) -> Timestamp {
@@ -117,7 +302,7 @@ fn tweet(id: &str, at: Timestamp, text: &str) -> NewTweet {
         text: text.into(),
         created_at: at,
         url: Some(format!("https://twitter.com/i/{id}")),
-        is_reply: Some(id.len() % 2 == 0),
+        is_reply: Some(id.len().is_multiple_of(2)),
         metadata: Some(json!({"likes": 3, "entities": {"urls": ["https://t.co/x"]}})),
     }
 }
@@ -915,4 +1100,107 @@ async fn delete_user_removes_every_row(store: Arc<dyn Store>) {
     // Since "other" was referred by a deleted user, they may be referred again.
     s.create_referral_code("keep", "KEEP2").await.unwrap();
     s.redeem_referral("KEEP2", "other").await.unwrap();
+}
+
+/// A top-level JSON null written into a nullable JSON column stays a JSON
+/// null (`Some(Value::Null)`), apart from SQL NULL (`None`), on every store
+/// and, through the dual store's copies, on the other side too.
+async fn json_null_is_not_sql_null(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+
+    // users.profile_data
+    let mut p = profile("jn", "json-null", ts(0));
+    p.profile_data = Some(Value::Null);
+    let u = s.upsert_profile(&p).await.unwrap();
+    assert_eq!(u.profile_data, Some(Value::Null), "upsert_profile");
+    assert_eq!(
+        s.get_user("jn").await.unwrap().unwrap().profile_data,
+        Some(Value::Null),
+        "get_user"
+    );
+    assert_eq!(
+        s.get_user_by_username("json-null")
+            .await
+            .unwrap()
+            .unwrap()
+            .profile_data,
+        Some(Value::Null),
+        "get_user_by_username"
+    );
+    let mut q = profile("sn", "sql-null", ts(0));
+    q.profile_data = None;
+    assert_eq!(s.upsert_profile(&q).await.unwrap().profile_data, None);
+    assert_eq!(s.get_user("sn").await.unwrap().unwrap().profile_data, None);
+
+    // tweets.metadata
+    let mut jt = tweet("tjn", ts(1), "metadata is a JSON null");
+    jt.metadata = Some(Value::Null);
+    let mut st = tweet("tsn", ts(2), "metadata is SQL NULL");
+    st.metadata = None;
+    assert_eq!(s.save_tweets("jn", &[jt, st]).await.unwrap(), 2);
+    assert_eq!(
+        s.get_tweet("tjn").await.unwrap().unwrap().metadata,
+        Some(Value::Null),
+        "get_tweet"
+    );
+    assert_eq!(s.get_tweet("tsn").await.unwrap().unwrap().metadata, None);
+    let page: Vec<(String, Option<Value>)> = s
+        .timeline("jn", 10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.metadata))
+        .collect();
+    assert_eq!(
+        page,
+        [
+            ("tsn".to_string(), None),
+            ("tjn".to_string(), Some(Value::Null))
+        ],
+        "timeline"
+    );
+
+    // funnel_completion.completion_data
+    let c = s.mark_funnel_complete("jn", &Value::Null).await.unwrap();
+    assert_eq!(c.completion_data, Some(Value::Null), "mark_funnel_complete");
+    assert_eq!(
+        s.funnel_completion("jn")
+            .await
+            .unwrap()
+            .unwrap()
+            .completion_data,
+        Some(Value::Null),
+        "funnel_completion"
+    );
+
+    // funnel_progress: the API writes no top-level value there; a null
+    // response is kept as a null under its command.
+    let fp = s
+        .complete_funnel_command("jn", "/start", &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(fp.command_responses, Some(json!({"/start": null})));
+    assert_eq!(s.funnel_progress("jn").await.unwrap(), Some(fp));
+
+    // analysis_chunks.result
+    let j = s.enqueue_job(&job("jn", 0, 2)).await.unwrap();
+    let (c0, c1) = (j.chunks[0].chunk_id, j.chunks[1].chunk_id);
+    s.claim_next_job().await.unwrap().unwrap();
+    s.start_chunk(c0).await.unwrap();
+    let done = s.complete_chunk(c0, &Value::Null).await.unwrap();
+    assert_eq!(done.result, Some(Value::Null), "complete_chunk");
+    s.start_chunk(c1).await.unwrap();
+    let failed = s.fail_chunk(c1, "no result").await.unwrap();
+    assert_eq!(failed.result, None);
+    let got = s.get_job(j.job.job_id).await.unwrap().unwrap();
+    assert_eq!(got.chunks[0].result, Some(Value::Null), "get_job");
+    assert_eq!(got.chunks[1].result, None);
+
+    // personality_analysis: NOT NULL JSON columns take a JSON null as a value.
+    let mut a = analysis("pjn", "jn", Some(ts(5)));
+    a.traits = Value::Null;
+    a.interests = Value::Null;
+    a.communication_style = Value::Null;
+    assert_eq!(s.save_analysis(&a).await.unwrap(), a, "save_analysis");
+    assert_eq!(s.latest_analysis("jn").await.unwrap(), Some(a));
 }

@@ -31,11 +31,9 @@ fn profile(id: &str, data: Value) -> ScrapedProfile {
     ScrapedProfile {
         id: id.to_string(),
         username: format!("name_{id}"),
-        display_name: Some(format!("User {id}")),
-        bio: None,
         profile_data: Some(data),
         profile_picture_url: None,
-        scraped_at: chrono::Utc::now(),
+        scraped_at: cutover::model::now(),
     }
 }
 
@@ -124,9 +122,16 @@ async fn soak_child() {
                             match d.get_job(job.job_id).await {
                                 Ok(Some(full)) => {
                                     let c = &full.chunks[0];
-                                    d.complete_chunk(c.chunk_id, &json!({"by": id, "null": null}))
-                                        .await
-                                        .map(|_| Some(json!({"chunk": c.chunk_id})))
+                                    match d.start_chunk(c.chunk_id).await {
+                                        Err(e) => Err(e),
+                                        Ok(_) => d
+                                            .complete_chunk(
+                                                c.chunk_id,
+                                                &json!({"by": id, "null": null}),
+                                            )
+                                            .await
+                                            .map(|_| Some(json!({"chunk": c.chunk_id}))),
+                                    }
                                 }
                                 Ok(None) => Ok(None),
                                 Err(e) => Err(e),
@@ -143,7 +148,11 @@ async fn soak_child() {
                     }
                 };
                 match r {
-                    Ok(Some(v)) => log_line(&log, v),
+                    Ok(Some(mut v)) => {
+                        let r = d.routing();
+                        v["at"] = json!([r.epoch, r.stage.as_str(), r.fallback]);
+                        log_line(&log, v)
+                    }
                     Ok(None) => {}
                     Err(e) => log_line(
                         &log,
@@ -545,16 +554,31 @@ async fn soak(tiny_pool: bool, restart: bool) {
         }
     }
     let fallbacks: u64 = logs.iter().map(|l| l.fallbacks).sum::<u64>() + d.counters().fallbacks;
+    let conflicts: Vec<(String, String, Option<Value>, Option<Value>)> = sqlx::query_as(
+        "SELECT table_name, row_key, postgres_image, sqlite_image FROM cutover.conflicts ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for c in &conflicts {
+        eprintln!("conflict recorded: {c:?}");
+    }
     let fell_back = logs.iter().any(|l| l.followed.iter().any(|f| f.2));
     let mut sorted = pauses.clone();
     sorted.sort();
     eprintln!(
-        "soak (tiny pool {tiny_pool}, restart {restart}): {PROCESSES} processes x {WRITERS} writers for {:.1} s; calls {calls}, failed {failed} (outcome unknown {unknown}); acknowledged writes checked on both sides {acked}; flips {} (pause max {:.1} ms, median {:.1} ms); fallbacks {fallbacks}; follow lag ms per process {follow_ms:?}; verify divergent rows {divergent}",
+        "soak (tiny pool {tiny_pool}, restart {restart}): {PROCESSES} processes x {WRITERS} writers for {:.1} s; calls {calls}, failed {failed} (outcome unknown {unknown}); acknowledged writes checked on both sides {acked}; flips {} (pause max {:.1} ms, median {:.1} ms); fallbacks {fallbacks}; conflicts recorded {}; follow lag ms per process {follow_ms:?}; verify divergent rows {divergent}",
         traffic.as_secs_f64(),
         flips.len(),
         sorted.last().unwrap().as_secs_f64() * 1000.0,
         sorted[sorted.len() / 2].as_secs_f64() * 1000.0,
+        conflicts.len(),
     );
+    if !problems.is_empty() {
+        // Kept for a look: the SQLite file and every child's log.
+        eprintln!("soak files kept in {}", dir.0.path().display());
+        std::mem::forget(dir);
+    }
     assert!(problems.is_empty(), "{} problems: {problems:#?}", problems.len());
     assert_eq!(divergent, 0, "verify: {report:?}");
     assert!(acked > 500, "enough traffic: {acked}");
