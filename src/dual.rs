@@ -1497,7 +1497,9 @@ impl DualStore {
         for side in [Backend::Sqlite, Backend::Postgres] {
             match self.drain(side, 1000).await {
                 Err(e) => tracing::debug!(side = %side, error = %e, "pre-flip drain incomplete"),
-                Ok(n) => tracing::info!(side = %side, applied = n, ms = pre.elapsed().as_millis() as u64, "pre-flip drain"),
+                Ok(n) => {
+                    tracing::info!(side = %side, applied = n, ms = pre.elapsed().as_millis() as u64, "pre-flip drain")
+                }
             }
         }
         let started = Instant::now();

@@ -307,7 +307,9 @@ where
 /// of it waits for the statement's transaction), only while it still says
 /// the copy's epoch.
 fn fence_cte(epoch_param: usize) -> String {
-    format!("WITH f AS (SELECT epoch FROM cutover.authority WHERE epoch = ${epoch_param} FOR SHARE)")
+    format!(
+        "WITH f AS (SELECT epoch FROM cutover.authority WHERE epoch = ${epoch_param} FOR SHARE)"
+    )
 }
 
 /// As `pg_upsert`, in one statement that writes only while PostgreSQL's

@@ -790,7 +790,10 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
         // SIGKILL: no destructor, no flush, no secondary apply.
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        assert!(!status.success(), "{stage} {point}: killed, not exited: {status:?}");
+        assert!(
+            !status.success(),
+            "{stage} {point}: killed, not exited: {status:?}"
+        );
 
         // The authoritative side has the user when it committed, and its
         // outbox the entry; the other side does not.
@@ -805,7 +808,10 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
             committed,
             "{stage} {point}"
         );
-        assert!(other.get_user("killed").await.unwrap().is_none(), "{stage} {point}");
+        assert!(
+            other.get_user("killed").await.unwrap().is_none(),
+            "{stage} {point}"
+        );
         let pending = match stage.authoritative() {
             Backend::Sqlite => s
                 .read(|c| cutover::outbox::sqlite_pending(c))
@@ -813,7 +819,11 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
                 .unwrap(),
             Backend::Postgres => cutover::outbox::pg_pending(p.pool()).await.unwrap(),
         };
-        assert_eq!(pending >= 1, committed, "{stage} {point}: the entry is in the outbox");
+        assert_eq!(
+            pending >= 1,
+            committed,
+            "{stage} {point}: the entry is in the outbox"
+        );
         drop((s, p));
 
         // The next start replays it.

@@ -207,10 +207,8 @@ fn read_log(path: &Path) -> ChildLog {
     for line in std::io::BufReader::new(f).lines() {
         let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
         if let Some(a) = v.get("funnel") {
-            out.funnel.push((
-                a[0].as_str().unwrap().into(),
-                a[1].as_str().unwrap().into(),
-            ));
+            out.funnel
+                .push((a[0].as_str().unwrap().into(), a[1].as_str().unwrap().into()));
         } else if let Some(a) = v.get("redeem") {
             out.redeemed
                 .push((a[0].as_i64().unwrap(), a[1].as_str().unwrap().into()));
@@ -331,7 +329,9 @@ async fn soak(tiny_pool: bool, restart: bool) {
     let d = DualStore::new(sqlite, pg, Stage::DualWrite, DualConfig::default())
         .await
         .unwrap();
-    d.upsert_profile(&profile("owner", json!({}))).await.unwrap();
+    d.upsert_profile(&profile("owner", json!({})))
+        .await
+        .unwrap();
     d.create_referral_code("owner", "HOT").await.unwrap();
     for u in 0..HOT_USERS {
         d.upsert_profile(&profile(&format!("hot{u}"), json!({})))
@@ -359,7 +359,11 @@ async fn soak(tiny_pool: bool, restart: bool) {
     let rounds = 8;
     for k in 0..rounds {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let to = if k % 2 == 0 { Stage::Live } else { Stage::Shadow };
+        let to = if k % 2 == 0 {
+            Stage::Live
+        } else {
+            Stage::Shadow
+        };
         flip(&d, to, &mut flips, &mut pauses).await;
         if restart && k == 2 {
             // PostgreSQL goes away in live: some process falls back for
@@ -405,7 +409,11 @@ async fn soak(tiny_pool: bool, restart: bool) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(d.outbox_pending().await.unwrap(), 0, "both outboxes drained");
+    assert_eq!(
+        d.outbox_pending().await.unwrap(),
+        0,
+        "both outboxes drained"
+    );
     let report = cutover::verify::verify(&cutover::verify::VerifyOptions::new(
         &path,
         settings.clone(),
@@ -466,6 +474,7 @@ async fn soak(tiny_pool: bool, restart: bool) {
     let sqlite_jobs = sqlite_rows(&path, "SELECT job_id, status FROM analysis_queue");
     let pg_jobs = pg_rows(&pool, "SELECT job_id, status FROM analysis_queue").await;
     let (mut acked, mut failed, mut unknown, mut calls) = (0u64, 0u64, 0u64, 0u64);
+    let mut pool_timeouts = 0u64;
     let mut ids = HashSet::new();
     let mut claimed = HashSet::new();
     for (i, l) in logs.iter().enumerate() {
@@ -474,6 +483,9 @@ async fn soak(tiny_pool: bool, restart: bool) {
         for (e, _) in &l.errors {
             if e.contains("during COMMIT") {
                 unknown += 1;
+            } else if tiny_pool && i == 0 && e.contains("exhausted") {
+                // The one-connection pool: a clear error, never a fallback.
+                pool_timeouts += 1;
             } else {
                 problems.push(format!("child {i}: a call failed: {e}"));
             }
@@ -481,10 +493,14 @@ async fn soak(tiny_pool: bool, restart: bool) {
         for (user, cmd) in &l.funnel {
             acked += 1;
             if !sqlite_funnel[user].contains(cmd) {
-                problems.push(format!("funnel {user} {cmd}: acknowledged, missing in SQLite"));
+                problems.push(format!(
+                    "funnel {user} {cmd}: acknowledged, missing in SQLite"
+                ));
             }
             if !pg_funnel[user].contains(cmd) {
-                problems.push(format!("funnel {user} {cmd}: acknowledged, missing in PostgreSQL"));
+                problems.push(format!(
+                    "funnel {user} {cmd}: acknowledged, missing in PostgreSQL"
+                ));
             }
         }
         for (id, referred) in &l.redeemed {
@@ -547,9 +563,7 @@ async fn soak(tiny_pool: bool, restart: bool) {
                     // next flip came before its next write or poll).
                     follow_ms[i].push(f.3 as i64 - unix_ms(*at) as i64);
                 }
-                None => problems.push(format!(
-                    "child {i} never followed epoch {epoch} ({stage})"
-                )),
+                None => problems.push(format!("child {i} never followed epoch {epoch} ({stage})")),
             }
         }
     }
@@ -567,7 +581,7 @@ async fn soak(tiny_pool: bool, restart: bool) {
     let mut sorted = pauses.clone();
     sorted.sort();
     eprintln!(
-        "soak (tiny pool {tiny_pool}, restart {restart}): {PROCESSES} processes x {WRITERS} writers for {:.1} s; calls {calls}, failed {failed} (outcome unknown {unknown}); acknowledged writes checked on both sides {acked}; flips {} (pause max {:.1} ms, median {:.1} ms); fallbacks {fallbacks}; conflicts recorded {}; follow lag ms per process {follow_ms:?}; verify divergent rows {divergent}",
+        "soak (tiny pool {tiny_pool}, restart {restart}): {PROCESSES} processes x {WRITERS} writers for {:.1} s; calls {calls}, failed {failed} (outcome unknown {unknown}, pool timeouts {pool_timeouts}); acknowledged writes checked on both sides {acked}; flips {} (pause max {:.1} ms, median {:.1} ms); fallbacks {fallbacks}; conflicts recorded {}; follow lag ms per process {follow_ms:?}; verify divergent rows {divergent}",
         traffic.as_secs_f64(),
         flips.len(),
         sorted.last().unwrap().as_secs_f64() * 1000.0,
@@ -579,7 +593,11 @@ async fn soak(tiny_pool: bool, restart: bool) {
         eprintln!("soak files kept in {}", dir.0.path().display());
         std::mem::forget(dir);
     }
-    assert!(problems.is_empty(), "{} problems: {problems:#?}", problems.len());
+    assert!(
+        problems.is_empty(),
+        "{} problems: {problems:#?}",
+        problems.len()
+    );
     assert_eq!(divergent, 0, "verify: {report:?}");
     assert!(acked > 500, "enough traffic: {acked}");
     if restart {
