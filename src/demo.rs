@@ -222,7 +222,7 @@ async fn one_round(store: &dyn Store, rng: &mut StdRng, w: usize, i: u64) -> Res
                     )
                     .await?;
                 store.funnel_progress(&user).await?;
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     store
                         .mark_funnel_complete(&user, &json!({"score": i % 100}))
                         .await?;

@@ -304,11 +304,7 @@ impl DualStore {
             }
             if pruned.elapsed() > Duration::from_secs(30) {
                 pruned = Instant::now();
-                let r = d
-                    .inner
-                    .sqlite
-                    .locked(|conn| outbox::sqlite_prune_applied(conn))
-                    .await;
+                let r = d.inner.sqlite.locked(outbox::sqlite_prune_applied).await;
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "apply versions not pruned");
                 }
@@ -596,7 +592,7 @@ impl DualStore {
         if let Some(a) = self
             .inner
             .sqlite
-            .read(|c| crate::authority::sqlite_read(c))
+            .read(crate::authority::sqlite_read)
             .await?
         {
             self.follow(a);
@@ -656,9 +652,10 @@ impl DualStore {
     }
 
     /// Inside the lock (`held`, under `auth`): when a fresh connection to
-    /// PostgreSQL fails too, sets the authority to SQLite in fallback (epoch
-    /// + 1) for every process and returns it; None when PostgreSQL answers
-    ///   (the caller's error stands: a busy pool or a timeout is not an outage).
+    /// PostgreSQL fails too, sets the authority to SQLite in fallback (the
+    /// next epoch) for every process and returns it; None when PostgreSQL
+    /// answers (the caller's error stands: a busy pool or a timeout is not
+    /// an outage).
     async fn fall_back_held(
         &self,
         held: &crate::sqlite::Locked,
@@ -1531,7 +1528,7 @@ impl DualStore {
             let sqlite_pending = self
                 .inner
                 .sqlite
-                .locked(|c| crate::outbox::sqlite_pending(c))
+                .locked(crate::outbox::sqlite_pending)
                 .await?;
             let state = stage::set(
                 &pool,

@@ -690,7 +690,7 @@ async fn backfill_under_live_dual_writes_ends_consistent() {
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 let u = &ids[(w * 20 + i) % ids.len()];
-                if i % 17 == 0 && w == 0 {
+                if i.is_multiple_of(17) && w == 0 {
                     d.delete_user(u).await.unwrap();
                 } else if d.get_user(u).await.unwrap().is_some() {
                     d.save_tweets(
@@ -813,10 +813,7 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
             "{stage} {point}"
         );
         let pending = match stage.authoritative() {
-            Backend::Sqlite => s
-                .read(|c| cutover::outbox::sqlite_pending(c))
-                .await
-                .unwrap(),
+            Backend::Sqlite => s.read(cutover::outbox::sqlite_pending).await.unwrap(),
             Backend::Postgres => cutover::outbox::pg_pending(p.pool()).await.unwrap(),
         };
         assert_eq!(
