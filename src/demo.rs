@@ -96,8 +96,10 @@ pub struct DemoReport {
     pub broken: Vec<String>,
     /// Calls the workers made.
     pub ops: u64,
-    /// Calls that returned an error.
+    /// Calls that returned an error (other than `outcome_unknown_ops`).
     pub failed_ops: u64,
+    /// Writes whose COMMIT an outage cut (`Error::OutcomeUnknown`).
+    pub outcome_unknown_ops: u64,
     /// The first failed calls' errors, with the stage they ran in.
     pub failures: Vec<String>,
     /// Stages visited, in order.
@@ -146,6 +148,7 @@ struct Traffic {
     ops: AtomicU64,
     failed: AtomicU64,
     failures: Mutex<Vec<String>>,
+    unknown: AtomicU64,
     latencies: Mutex<BTreeMap<Stage, Vec<f64>>>,
 }
 
@@ -309,7 +312,13 @@ fn worker(
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             t.ops.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = r {
-                t.failed.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, crate::Error::OutcomeUnknown { .. }) {
+                    // An outage cut the COMMIT: reported, not a broken
+                    // guarantee (the write is applied once or not at all).
+                    t.unknown.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    t.failed.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::error!(worker = w, error = %e, "application call failed");
                 let mut kept = t.failures.lock().unwrap_or_else(|e| e.into_inner());
                 if kept.len() < KEPT_FAILURES {
@@ -478,6 +487,7 @@ async fn drive(
         ops: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         failures: Mutex::new(Vec::new()),
+        unknown: AtomicU64::new(0),
         latencies: Mutex::new(BTreeMap::new()),
     });
     let workers: Vec<_> = (0..opts.workers)
@@ -655,6 +665,7 @@ async fn drive(
         broken,
         ops,
         failed_ops,
+        outcome_unknown_ops: traffic.unknown.load(Ordering::Relaxed),
         failures: traffic
             .failures
             .lock()

@@ -447,6 +447,25 @@ impl DualStore {
             .await
     }
 
+    /// Which of this process's locks are taken right now (for a report
+    /// when a test or an operator sees calls stall).
+    pub fn lock_report(&self) -> String {
+        let keys = self
+            .inner
+            .key_locks
+            .iter()
+            .filter(|l| l.try_lock().is_err())
+            .count();
+        format!(
+            "write slot taken: {}; key locks taken: {keys}; PostgreSQL clear flush running: {}; copies after commit running: {}; pool size {} idle {}",
+            self.inner.sqlite.slot_taken(),
+            self.inner.flushing.try_lock().is_err(),
+            self.inner.applying.load(Ordering::SeqCst),
+            self.inner.pg.pool().size(),
+            self.inner.pg.pool().num_idle(),
+        )
+    }
+
     /// Current routing.
     pub fn routing(&self) -> Routing {
         **self.inner.routing.load()
@@ -536,10 +555,9 @@ impl DualStore {
             .unknown_commits
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(op, error = %e, "connection lost during COMMIT: the write's outcome is unknown");
-        Error::Database {
-            backend: Backend::Postgres,
-            kind: crate::DbErrorKind::Unavailable,
-            message: format!("{op}: connection lost during COMMIT, the write may or may not have been applied ({e})"),
+        Error::OutcomeUnknown {
+            op,
+            detail: e.to_string(),
         }
     }
 
@@ -1098,7 +1116,9 @@ impl DualStore {
                 // this direction takes it: a copy to SQLite runs under
                 // SQLite's write lock, which orders it already (and taking
                 // this lock there too would invert the two locks' order).
+                tracing::trace!(table = c.table, key = %c.key, "copy: waiting for the key lock");
                 let _slot = self.key_lock(c).lock().await;
+                tracing::trace!(table = c.table, key = %c.key, "copy: key lock taken");
                 // Another process may copy the same key at the same moment,
                 // and its newer image may reach PostgreSQL before this older
                 // one. So after writing, SQLite is read again: the entry is
@@ -1300,6 +1320,8 @@ impl DualStore {
                 return Ok(applied);
             }
             let mut failed = None;
+            // Entries come in id order: one past `upto` ends the drain.
+            let past_upto = entries.last().is_some_and(|e| e.id > upto);
             for e in entries.into_iter().filter(|e| e.id <= upto) {
                 after = after.max(e.id);
                 if let Err(err) = self.apply_carried(&e.change, e.side, None, fence).await {
@@ -1318,7 +1340,7 @@ impl DualStore {
             if let Some(err) = failed {
                 return Err(err);
             }
-            if after >= upto {
+            if past_upto || after >= upto {
                 return Ok(applied);
             }
         }

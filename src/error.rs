@@ -81,6 +81,17 @@ pub enum Error {
         /// The referenced key that is missing.
         parent_key: String,
     },
+    /// PostgreSQL's COMMIT was cut by an outage: the write may or may not
+    /// have been applied. If it was, its outbox entry reaches SQLite when
+    /// PostgreSQL answers again (or is recorded in `cutover.conflicts` when
+    /// SQLite changed the row meanwhile); it is never run again silently.
+    #[error("{op}: connection lost during COMMIT, the write may or may not have been applied ({detail})")]
+    OutcomeUnknown {
+        /// The store call.
+        op: &'static str,
+        /// The connection error.
+        detail: String,
+    },
     /// A row with this key (or unique value) already exists.
     #[error("{table}: a row with {column} = {key:?} already exists")]
     Duplicate {

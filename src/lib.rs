@@ -62,6 +62,7 @@ pub mod store;
 pub mod tables;
 pub mod verify;
 
+pub use crate::cutover::{Cutover, CutoverConfig};
 pub use error::{Backend, DbErrorKind, Error, Result};
 pub use model::*;
 pub use pg::PgStore;

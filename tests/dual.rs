@@ -580,6 +580,10 @@ fn traffic(
 }
 
 async fn outage_under_traffic(stage: Stage) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = common::TempDir::new();
     let mut server = cutover::pgserver::PgServer::start_new().unwrap();
     let mut settings = server.settings("postgres");
@@ -608,7 +612,10 @@ async fn outage_under_traffic(stage: Stage) {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
-        w.await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(30), w).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => panic!("{stage}: a writer stalled; {}", d.lock_report()),
+        }
     }
     replayer.await.unwrap();
     let c = d.counters();
@@ -617,10 +624,12 @@ async fn outage_under_traffic(stage: Stage) {
         calls.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed)
     );
+    // A write whose COMMIT the outage cut fails as `OutcomeUnknown` (it
+    // is applied once or not at all); no other call fails.
     assert_eq!(
         failed.load(Ordering::Relaxed),
-        0,
-        "no call failed during the outage"
+        c.unknown_commits,
+        "no call failed during the outage but those whose COMMIT it cut"
     );
     assert!(
         c.secondary_failures > 0 || c.fallbacks > 0,

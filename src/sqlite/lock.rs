@@ -79,9 +79,16 @@ impl WriteLock {
         })
     }
 
+    /// Whether a task holds the slot now.
+    pub(crate) fn slot_taken(&self) -> bool {
+        self.slot.try_lock().is_err()
+    }
+
     /// Takes the slot, the file lock and `BEGIN IMMEDIATE` on `conn`.
     pub(crate) async fn acquire(&self, conn: &tokio_rusqlite::Connection) -> Result<Locked> {
+        tracing::trace!("write lock: waiting for the slot");
         let slot = self.slot.clone().lock_owned().await;
+        tracing::trace!("write lock: slot taken");
         let file = match &self.file {
             None => None,
             Some(f) => {
@@ -103,6 +110,7 @@ impl WriteLock {
             Ok(())
         })
         .await?;
+        tracing::trace!("write lock: held");
         Ok(Locked {
             conn: conn.clone(),
             open: true,

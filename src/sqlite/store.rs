@@ -124,6 +124,11 @@ impl SqliteStore {
         self.lock.acquire(&self.conn).await
     }
 
+    /// Whether a task of this process holds the write lock now.
+    pub fn slot_taken(&self) -> bool {
+        self.lock.slot_taken()
+    }
+
     /// Switches outbox recording on or off: when on, every write records the
     /// keys it changed in `_cutover_outbox` inside its own transaction.
     pub fn set_outbox(&self, on: bool) {

@@ -49,7 +49,10 @@ fn print_report(r: &DemoReport) {
         println!("  broken: {b}");
     }
     println!("  stages          {}", r.stages.join(" → "));
-    println!("  calls           {} made, {} failed", r.ops, r.failed_ops);
+    println!(
+        "  calls           {} made, {} failed, {} cut by an outage during COMMIT (outcome unknown)",
+        r.ops, r.failed_ops, r.outcome_unknown_ops
+    );
     for f in &r.failures {
         println!("    failed: {f}");
     }
