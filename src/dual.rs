@@ -1834,6 +1834,15 @@ macro_rules! write_op {
                                 $self.rollback_held(held).await;
                                 break Err($self.unknown_commit($op, e));
                             }
+                            Ok(None) if attempt < BUSY_RETRIES => {
+                                // PostgreSQL answers a fresh connection: the
+                                // connection this write used was cut before
+                                // its COMMIT (nothing committed), so it runs
+                                // again.
+                                $self.rollback_held(held).await;
+                                attempt += 1;
+                                $self.busy_retry($op, side, attempt, &e).await;
+                            }
                             _ => {
                                 $self.rollback_held(held).await;
                                 break Err(e);
@@ -1893,9 +1902,16 @@ macro_rules! read_op {
         };
         $self.observe($op, side, started);
         let res = match res {
-            Err(e) if $self.should_fall_back(&routing, &e) && $self.fall_back_for_read(&e).await => {
-                let $s: &dyn Store = &$self.inner.sqlite;
-                $call.await
+            Err(e) if $self.should_fall_back(&routing, &e) => {
+                if $self.fall_back_for_read(&e).await {
+                    let $s: &dyn Store = &$self.inner.sqlite;
+                    $call.await
+                } else {
+                    // PostgreSQL answers a fresh connection: the one this
+                    // read used was cut; a read runs again safely.
+                    let $s: &dyn Store = $self.side(side);
+                    $call.await
+                }
             }
             other => other,
         };

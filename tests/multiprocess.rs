@@ -369,8 +369,10 @@ async fn soak(tiny_pool: bool, restart: bool) {
             // PostgreSQL goes away in live: some process falls back for
             // all, and the first to see it again makes the return.
             tokio::time::sleep(Duration::from_millis(500)).await;
+            // Longer than the children's 2 s pool acquire timeout, so
+            // their writes find it down rather than waiting it out.
             server.stop().unwrap();
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tokio::time::sleep(Duration::from_millis(3000)).await;
             server.start().unwrap();
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
