@@ -60,19 +60,21 @@ impl From<Authority> for Routing {
 impl Routing {
     /// The side whose answer the caller gets.
     pub fn authoritative(&self) -> Backend {
-        if self.fallback {
-            Backend::Sqlite
-        } else {
-            self.stage.authoritative()
-        }
+        Authority::from(*self).authoritative()
     }
 
     /// The side writes are copied to.
     pub fn secondary(&self) -> Option<Backend> {
-        if self.fallback {
-            Some(Backend::Postgres)
-        } else {
-            self.stage.secondary()
+        Authority::from(*self).secondary()
+    }
+}
+
+impl From<Routing> for Authority {
+    fn from(r: Routing) -> Self {
+        Authority {
+            epoch: r.epoch,
+            stage: r.stage,
+            fallback: r.fallback,
         }
     }
 }

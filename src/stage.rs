@@ -2,8 +2,10 @@
 //!
 //! The stage is one row in `cutover.state`. Changing it is one transaction
 //! that bumps a version, appends to `cutover.stage_history` and sends
-//! `NOTIFY cutover_stage`; every running process listens (and polls as a
-//! fallback) and follows within a second. A move forward into `live` (or
+//! `NOTIFY cutover_stage`. The change itself is made under SQLite's write
+//! lock by `DualStore::set_stage` (see `authority`): every process's writes
+//! follow at their next write; reads follow when the watcher hears the
+//! NOTIFY (or polls). A move forward into `live` (or
 //! past it) is refused unless the backfill is complete, the outbox is empty
 //! and the last verify was clean; `force` overrides and is recorded.
 
@@ -323,55 +325,5 @@ pub async fn watch_channel<F, Fut>(
             _ = tokio::time::sleep(poll) => {}
         }
         on_tick().await;
-    }
-}
-
-/// Watches the stage: LISTEN for changes, poll every `poll` as a fallback,
-/// call `on_change` with each new state (in version order), until `shutdown`.
-pub async fn watch<F, Fut>(
-    pool: PgPool,
-    poll: Duration,
-    mut current_version: i64,
-    mut on_change: F,
-    shutdown: impl std::future::Future<Output = ()>,
-) where
-    F: FnMut(StageState) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    tokio::pin!(shutdown);
-    let mut listener: Option<sqlx::postgres::PgListener> = None;
-    loop {
-        if listener.is_none() {
-            if let Ok(mut l) = sqlx::postgres::PgListener::connect_with(&pool).await {
-                if l.listen(CHANNEL).await.is_ok() {
-                    listener = Some(l);
-                }
-            }
-        }
-        // Wait for a notification, the poll tick, or shutdown.
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => l.try_recv().await.map(|_| ()).map_err(|_| ()),
-                None => {
-                    std::future::pending::<()>().await;
-                    Ok(())
-                }
-            }
-        };
-        tokio::select! {
-            _ = &mut shutdown => return,
-            r = notified => {
-                if r.is_err() {
-                    listener = None;
-                }
-            }
-            _ = tokio::time::sleep(poll) => {}
-        }
-        if let Ok(state) = get(&pool).await {
-            if state.version != current_version {
-                current_version = state.version;
-                on_change(state).await;
-            }
-        }
     }
 }
