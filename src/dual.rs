@@ -1,14 +1,15 @@
 //! `DualStore`: the application's store during the move.
 //!
-//! Every call is routed by the current stage, held in an `ArcSwap` so a
-//! flip is one pointer swap and a call never takes a lock to find it.
-//! Writes go to the authoritative side first; the rows they changed
-//! (reported by the store, and recorded in its outbox in the same
-//! transaction) are then copied to the other side as their current image,
-//! under a per-key lock. A failure there never fails the caller: it is
-//! counted, logged and left in the outbox for the replayer. Reads are
-//! served by the authoritative side; in `shadow` and `live` a sample is
-//! also read from the other side off the caller's path and compared.
+//! Reads are routed by the routing this process follows, held in an
+//! `ArcSwap`; in `shadow` and `live` a sample is also read from the other
+//! side off the caller's path and compared. Writes take SQLite's write lock
+//! and route by the authority read inside it (DESIGN §3): the authoritative
+//! side first; the rows it changed (reported by the store, and recorded in
+//! its outbox in the same transaction) are then copied to the other side as
+//! their current image, inside the lock when PostgreSQL is authoritative,
+//! after SQLite's commit (fenced by the epoch) when SQLite is. A failure
+//! there never fails the caller: it is counted, logged and left in the
+//! outbox for the replayer.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;

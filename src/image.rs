@@ -137,6 +137,20 @@ pub fn sqlite_image(table: &'static Table, row: &rusqlite::Row<'_>) -> Result<Im
 /// The INSERT … ON CONFLICT DO UPDATE statement of a table, with `$n`
 /// (PostgreSQL) or `?n` (SQLite) parameters in column order.
 pub fn upsert_sql(table: &Table, pg: bool) -> String {
+    let (params, sets) = upsert_parts(table, pg);
+    format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
+        table.name,
+        table.column_list(),
+        params,
+        table.primary_key,
+        sets
+    )
+}
+
+/// An upsert's parameter list and `SET` list, for `upsert_sql` and
+/// `pg_upsert_fenced`.
+fn upsert_parts(table: &Table, pg: bool) -> (String, String) {
     let params: Vec<String> = (1..=table.columns.len())
         .map(|i| if pg { format!("${i}") } else { format!("?{i}") })
         .collect();
@@ -146,14 +160,7 @@ pub fn upsert_sql(table: &Table, pg: bool) -> String {
         .filter(|c| c.name != table.primary_key)
         .map(|c| format!("{0} = excluded.{0}", c.name))
         .collect();
-    format!(
-        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
-        table.name,
-        table.column_list(),
-        params.join(", "),
-        table.primary_key,
-        sets.join(", ")
-    )
+    (params.join(", "), sets.join(", "))
 }
 
 /// Writes an image to SQLite (insert or replace every column).
@@ -325,22 +332,16 @@ where
     E: sqlx::PgExecutor<'e>,
 {
     let n = table.columns.len();
-    let params: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
-    let sets: Vec<String> = table
-        .columns
-        .iter()
-        .filter(|c| c.name != table.primary_key)
-        .map(|c| format!("{0} = excluded.{0}", c.name))
-        .collect();
+    let (params, sets) = upsert_parts(table, true);
     let sql = format!(
         "{}, u AS (INSERT INTO {} ({}) SELECT {} FROM f ON CONFLICT ({}) DO UPDATE SET {} RETURNING 1) \
          SELECT count(*) FROM f",
         fence_cte(n + 1),
         table.name,
         table.column_list(),
-        params.join(", "),
+        params,
         table.primary_key,
-        sets.join(", ")
+        sets
     );
     let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
     for (c, cell) in table.columns.iter().zip(image) {

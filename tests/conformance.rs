@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use cutover::dual::{DualConfig, DualStore};
-use cutover::image::{self, Image};
 use cutover::stage::Stage;
 use cutover::{
     Backend, Error, JobStatus, NewJob, NewTweet, PersonalityAnalysis, ScrapedProfile, Store,
@@ -116,7 +115,7 @@ impl DualFixture {
             "{stage}: the outboxes drain"
         );
 
-        let (s, p) = snapshot(d).await;
+        let (s, p) = common::snapshot(d).await;
         for ((t, a), (_, b)) in s.iter().zip(p.iter()) {
             assert_eq!(
                 a.len(),
@@ -153,55 +152,6 @@ impl DualFixture {
             d.recent_mismatches()
         );
     }
-}
-
-/// Every row of every table on both sides, as images sorted by primary key.
-async fn snapshot(d: &DualStore) -> (Vec<(String, Vec<Image>)>, Vec<(String, Vec<Image>)>) {
-    let mut s_all = Vec::new();
-    let mut p_all = Vec::new();
-    for t in cutover::tables::ALL {
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY {}",
-            t.column_list(),
-            t.name,
-            t.primary_key
-        );
-        let mut rows = d
-            .sqlite()
-            .connection()
-            .call(move |c| -> cutover::Result<Vec<Image>> {
-                let mut st = c.prepare(&sql)?;
-                let mut rows = st.query([])?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(image::sqlite_image(t, r)?);
-                }
-                Ok(out)
-            })
-            .await
-            .unwrap();
-        rows.sort_by_key(|i| image::Key::of(t, i));
-        s_all.push((t.name.to_string(), rows));
-
-        let collate = if t.serial { "" } else { " COLLATE \"C\"" };
-        let pg_sql = format!(
-            "SELECT {} FROM {} ORDER BY {}{collate}",
-            t.column_list(),
-            t.name,
-            t.primary_key
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(pg_sql))
-            .fetch_all(d.pg().pool())
-            .await
-            .unwrap();
-        let mut rows: Vec<Image> = rows
-            .iter()
-            .map(|r| image::pg_image(t, r).unwrap())
-            .collect();
-        rows.sort_by_key(|i| image::Key::of(t, i));
-        p_all.push((t.name.to_string(), rows));
-    }
-    (s_all, p_all)
 }
 
 /// One module of tests on a dual store in `$stage`, checked on both sides after each.

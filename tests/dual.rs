@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use cutover::dual::{DualConfig, DualStore};
-use cutover::image::{self, Image};
+use cutover::image;
 use cutover::stage::Stage;
 use cutover::{Backend, NewJob, NewTweet, PgStore, ScrapedProfile, SqliteStore, Store};
 use serde_json::json;
@@ -80,57 +80,6 @@ fn tweet(id: &str, text: &str) -> NewTweet {
         is_reply: Some(false),
         metadata: Some(json!({"likes": 1})),
     }
-}
-
-/// Every row of every table on both sides, as images keyed by primary key.
-async fn snapshot(d: &DualStore) -> (Vec<(String, Vec<Image>)>, Vec<(String, Vec<Image>)>) {
-    let mut s_all = Vec::new();
-    let mut p_all = Vec::new();
-    for t in cutover::tables::ALL {
-        let order = format!(
-            "SELECT {} FROM {} ORDER BY {}",
-            t.column_list(),
-            t.name,
-            t.primary_key
-        );
-        let sq = order.clone();
-        let rows = d
-            .sqlite()
-            .connection()
-            .call(move |c| -> cutover::Result<Vec<Image>> {
-                let mut st = c.prepare(&sq)?;
-                let mut rows = st.query([])?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(image::sqlite_image(t, r)?);
-                }
-                Ok(out)
-            })
-            .await
-            .unwrap();
-        s_all.push((t.name.to_string(), rows));
-        let pg_sql = format!(
-            "SELECT {} FROM {} ORDER BY {} COLLATE \"C\"",
-            t.column_list(),
-            t.name,
-            t.primary_key
-        )
-        .replace(
-            " COLLATE \"C\"",
-            if t.serial { "" } else { " COLLATE \"C\"" },
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(pg_sql))
-            .fetch_all(d.pg().pool())
-            .await
-            .unwrap();
-        p_all.push((
-            t.name.to_string(),
-            rows.iter()
-                .map(|r| image::pg_image(t, r).unwrap())
-                .collect(),
-        ));
-    }
-    (s_all, p_all)
 }
 
 /// Runs the ignored test `name` of this binary as a child process on the
@@ -222,7 +171,7 @@ async fn assert_converged(d: &DualStore) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(d.outbox_pending().await.unwrap(), 0, "outbox drained");
-    let (s, p) = snapshot(d).await;
+    let (s, p) = common::snapshot(d).await;
     for ((t, a), (_, b)) in s.iter().zip(p.iter()) {
         assert_eq!(a.len(), b.len(), "{t}: row counts differ");
         assert_eq!(a, b, "{t}: rows differ");

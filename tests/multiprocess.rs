@@ -314,6 +314,18 @@ async fn flip(d: &DualStore, to: Stage, flips: &mut Flips, pauses: &mut Vec<Dura
     flips.push((d.routing().epoch, to, SystemTime::now()));
 }
 
+/// Applies what both outboxes hold until nothing is pending (10 s at most).
+async fn drain_all(d: &DualStore) {
+    for _ in 0..100 {
+        let _ = d.drain(Backend::Postgres, 1000).await;
+        d.settle().await;
+        if d.outbox_pending().await.unwrap() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn soak(tiny_pool: bool, restart: bool) {
     let dir = common::TempDir::new();
     let path = dir.file("app.db");
@@ -392,25 +404,11 @@ async fn soak(tiny_pool: bool, restart: bool) {
     std::fs::write(&stop, b"stop").unwrap();
     let traffic = started.elapsed();
 
-    // Every write is in: both outboxes drain, then both sides are checked.
-    for _ in 0..100 {
-        let _ = d.drain(Backend::Postgres, 1000).await;
-        d.settle().await;
-        if d.outbox_pending().await.unwrap() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The writers stop within a call; then the parent checks and moves on.
+    // Every write is in: both outboxes drain (the writers stop within a
+    // call, so once more after they did), then both sides are checked.
+    drain_all(&d).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    for _ in 0..100 {
-        let _ = d.drain(Backend::Postgres, 1000).await;
-        d.settle().await;
-        if d.outbox_pending().await.unwrap() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    drain_all(&d).await;
     assert_eq!(
         d.outbox_pending().await.unwrap(),
         0,
@@ -556,15 +554,10 @@ async fn soak(tiny_pool: bool, restart: bool) {
     let mut follow_ms: Vec<Vec<i64>> = vec![Vec::new(); logs.len()];
     for (i, l) in logs.iter().enumerate() {
         for (epoch, stage, at) in &flips[1..] {
+            // The epoch itself, or a later one when a fallback or the next
+            // flip came before the process's next write or poll.
             match l.followed.iter().find(|f| f.0 >= *epoch) {
-                Some(f) if f.0 == *epoch => {
-                    follow_ms[i].push(f.3 as i64 - unix_ms(*at) as i64);
-                }
-                Some(f) => {
-                    // Went straight to a later epoch (a fallback or the
-                    // next flip came before its next write or poll).
-                    follow_ms[i].push(f.3 as i64 - unix_ms(*at) as i64);
-                }
+                Some(f) => follow_ms[i].push(f.3 as i64 - unix_ms(*at) as i64),
                 None => problems.push(format!("child {i} never followed epoch {epoch} ({stage})")),
             }
         }

@@ -143,3 +143,57 @@ impl TempDir {
         self.0.path().join(name)
     }
 }
+
+/// Every row of every table on both sides, as images sorted by primary key.
+pub async fn snapshot(
+    d: &cutover::dual::DualStore,
+) -> (
+    Vec<(String, Vec<cutover::image::Image>)>,
+    Vec<(String, Vec<cutover::image::Image>)>,
+) {
+    let mut s_all = Vec::new();
+    let mut p_all = Vec::new();
+    for t in cutover::tables::ALL {
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            t.column_list(),
+            t.name,
+            t.primary_key
+        );
+        let mut rows = d
+            .sqlite()
+            .connection()
+            .call(move |c| -> cutover::Result<Vec<cutover::image::Image>> {
+                let mut st = c.prepare(&sql)?;
+                let mut rows = st.query([])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(cutover::image::sqlite_image(t, r)?);
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap();
+        rows.sort_by_key(|i| cutover::image::Key::of(t, i));
+        s_all.push((t.name.to_string(), rows));
+
+        let collate = if t.serial { "" } else { " COLLATE \"C\"" };
+        let pg_sql = format!(
+            "SELECT {} FROM {} ORDER BY {}{collate}",
+            t.column_list(),
+            t.name,
+            t.primary_key
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(pg_sql))
+            .fetch_all(d.pg().pool())
+            .await
+            .unwrap();
+        let mut rows: Vec<cutover::image::Image> = rows
+            .iter()
+            .map(|r| cutover::image::pg_image(t, r).unwrap())
+            .collect();
+        rows.sort_by_key(|i| cutover::image::Key::of(t, i));
+        p_all.push((t.name.to_string(), rows));
+    }
+    (s_all, p_all)
+}
