@@ -1,0 +1,304 @@
+//! Copying a changed row to the other side as its current image.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::changes::{Captured, Carried, Change};
+use crate::error::{Backend, Error, Result};
+use crate::image::{self, Key};
+use crate::metrics as m;
+use crate::outbox;
+use crate::tables;
+
+use super::routing::Routing;
+use super::{DualStore, Inner, COPY_LOCK_CLASS, KEY_LOCKS};
+
+impl DualStore {
+    /// Writes a PostgreSQL image (version `version`, read at `read_at`) to
+    /// SQLite in one transaction, unless SQLite holds a newer one: its own
+    /// pending change (during a fallback SQLite was authoritative; that entry
+    /// copies it to PostgreSQL) or a higher recorded version. False when the
+    /// image is too old to trust (nothing written).
+    pub(super) async fn sqlite_apply(
+        &self,
+        c: &Change,
+        key: &Key,
+        version: i64,
+        img: Option<image::Image>,
+        read_at: Instant,
+    ) -> Result<bool> {
+        let table = tables::by_name(c.table).expect("checked by apply");
+        let (k, cc) = (key.clone(), c.clone());
+        // A flip or a return (holding the lock) applies PostgreSQL's
+        // entries whatever the authority row says mid-way.
+        let flipping = crate::sqlite::lock::is_held() && self.inner.flipping.load(Ordering::SeqCst);
+        self.inner
+            .sqlite
+            .locked(move |tx| -> Result<bool> {
+                // Checked under SQLite's write lock: no newer version can be
+                // recorded and pruned before this commits.
+                if read_at.elapsed() >= outbox::APPLY_WINDOW {
+                    return Ok(false);
+                }
+                // PostgreSQL's images land only while it is authoritative:
+                // during a fallback its pending entries wait for the return,
+                // which judges them against what SQLite took meanwhile.
+                let auth = crate::authority::sqlite_read(tx)?;
+                if !flipping && auth.is_some_and(|a| a.authoritative() != Backend::Postgres) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} {}: SQLite is authoritative now; the PostgreSQL entry waits for the return",
+                        cc.table, cc.key
+                    )));
+                }
+                if outbox::sqlite_high_water(tx, &cc)?.is_some() {
+                    tracing::debug!(table = cc.table, key = %cc.key, "PostgreSQL outbox entry superseded by a newer SQLite change");
+                } else if outbox::sqlite_applied(tx, &cc)?.is_some_and(|v| v >= version) {
+                    tracing::debug!(table = cc.table, key = %cc.key, version, "a newer image was applied already");
+                } else {
+                    match img {
+                        Some(img) => image::sqlite_upsert(tx, table, &img)?,
+                        None => {
+                            image::sqlite_delete(tx, table, &k)?;
+                        }
+                    }
+                    outbox::sqlite_mark_applied(tx, &cc, version)?;
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    pub(super) fn key_lock(&self, c: &Change) -> &tokio::sync::Mutex<()> {
+        let mut h = DefaultHasher::new();
+        c.hash(&mut h);
+        &self.inner.key_locks[(h.finish() as usize) % KEY_LOCKS]
+    }
+
+    /// Copies one changed row from `from` to the other side as its current
+    /// image, then clears its outbox entries up to what was seen. A copy to
+    /// PostgreSQL made outside the lock is fenced by the epoch this process
+    /// follows (see `authority::pg_fence`).
+    pub async fn apply(&self, c: &Change, from: Backend) -> Result<()> {
+        let fence = (!crate::sqlite::lock::is_held()).then(|| self.routing().epoch);
+        self.apply_carried(c, from, None, fence).await
+    }
+
+    /// As `apply`; `carried` is the image the write committed, copied as is
+    /// unless SQLite holds a newer version of the key (see `sqlite_apply`);
+    /// `fence` the epoch a copy to PostgreSQL must still find there.
+    pub(super) async fn apply_carried(
+        &self,
+        c: &Change,
+        from: Backend,
+        carried: Option<&Carried>,
+        fence: Option<i64>,
+    ) -> Result<()> {
+        match self.apply_image(c, from, carried, fence).await {
+            Err(e)
+                if from == Backend::Sqlite
+                    && is_data_error(&e)
+                    && !self.parent_pending(c, &e).await =>
+            {
+                // Judged again under SQLite's lock, where no write can
+                // change the row: only a row that still cannot be copied
+                // is rejected, and only its entries up to then are cleared.
+                let (c, me) = (c.clone(), self.clone());
+                self.under_lock(async move {
+                    match me.apply_image(&c, from, None, None).await {
+                        Err(e) if is_data_error(&e) && !me.parent_pending(&c, &e).await => {
+                            me.reject_change(&c, &e).await
+                        }
+                        other => other,
+                    }
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+
+    pub(super) async fn apply_image(
+        &self,
+        c: &Change,
+        from: Backend,
+        carried: Option<&Carried>,
+        fence: Option<i64>,
+    ) -> Result<()> {
+        let table = tables::by_name(c.table).ok_or_else(|| {
+            Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
+        })?;
+        let key = Key::parse(table, &c.key)?;
+        match from {
+            Backend::Sqlite => {
+                // Copies of one key from this process, one at a time. Only
+                // this direction takes it: a copy to SQLite runs under
+                // SQLite's write lock, which orders it already (and taking
+                // this lock there too would invert the two locks' order).
+                tracing::trace!(table = c.table, key = %c.key, "copy: waiting for the key lock");
+                let _slot = self.key_lock(c).lock().await;
+                tracing::trace!(table = c.table, key = %c.key, "copy: key lock taken");
+                // Another process may copy the same key at the same moment,
+                // and its newer image may reach PostgreSQL before this older
+                // one. So after writing, SQLite is read again: the entry is
+                // cleared only if the row still is what was copied, else the
+                // newer image is copied too (until the row holds still).
+                // Copies of one key, from every process, one after the
+                // other: each reads SQLite only once it holds the key's
+                // advisory lock, so the last copy to commit read the newest
+                // image, and the entries it clears (up to what it read)
+                // are all in what it wrote. (Without this, a slower copy
+                // could land an older image after a newer copy cleared
+                // both entries: nothing would be left to repair it.)
+                let mut tx = self.inner.pg.pool().begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    .bind(COPY_LOCK_CLASS)
+                    .bind(format!("{}:{}", c.table, c.key))
+                    .execute(&mut *tx)
+                    .await?;
+                let (cc, k) = (c.clone(), key.clone());
+                let (hw, img) = self
+                    .sqlite_rw(move |conn| -> Result<_> {
+                        // The high water first: the image read after it
+                        // holds every change up to it.
+                        let hw = outbox::sqlite_high_water(conn, &cc)?;
+                        Ok((hw, image::sqlite_read(conn, table, &k)?))
+                    })
+                    .await?;
+                crate::failpoint::pause("dual.before_copy_to_postgres").await;
+                let written = match (&img, fence) {
+                    (Some(img), Some(epoch)) => {
+                        image::pg_upsert_fenced(&mut *tx, table, img, epoch).await?
+                    }
+                    (None, Some(epoch)) => {
+                        image::pg_delete_fenced(&mut *tx, table, &key, epoch).await?
+                    }
+                    (Some(img), None) => {
+                        image::pg_upsert(&mut *tx, table, img).await?;
+                        true
+                    }
+                    (None, None) => {
+                        image::pg_delete(&mut *tx, table, &key).await?;
+                        true
+                    }
+                };
+                tx.commit().await?;
+                if !written {
+                    // A flip or fallback moved the epoch: its drain copies
+                    // this row (a flip has; a return will).
+                    tracing::debug!(table = c.table, key = %c.key, "copy of an older epoch dropped");
+                    return Ok(());
+                }
+                if let Some(hw) = hw {
+                    if crate::sqlite::lock::is_held() {
+                        let cc = c.clone();
+                        self.inner
+                            .sqlite
+                            .locked(move |conn| outbox::sqlite_clear(conn, &cc, hw))
+                            .await?;
+                    } else {
+                        self.queue_sqlite_clear(c, hw);
+                    }
+                }
+                return Ok(());
+            }
+            Backend::Postgres => {
+                // The image the write committed is copied as is: SQLite's
+                // recorded version keeps an older one from landing over a
+                // newer one. Otherwise (replayer, or an image too old to
+                // trust) PostgreSQL's current image is read back.
+                if let Some(cv) = carried.filter(|cv| cv.read_at.elapsed() < outbox::APPLY_WINDOW) {
+                    crate::failpoint::pause("dual.before_copy_to_sqlite").await;
+                    let applied = self
+                        .sqlite_apply(c, &key, cv.outbox_id, cv.image.clone(), cv.read_at)
+                        .await?;
+                    if applied {
+                        self.queue_clear(c, cv.outbox_id);
+                        return Ok(());
+                    }
+                }
+                let pool = self.inner.pg.pool();
+                let read_at = Instant::now();
+                let Some(hw) = outbox::pg_high_water(pool, c).await? else {
+                    // No entry left: a later apply already copied the row.
+                    return Ok(());
+                };
+                let img = image::pg_read(pool, table, &key).await?;
+                if !self.sqlite_apply(c, &key, hw, img, read_at).await? {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} {}: the image read from PostgreSQL took over {:?} to reach SQLite; left in the outbox",
+                        c.table, c.key, outbox::APPLY_WINDOW
+                    )));
+                }
+                self.queue_clear(c, hw);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a write's rows to the other side, fenced by the epoch the
+    /// write was made under (outside the lock) or inside it.
+    pub(super) async fn apply_changes(&self, op: &'static str, r: &Routing, captured: Captured) {
+        if r.secondary().is_none() || captured.changes.is_empty() {
+            return;
+        }
+        struct Applying<'a>(&'a Inner);
+        impl Drop for Applying<'_> {
+            fn drop(&mut self) {
+                if self.0.applying.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    self.0.applied.notify_waiters();
+                }
+            }
+        }
+        self.inner.applying.fetch_add(1, Ordering::SeqCst);
+        let _applying = Applying(&self.inner);
+        let from = r.authoritative();
+        let fence = (!crate::sqlite::lock::is_held()).then_some(r.epoch);
+        let mut seen = std::collections::HashSet::new();
+        for c in captured.changes {
+            if !seen.insert(c.clone()) {
+                continue;
+            }
+            if let Err(e) = self
+                .apply_carried(&c, from, captured.carried.get(&c), fence)
+                .await
+            {
+                self.inner
+                    .counters
+                    .secondary_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::SECONDARY_WRITE_FAILURES, "op" => op, "table" => c.table)
+                    .increment(1);
+                tracing::debug!(op, table = c.table, key = %c.key, error = %e, "secondary write failed; kept in the outbox");
+            }
+        }
+    }
+
+    /// Waits until the copies to PostgreSQL made after their SQLite commit
+    /// are done, and flushes the clears queued so far.
+    pub async fn settle(&self) {
+        loop {
+            let done = self.inner.applied.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.inner.applying.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            done.await;
+        }
+        let _ = self.flush_sqlite_clears().await;
+        let _ = self.flush_clears().await;
+    }
+}
+
+/// Failures that retrying cannot fix: the data, not the connection.
+pub(super) fn is_data_error(e: &Error) -> bool {
+    matches!(e, Error::InvalidValue { .. })
+        || matches!(
+            e.db_kind(),
+            Some(crate::DbErrorKind::ForeignKeyViolation)
+                | Some(crate::DbErrorKind::CheckViolation)
+                | Some(crate::DbErrorKind::NotNullViolation)
+        )
+}

@@ -1,0 +1,239 @@
+//! PostgreSQL unreachable: every process falls back to SQLite, and one
+//! process makes the return for all (DESIGN §3).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::authority::Authority;
+use crate::changes::Change;
+use crate::error::{Backend, Error, Result};
+use crate::image::{self, Key};
+use crate::metrics as m;
+use crate::outbox;
+use crate::stage;
+use crate::tables;
+
+use super::routing::Routing;
+use super::DualStore;
+
+impl DualStore {
+    pub(super) fn should_fall_back(&self, r: &Routing, e: &Error) -> bool {
+        self.inner.config.fallback
+            && !r.fallback
+            && r.authoritative() == Backend::Postgres
+            && r.stage.secondary().is_some()
+            && e.is_unavailable()
+    }
+
+    /// Whether PostgreSQL answers a fresh connection (not the pool: a busy
+    /// pool is not an outage).
+    pub(super) async fn pg_reachable(&self) -> bool {
+        use sqlx::Connection;
+        let opts = self.inner.pg.pool().connect_options();
+        let attempt = async move {
+            let mut c = sqlx::PgConnection::connect_with(&opts).await.ok()?;
+            let ok = sqlx::query("SELECT 1").execute(&mut c).await.is_ok();
+            let _ = c.close().await;
+            Some(ok)
+        };
+        matches!(
+            tokio::time::timeout(self.inner.config.connect_probe_timeout, attempt).await,
+            Ok(Some(true))
+        )
+    }
+
+    /// Inside the lock (`held`, under `auth`): when a fresh connection to
+    /// PostgreSQL fails too, sets the authority to SQLite in fallback (the
+    /// next epoch) for every process and returns it; None when PostgreSQL
+    /// answers (the caller's error stands: a busy pool or a timeout is not
+    /// an outage).
+    pub(super) async fn fall_back_held(
+        &self,
+        held: &crate::sqlite::Locked,
+        auth: Authority,
+        reason: &Error,
+    ) -> Result<Option<Authority>> {
+        if self.pg_reachable().await {
+            return Ok(None);
+        }
+        let next = Authority {
+            epoch: auth.epoch + 1,
+            fallback: true,
+            ..auth
+        };
+        held.call(move |c| crate::authority::sqlite_write(c, &next))
+            .await?;
+        self.inner
+            .counters
+            .fallbacks
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %reason, stage = %auth.stage, epoch = next.epoch, "PostgreSQL unreachable: every process falls back to SQLite as authoritative");
+        self.follow(next);
+        Ok(Some(next))
+    }
+
+    /// A read that found PostgreSQL unavailable: falls back for every
+    /// process when a fresh connection fails too (under the lock).
+    pub(super) async fn fall_back_for_read(&self, reason: &Error) -> bool {
+        let Ok((held, auth)) = self.enter().await else {
+            return false;
+        };
+        let r = Routing::from(auth);
+        if r.fallback {
+            self.rollback_held(held).await;
+            return true;
+        }
+        if !self.should_fall_back(&r, reason) {
+            self.rollback_held(held).await;
+            return false;
+        }
+        match self.fall_back_held(&held, auth, reason).await {
+            Ok(Some(_)) => held.commit().await.is_ok(),
+            _ => {
+                self.rollback_held(held).await;
+                false
+            }
+        }
+    }
+
+    pub(super) fn start_return_probe(&self) {
+        if !self.inner.fallback_probe.swap(true, Ordering::SeqCst) {
+            let me = self.clone();
+            tokio::spawn(async move { me.probe_until_back().await });
+        }
+    }
+
+    /// While the authority says fallback: waits for PostgreSQL, then makes
+    /// the return under the lock (any process may; the first one does it).
+    pub(super) async fn probe_until_back(&self) {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            tokio::time::sleep(wait).await;
+            if self.refresh().await.is_ok_and(|r| !r.fallback) {
+                break;
+            }
+            if !self.pg_reachable().await {
+                wait = (wait * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            match self.return_from_fallback().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::info!(error = %e, "return from the fallback deferred");
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        self.inner.fallback_probe.store(false, Ordering::SeqCst);
+    }
+
+    /// The return from a fallback, under the lock: PostgreSQL's row moves
+    /// first (fencing copies of the fallback's epoch), keys both sides
+    /// changed are recorded as conflicts, SQLite's outbox drains into
+    /// PostgreSQL and PostgreSQL's leftovers into SQLite, the id generators
+    /// are aligned, and both rows say PostgreSQL again (epoch + 1).
+    pub async fn return_from_fallback(&self) -> Result<()> {
+        let (held, auth) = self.enter().await?;
+        if !auth.fallback {
+            self.rollback_held(held).await;
+            return Ok(());
+        }
+        self.inner.flipping.store(true, Ordering::SeqCst);
+        let r = crate::sqlite::lock::within(async {
+            let next = Authority {
+                epoch: auth.epoch + 1,
+                fallback: false,
+                ..auth
+            };
+            let fenced = Authority {
+                fallback: true,
+                ..next
+            };
+            crate::authority::pg_write(self.inner.pg.pool(), &fenced).await?;
+            self.record_conflicts().await?;
+            self.drain(Backend::Sqlite, 1000).await?;
+            self.drain(Backend::Postgres, 1000).await?;
+            self.align_sequences().await?;
+            crate::authority::pg_write(self.inner.pg.pool(), &next).await?;
+            held.call(move |c| crate::authority::sqlite_write(c, &next))
+                .await?;
+            Ok::<_, Error>(next)
+        })
+        .await;
+        self.inner.flipping.store(false, Ordering::SeqCst);
+        match r {
+            Ok(next) => {
+                held.commit().await?;
+                self.follow(next);
+                let _ = stage::announce(self.inner.pg.pool(), &next).await;
+                tracing::info!(stage = %next.stage, epoch = next.epoch, "PostgreSQL is back: fallback ended for every process");
+                Ok(())
+            }
+            Err(e) => {
+                self.rollback_held(held).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// PostgreSQL outbox entries (writes PostgreSQL committed whose copy had
+    /// not reached SQLite, or whose COMMIT outcome was unknown) for keys
+    /// SQLite changed during the fallback: both sides changed the row. The
+    /// PostgreSQL image is recorded in `cutover.conflicts` with SQLite's,
+    /// counted, logged; SQLite's wins (its entry copies it next).
+    pub(super) async fn record_conflicts(&self) -> Result<()> {
+        let pool = self.inner.pg.pool();
+        let pending: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT table_name, row_key, max(id) FROM cutover.outbox GROUP BY table_name, row_key",
+        )
+        .fetch_all(pool)
+        .await?;
+        for (t, k, upto) in pending {
+            let Some(table) = tables::by_name(&t) else {
+                continue;
+            };
+            let c = Change::new(table.name, k.clone());
+            let cc = c.clone();
+            let key = Key::parse(table, &k)?;
+            let kk = key.clone();
+            let (in_sqlite, simg) = self
+                .inner
+                .sqlite
+                .locked(move |conn| -> Result<_> {
+                    Ok((
+                        outbox::sqlite_high_water(conn, &cc)?.is_some(),
+                        image::sqlite_read(conn, table, &kk)?,
+                    ))
+                })
+                .await?;
+            if !in_sqlite {
+                continue;
+            }
+            let pimg = image::pg_read(pool, table, &key).await?;
+            if pimg == simg {
+                outbox::pg_clear(pool, &c, upto).await?;
+                continue;
+            }
+            let as_json = |i: &Option<image::Image>| i.as_ref().map(|i| image::to_json(table, i));
+            sqlx::query(
+                "INSERT INTO cutover.conflicts (table_name, row_key, postgres_image, sqlite_image, detail)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(table.name)
+            .bind(&k)
+            .bind(as_json(&pimg))
+            .bind(as_json(&simg))
+            .bind("PostgreSQL held a write SQLite had not taken when it stood in, and SQLite changed the row during the fallback; SQLite's image was kept")
+            .execute(pool)
+            .await?;
+            outbox::pg_clear(pool, &c, upto).await?;
+            self.inner
+                .counters
+                .conflicts
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::CONFLICTS, "table" => table.name).increment(1);
+            tracing::error!(table = table.name, key = %k, "conflict: both sides changed the row across the fallback; recorded in cutover.conflicts");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! Stage flips, made under SQLite's write lock for every process.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::authority::Authority;
+use crate::error::{Backend, Error, Result};
+use crate::metrics as m;
+use crate::stage::{self, Stage};
+use crate::tables;
+
+use super::DualStore;
+
+impl DualStore {
+    /// Moves both sides' id generators past the highest id either side holds,
+    /// so whichever side becomes authoritative never hands out a used id.
+    pub async fn align_sequences(&self) -> Result<()> {
+        let serial: Vec<&'static tables::Table> =
+            tables::ALL.iter().copied().filter(|t| t.serial).collect();
+        // One call per side: this runs while writers are held.
+        let names: Vec<(&'static str, &'static str)> =
+            serial.iter().map(|t| (t.name, t.primary_key)).collect();
+        let n2 = names.clone();
+        let smax: Vec<i64> = self
+            .inner
+            .sqlite
+            .locked(move |conn| -> Result<Vec<i64>> {
+                let mut out = Vec::new();
+                for (name, pk) in &n2 {
+                    let a: i64 = conn.query_row(
+                        &format!("SELECT coalesce(max({pk}), 0) FROM {name}"),
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    let b: i64 = conn
+                        .query_row(
+                            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1",
+                            [name],
+                            |r| r.get(0),
+                        )
+                        .unwrap_or(0);
+                    out.push(a.max(b));
+                }
+                Ok(out)
+            })
+            .await?;
+        let pg_sql = names
+            .iter()
+            .map(|(name, pk)| {
+                format!("greatest((SELECT coalesce(max({pk}), 0)::bigint FROM {name}), (SELECT last_value FROM {name}_{pk}_seq))")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {pg_sql}")))
+            .fetch_one(self.inner.pg.pool())
+            .await?;
+        let mut tops = Vec::new();
+        for (i, s) in smax.iter().enumerate() {
+            let p: i64 = sqlx::Row::try_get(&row, i)?;
+            tops.push((*s).max(p).max(1));
+        }
+        let setvals = names
+            .iter()
+            .zip(&tops)
+            .map(|((name, pk), top)| {
+                format!("setval(pg_get_serial_sequence('{name}', '{pk}'), {top})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {setvals}")))
+            .execute(self.inner.pg.pool())
+            .await?;
+        let pairs: Vec<(&'static str, i64)> = names.iter().map(|(n, _)| *n).zip(tops).collect();
+        self.inner
+            .sqlite
+            .locked(move |conn| -> Result<()> {
+                for (name, top) in &pairs {
+                    let n = conn.execute(
+                        "UPDATE sqlite_sequence SET seq = max(seq, ?2) WHERE name = ?1",
+                        (name, top),
+                    )?;
+                    if n == 0 {
+                        conn.execute(
+                            "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
+                            (name, top),
+                        )?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Moves every process to `to`, bypassing the go-live gates (tests and
+    /// tools that own the setup; an operator uses `set_stage`). Returns the
+    /// pause writers saw.
+    pub async fn switch(&self, to: Stage) -> Result<Duration> {
+        self.set_stage(to, true, "switch").await
+    }
+
+    /// Whether moving to `to` changes which side is authoritative or copied to.
+    pub fn flips(&self, to: Stage) -> bool {
+        let cur = self.routing();
+        cur.stage.authoritative() != to.authoritative() || cur.secondary() != to.secondary()
+    }
+
+    /// Moves every process to `to`, as DESIGN §3 orders it: under SQLite's
+    /// write lock (every process's writes wait), PostgreSQL's authority row
+    /// moves first (copies of the old epoch commit before it or not at
+    /// all), both outboxes drain (finite: nothing new can enter), the gates
+    /// are judged and the stage persisted (`stage::set`, which announces
+    /// it), the id generators are aligned, and SQLite's row says the new
+    /// epoch. Every process follows at its next write; reads within the
+    /// stage watcher's poll. Returns the pause writers saw.
+    pub async fn set_stage(&self, to: Stage, force: bool, by: &str) -> Result<Duration> {
+        // Drain most of the backlog before taking the lock, so the pause is short.
+        let pre = Instant::now();
+        for side in [Backend::Sqlite, Backend::Postgres] {
+            match self.drain(side, 1000).await {
+                Err(e) => tracing::debug!(side = %side, error = %e, "pre-flip drain incomplete"),
+                Ok(n) => {
+                    tracing::info!(side = %side, applied = n, ms = pre.elapsed().as_millis() as u64, "pre-flip drain")
+                }
+            }
+        }
+        let started = Instant::now();
+        let (held, auth) = self.enter().await?;
+        let locked_at = started.elapsed();
+        let pool = self.inner.pg.pool().clone();
+        let by = by.to_string();
+        self.inner.flipping.store(true, Ordering::SeqCst);
+        let r = crate::sqlite::lock::within(async {
+            let next = Authority {
+                epoch: auth.epoch + 1,
+                stage: to,
+                fallback: false,
+            };
+            crate::authority::pg_write(
+                &pool,
+                &Authority {
+                    epoch: next.epoch,
+                    ..auth
+                },
+            )
+            .await?;
+            if auth.fallback {
+                self.record_conflicts().await?;
+            }
+            self.drain(Backend::Sqlite, 1000).await?;
+            self.drain(Backend::Postgres, 1000).await?;
+            let drained = started.elapsed();
+            let sqlite_pending = self
+                .inner
+                .sqlite
+                .locked(crate::outbox::sqlite_pending)
+                .await?;
+            let state = stage::set(
+                &pool,
+                &stage::Change {
+                    to,
+                    force,
+                    by,
+                    extra_pending: sqlite_pending,
+                },
+            )
+            .await?;
+            if auth.authoritative() != next.authoritative() || auth.fallback {
+                self.align_sequences().await?;
+            }
+            crate::authority::pg_write(&pool, &next).await?;
+            held.call(move |c| crate::authority::sqlite_write(c, &next))
+                .await?;
+            Ok::<_, Error>((next, state, drained))
+        })
+        .await;
+        self.inner.flipping.store(false, Ordering::SeqCst);
+        let (next, state, drained) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                // PostgreSQL's row may have moved already: SQLite's follows
+                // it (same stage), so copies are not fenced out for good.
+                match crate::authority::pg_read(&pool).await {
+                    Ok(pa) if pa.epoch > auth.epoch => {
+                        let same = Authority {
+                            epoch: pa.epoch,
+                            ..auth
+                        };
+                        let w = held
+                            .call(move |c| crate::authority::sqlite_write(c, &same))
+                            .await;
+                        if w.is_ok() && self.commit_held(held).await.is_ok() {
+                            self.follow(same);
+                        }
+                    }
+                    _ => self.rollback_held(held).await,
+                }
+                return Err(e);
+            }
+        };
+        self.commit_held(held).await?;
+        self.follow(next);
+        let pause = started.elapsed();
+        metrics::histogram!(m::FLIP_PAUSE).record(pause.as_secs_f64());
+        let _ = sqlx::query("UPDATE cutover.stage_history SET pause_ms = $1 WHERE id = (SELECT max(id) FROM cutover.stage_history)")
+            .bind(pause.as_secs_f64() * 1000.0)
+            .execute(&pool)
+            .await;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        tracing::info!(
+            from = %auth.stage,
+            to = %to,
+            epoch = next.epoch,
+            version = state.version,
+            pause_ms = ms(pause),
+            lock_wait_ms = ms(locked_at),
+            drain_ms = ms(drained - locked_at),
+            "stage flip done"
+        );
+        Ok(pause)
+    }
+}

@@ -1,0 +1,210 @@
+//! Outbox drains (the replayer's and a flip's) and the batched clears of
+//! entries already copied.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::changes::Change;
+use crate::error::{Backend, Result};
+use crate::metrics as m;
+use crate::outbox;
+
+use super::{DualStore, Inner};
+
+impl DualStore {
+    /// Clears applied PostgreSQL outbox entries every few milliseconds and
+    /// forgets old SQLite apply versions, while the store lives.
+    pub(super) async fn clearer(inner: std::sync::Weak<Inner>) {
+        let mut pruned = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let d = DualStore { inner };
+            if let Err(e) = d.flush_clears().await {
+                tracing::debug!(error = %e, "outbox clear deferred");
+            }
+            if let Err(e) = d.flush_sqlite_clears().await {
+                tracing::debug!(error = %e, "SQLite outbox clear deferred");
+            }
+            if pruned.elapsed() > Duration::from_secs(30) {
+                pruned = Instant::now();
+                let r = d.inner.sqlite.locked(outbox::sqlite_prune_applied).await;
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "apply versions not pruned");
+                }
+            }
+        }
+    }
+
+    pub(super) fn queue_clear(&self, c: &Change, upto: i64) {
+        if crate::sqlite::lock::is_held() {
+            // Cleared only once the held SQLite transaction commits.
+            self.inner
+                .held_clears
+                .lock()
+                .expect("clears lock")
+                .push((c.clone(), upto));
+            return;
+        }
+        let mut q = self.inner.clears.lock().expect("clears lock");
+        let e = q.entry(c.clone()).or_insert(upto);
+        *e = (*e).max(upto);
+    }
+
+    pub(super) fn queue_sqlite_clear(&self, c: &Change, upto: i64) {
+        let mut q = self.inner.sqlite_clears.lock().expect("clears lock");
+        let e = q.entry(c.clone()).or_insert(upto);
+        *e = (*e).max(upto);
+    }
+
+    /// Clears the SQLite outbox entries copied so far, in one locked
+    /// transaction (kept for the next try when it fails).
+    pub async fn flush_sqlite_clears(&self) -> Result<()> {
+        let batch: Vec<(Change, i64)> = {
+            let mut q = self.inner.sqlite_clears.lock().expect("clears lock");
+            if q.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *q).into_iter().collect()
+        };
+        let b = batch.clone();
+        let r = self
+            .inner
+            .sqlite
+            .locked(move |conn| -> Result<()> {
+                for (c, upto) in &b {
+                    outbox::sqlite_clear(conn, c, *upto)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            for (c, upto) in batch {
+                self.queue_sqlite_clear(&c, upto);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// As `flush_clears`, unless a flush is running already (then what it
+    /// leaves is cleared by the next one).
+    pub(super) async fn flush_clears_if_idle(&self) {
+        if self.inner.flushing.try_lock().is_ok() {
+            let _ = self.flush_clears().await;
+        }
+    }
+
+    /// Clears the PostgreSQL outbox entries applied so far (kept for the
+    /// next try when PostgreSQL does not answer).
+    pub async fn flush_clears(&self) -> Result<()> {
+        // One flush at a time: concurrent deletes of one key's entries
+        // would only wait on each other's row locks.
+        let _one = self.inner.flushing.lock().await;
+        let batch: Vec<(Change, i64)> = {
+            let mut q = self.inner.clears.lock().expect("clears lock");
+            if q.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *q).into_iter().collect()
+        };
+        if let Err(e) = outbox::pg_clear_many(self.inner.pg.pool(), &batch).await {
+            for (c, upto) in batch {
+                self.queue_clear(&c, upto);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Applies the outbox entries of `side` pending when it starts (each
+    /// once; or until an apply fails, which is returned). Returns how many
+    /// were applied. Outside the lock only the authoritative side's outbox
+    /// is applied, fenced by the epoch; a flip drains both inside it.
+    pub async fn drain(&self, side: Backend, batch: i64) -> Result<u64> {
+        let held = crate::sqlite::lock::is_held();
+        let routing = self.routing();
+        if !held && routing.authoritative() != side {
+            return Ok(0);
+        }
+        // Every copy of this drain is fenced by the epoch it started under:
+        // after a flip, SQLite's rows (read outside the lock) may trail
+        // PostgreSQL's, and must not land there.
+        let fence = (!held).then_some(routing.epoch);
+        // What is pending now, and no more: under load new entries keep
+        // coming (outside the lock), and their own copies handle them.
+        let upto = match side {
+            Backend::Sqlite => {
+                self.sqlite_rw(|conn| -> Result<i64> {
+                    Ok(conn.query_row(
+                        "SELECT coalesce(max(id), 0) FROM _cutover_outbox",
+                        [],
+                        |r| r.get(0),
+                    )?)
+                })
+                .await?
+            }
+            Backend::Postgres => outbox::pg_max_id(self.inner.pg.pool()).await?,
+        };
+        let mut applied = 0;
+        let mut after = 0i64;
+        loop {
+            if !held {
+                match side {
+                    Backend::Postgres => self.flush_clears().await?,
+                    Backend::Sqlite => self.flush_sqlite_clears().await?,
+                }
+            }
+            let entries = match side {
+                Backend::Sqlite => {
+                    self.sqlite_rw(move |conn| outbox::sqlite_fetch(conn, after, batch))
+                        .await?
+                }
+                Backend::Postgres => outbox::pg_fetch(self.inner.pg.pool(), after, batch).await?,
+            };
+            if entries.is_empty() {
+                return Ok(applied);
+            }
+            let mut failed = None;
+            // Entries come in id order: one past `upto` ends the drain.
+            let past_upto = entries.last().is_some_and(|e| e.id > upto);
+            for e in entries.into_iter().filter(|e| e.id <= upto) {
+                after = after.max(e.id);
+                if let Err(err) = self.apply_carried(&e.change, e.side, None, fence).await {
+                    // Unavailable: the rest would fail too.
+                    if err.is_unavailable() {
+                        return Err(err);
+                    }
+                    tracing::debug!(table = e.change.table, key = %e.change.key, error = %err, "outbox entry not applied; kept");
+                    failed = Some(err);
+                    continue;
+                }
+                applied += 1;
+                self.inner.counters.replayed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::OUTBOX_REPLAYED, "side" => side.as_str()).increment(1);
+            }
+            if let Some(err) = failed {
+                return Err(err);
+            }
+            if past_upto || after >= upto {
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// Entries pending in both outboxes (PostgreSQL's counted only when reachable).
+    pub async fn outbox_pending(&self) -> Result<i64> {
+        self.flush_clears_if_idle().await;
+        let s = self.inner.sqlite.read(outbox::sqlite_pending).await?;
+        let p = outbox::pg_pending(self.inner.pg.pool()).await.unwrap_or(0);
+        metrics::gauge!(m::OUTBOX_PENDING).set((s + p) as f64);
+        Ok(s + p)
+    }
+
+    /// Whether anything waits in either outbox.
+    pub(super) async fn anything_pending(&self) -> bool {
+        self.outbox_pending().await.map(|n| n > 0).unwrap_or(true)
+    }
+}

@@ -1,0 +1,151 @@
+//! What this process routes by: the authority it follows (DESIGN §3),
+//! read inside SQLite's write lock by every write.
+
+use std::sync::Arc;
+
+use crate::authority::Authority;
+use crate::error::{Backend, Error, Result};
+use crate::metrics as m;
+use crate::stage::Stage;
+use crate::store::Store;
+
+use super::DualStore;
+
+/// Where calls go right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routing {
+    /// The stage.
+    pub stage: Stage,
+    /// PostgreSQL is unreachable and SQLite stands in as authoritative.
+    pub fallback: bool,
+    /// The authority epoch this routing was read under.
+    pub epoch: i64,
+}
+
+impl From<Authority> for Routing {
+    fn from(a: Authority) -> Self {
+        Routing {
+            stage: a.stage,
+            fallback: a.fallback,
+            epoch: a.epoch,
+        }
+    }
+}
+
+impl Routing {
+    /// The side whose answer the caller gets.
+    pub fn authoritative(&self) -> Backend {
+        Authority::from(*self).authoritative()
+    }
+
+    /// The side writes are copied to.
+    pub fn secondary(&self) -> Option<Backend> {
+        Authority::from(*self).secondary()
+    }
+}
+
+impl From<Routing> for Authority {
+    fn from(r: Routing) -> Self {
+        Authority {
+            epoch: r.epoch,
+            stage: r.stage,
+            fallback: r.fallback,
+        }
+    }
+}
+
+impl DualStore {
+    pub(super) fn set_outbox_flags(&self, r: &Routing) {
+        let sec = r.secondary();
+        self.inner
+            .sqlite
+            .set_outbox(r.authoritative() == Backend::Sqlite && sec.is_some());
+        self.inner
+            .pg
+            .set_outbox(r.authoritative() == Backend::Postgres && sec.is_some());
+    }
+
+    pub(super) fn side(&self, b: Backend) -> &dyn Store {
+        match b {
+            Backend::Sqlite => &self.inner.sqlite,
+            Backend::Postgres => &self.inner.pg,
+        }
+    }
+
+    /// Takes SQLite's write lock and reads the authority inside it; this
+    /// process follows it before anything is written.
+    pub(crate) async fn enter(&self) -> Result<(crate::sqlite::Locked, Authority)> {
+        let held = self.inner.sqlite.lock().await?;
+        let auth = match held.call(|c| crate::authority::sqlite_read(c)).await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                self.rollback_held(held).await;
+                return Err(Error::InvalidArgument(
+                    "the SQLite file has no _cutover_authority row; open the dual store first"
+                        .into(),
+                ));
+            }
+            Err(e) => {
+                self.rollback_held(held).await;
+                return Err(e);
+            }
+        };
+        self.follow(auth);
+        Ok((held, auth))
+    }
+
+    /// Reads the authority from a read connection and follows it (the
+    /// stage watcher's way: no lock, no wait behind writers).
+    pub async fn refresh(&self) -> Result<Routing> {
+        if let Some(a) = self
+            .inner
+            .sqlite
+            .read(crate::authority::sqlite_read)
+            .await?
+        {
+            self.follow(a);
+        }
+        Ok(self.routing())
+    }
+
+    /// Routes by `a` from now on, when it is newer than what this process
+    /// follows.
+    pub(super) fn follow(&self, a: Authority) {
+        let cur = self.routing();
+        if cur.epoch == a.epoch && cur.stage == a.stage && cur.fallback == a.fallback {
+            return;
+        }
+        if a.epoch < cur.epoch {
+            return;
+        }
+        let next = Routing::from(a);
+        self.set_outbox_flags(&next);
+        self.inner.routing.store(Arc::new(next));
+        self.inner.followed.lock().expect("followed lock").push((
+            a.epoch,
+            a.stage,
+            a.fallback,
+            std::time::SystemTime::now(),
+        ));
+        metrics::gauge!(m::STAGE).set(a.stage.index() as f64);
+        metrics::gauge!(m::FALLBACK_ACTIVE).set(if a.fallback { 1.0 } else { 0.0 });
+        metrics::gauge!(m::AUTHORITY_EPOCH).set(a.epoch as f64);
+        tracing::info!(epoch = a.epoch, stage = %a.stage, fallback = a.fallback, "following the authority");
+        if a.fallback {
+            self.start_return_probe();
+        }
+    }
+
+    /// The authorities this process followed, with when it did: (epoch,
+    /// stage, fallback, time).
+    pub fn followed(&self) -> Vec<(i64, Stage, bool, std::time::SystemTime)> {
+        self.inner.followed.lock().expect("followed lock").clone()
+    }
+}
+
+pub(super) fn other_side_of(b: Backend) -> Backend {
+    match b {
+        Backend::Sqlite => Backend::Postgres,
+        Backend::Postgres => Backend::Sqlite,
+    }
+}
