@@ -26,6 +26,7 @@ use std::time::Duration;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use cutover::dual::{DualConfig, DualStore};
+use cutover::internals::Internals;
 use cutover::settings::PgSettings;
 use cutover::stage::Stage;
 use cutover::{PgStore, ScrapedProfile, SqliteStore, Store};
@@ -84,7 +85,7 @@ fn setup() -> Env {
         cutover::pg::migrate(pg.pool()).await.unwrap();
         // The dual store gets stores of its own: a store's outbox switch
         // is shared by its clones, and the bare stores must not record.
-        let dual = DualStore::new(
+        let dual = DualStore::forced(
             SqliteStore::open(&path).await.unwrap(),
             PgStore::connect(&admin.with_database(&database))
                 .await

@@ -143,3 +143,28 @@ pub async fn init(sqlite: &crate::SqliteStore, pg: &crate::PgStore) -> Result<Au
     held.commit().await?;
     Ok(a)
 }
+
+/// Records a row both sides changed across a fallback in
+/// `cutover.conflicts` (created with the authority, migration 0007), with
+/// both images.
+pub(crate) async fn record_conflict(
+    pool: &sqlx::PgPool,
+    table: &str,
+    key: &str,
+    postgres_image: Option<serde_json::Value>,
+    sqlite_image: Option<serde_json::Value>,
+    detail: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cutover.conflicts (table_name, row_key, postgres_image, sqlite_image, detail)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(table)
+    .bind(key)
+    .bind(postgres_image)
+    .bind(sqlite_image)
+    .bind(detail)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

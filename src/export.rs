@@ -178,39 +178,16 @@ async fn export_table(
     Ok(total)
 }
 
-/// Sets `sqlite_sequence` for a serial table past both the highest id and
-/// PostgreSQL's sequence (ids handed out and then deleted stay unused).
+/// Starts the exported file's generator past every id PostgreSQL used.
 async fn set_sequence(
     pool: &sqlx::PgPool,
     conn: &tokio_rusqlite::Connection,
     table: &'static Table,
 ) -> Result<Option<i64>> {
-    let sql = format!(
-        "SELECT GREATEST((SELECT max({pk})::bigint FROM {t}), \
-         pg_sequence_last_value(pg_get_serial_sequence('{t}', '{pk}')::regclass))",
-        t = table.name,
-        pk = table.primary_key
-    );
-    let seq: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .fetch_one(pool)
-        .await?;
-    let Some(seq) = seq else {
+    let Some(top) = crate::sequences::pg_top(pool, table).await? else {
         return Ok(None);
     };
-    let name = table.name;
-    conn.call(move |c| -> Result<()> {
-        let n = c.execute(
-            "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1",
-            rusqlite::params![name, seq],
-        )?;
-        if n == 0 {
-            c.execute(
-                "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
-                rusqlite::params![name, seq],
-            )?;
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(Some(seq))
+    conn.call(move |c| crate::sequences::sqlite_raise(c, table, top))
+        .await?;
+    Ok(Some(top))
 }

@@ -47,6 +47,8 @@ pub mod export;
 pub mod failpoint;
 pub mod generate;
 pub mod image;
+#[cfg(feature = "internals")]
+pub mod internals;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
@@ -54,6 +56,7 @@ pub mod pg;
 pub mod pgserver;
 pub mod rejects;
 pub mod row;
+pub(crate) mod sequences;
 pub mod settings;
 pub mod shadow;
 pub mod sqlite;

@@ -259,3 +259,60 @@ pub async fn pg_clear_many(pool: &sqlx::PgPool, upto: &[(Change, i64)]) -> Resul
     tx.commit().await?;
     Ok(done.rows_affected())
 }
+
+/// The highest SQLite outbox id (0 when empty).
+pub fn sqlite_max_id(conn: &rusqlite::Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(id), 0) FROM _cutover_outbox",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Whether any SQLite outbox entry names one of `tables`.
+pub fn sqlite_any_in_tables(conn: &rusqlite::Connection, tables: &[&str]) -> Result<bool> {
+    let mut st =
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM _cutover_outbox WHERE table_name = ?1)")?;
+    for t in tables {
+        if st.query_row([t], |r| r.get::<_, bool>(0))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether any SQLite outbox entry names one of the (table, key) pairs.
+pub fn sqlite_any_for_keys(conn: &rusqlite::Connection, keys: &[(String, String)]) -> Result<bool> {
+    let mut st = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM _cutover_outbox WHERE table_name = ?1 AND row_key = ?2)",
+    )?;
+    for (t, k) in keys {
+        if st.query_row((t, k), |r| r.get::<_, bool>(0))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether any PostgreSQL outbox entry names one of the (table, key) pairs.
+pub async fn pg_any_for_keys(pool: &sqlx::PgPool, keys: &[(String, String)]) -> Result<bool> {
+    let (tables, keys): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(t, k)| (t.as_str(), k.as_str())).unzip();
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
+         JOIN cutover.outbox o ON o.table_name = u.t AND o.row_key = u.k)",
+    )
+    .bind(&tables)
+    .bind(&keys)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Every key with PostgreSQL outbox entries, with its highest entry id.
+pub async fn pg_pending_keys(pool: &sqlx::PgPool) -> Result<Vec<(String, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT table_name, row_key, max(id) FROM cutover.outbox GROUP BY table_name, row_key",
+    )
+    .fetch_all(pool)
+    .await?)
+}

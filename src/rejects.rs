@@ -144,3 +144,17 @@ pub async fn counts(conn: &mut PgConnection, table: &str) -> Result<BTreeMap<Rej
         .filter_map(|(r, n)| Some((RejectReason::parse(&r)?, n as u64)))
         .collect())
 }
+
+/// How many of the (table, key) pairs have an entry in `cutover.rejects`
+/// (each pair counted once).
+pub async fn count_recorded(pool: &sqlx::PgPool, keys: &[(&str, &str)]) -> Result<i64> {
+    let (tables, keys): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+    Ok(sqlx::query_scalar(
+        "SELECT count(DISTINCT (u.t, u.k)) FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
+         JOIN cutover.rejects r ON r.table_name = u.t AND r.row_key = u.k",
+    )
+    .bind(&tables)
+    .bind(&keys)
+    .fetch_one(pool)
+    .await?)
+}

@@ -327,3 +327,12 @@ pub async fn watch_channel<F, Fut>(
         on_tick().await;
     }
 }
+
+/// Records the pause writers saw on the latest stage change.
+pub async fn record_pause(pool: &PgPool, pause: std::time::Duration) -> Result<()> {
+    sqlx::query("UPDATE cutover.stage_history SET pause_ms = $1 WHERE id = (SELECT max(id) FROM cutover.stage_history)")
+        .bind(pause.as_secs_f64() * 1000.0)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

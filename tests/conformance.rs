@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use cutover::dual::{DualConfig, DualStore};
+use cutover::internals::Internals;
 use cutover::stage::Stage;
 use cutover::{
     Backend, Error, JobStatus, NewJob, NewTweet, PersonalityAnalysis, ScrapedProfile, Store,
@@ -67,7 +68,7 @@ pub async fn dual_fixture(stage: Stage) -> DualFixture {
     let db = common::TestDb::migrated().await;
     let sqlite = cutover::SqliteStore::open(&path).await.unwrap();
     let pg = cutover::PgStore::connect(&db.settings).await.unwrap();
-    let dual = DualStore::new(
+    let dual = DualStore::forced(
         sqlite,
         pg,
         stage,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use cutover::dual::{DualConfig, DualStore};
 use cutover::image;
+use cutover::internals::Internals;
 use cutover::stage::Stage;
 use cutover::{Backend, NewJob, NewTweet, PgStore, ScrapedProfile, SqliteStore, Store};
 use serde_json::json;
@@ -37,7 +38,7 @@ async fn dual_with(
     let s = SqliteStore::open(sqlite).await.unwrap();
     let p = PgStore::connect(pg).await.unwrap();
     cutover::pg::migrate(p.pool()).await.unwrap();
-    DualStore::new(s, p, stage, config).await.unwrap()
+    DualStore::forced(s, p, stage, config).await.unwrap()
 }
 
 /// Waits (up to 20 s) until the counters satisfy `done`: shadow comparisons

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use cutover::dual::{DualConfig, DualStore};
+use cutover::internals::Internals;
 use cutover::stage::Stage;
 use cutover::{PgStore, ScrapedProfile, SqliteStore, Store};
 
@@ -38,7 +39,7 @@ async fn exporter_serves_valid_metrics() {
     let db = common::TestDb::migrated().await;
     let s = SqliteStore::open(dir.file("m.db")).await.unwrap();
     let p = PgStore::connect(&db.settings).await.unwrap();
-    let d = DualStore::new(s, p, Stage::Shadow, DualConfig::default())
+    let d = DualStore::forced(s, p, Stage::Shadow, DualConfig::default())
         .await
         .unwrap();
     d.upsert_profile(&ScrapedProfile {

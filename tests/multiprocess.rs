@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cutover::cutover::{Cutover, CutoverConfig};
 use cutover::dual::{DualConfig, DualStore};
+use cutover::internals::Internals;
 use cutover::settings::PgSettings;
 use cutover::stage::Stage;
 use cutover::{Backend, NewJob, PgStore, ScrapedProfile, SqliteStore, Store};
@@ -338,7 +339,7 @@ async fn soak(tiny_pool: bool, restart: bool) {
     let sqlite = SqliteStore::open(&path).await.unwrap();
     let pg = PgStore::connect(&settings).await.unwrap();
     cutover::pg::migrate(pg.pool()).await.unwrap();
-    let d = DualStore::new(sqlite, pg, Stage::DualWrite, DualConfig::default())
+    let d = DualStore::forced(sqlite, pg, Stage::DualWrite, DualConfig::default())
         .await
         .unwrap();
     d.upsert_profile(&profile("owner", json!({})))

@@ -348,7 +348,7 @@ async fn run_locked(
     if !summary.interrupted {
         for &table in tables.iter().filter(|t| t.serial) {
             let max = source.max_id(table).await?;
-            let v = target::set_sequence(target.conn().await?, table, max).await?;
+            let v = crate::sequences::pg_raise(target.conn().await?, table, max).await?;
             summary.sequences.push((table.name, v));
         }
     }

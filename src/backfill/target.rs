@@ -442,29 +442,3 @@ pub(crate) async fn mark_completed(conn: &mut PgConnection, table: &Table) -> Re
     .await?;
     Ok(())
 }
-
-/// Moves a serial table's sequence past the highest id of both sides
-/// (`sqlite_max` is SQLite's); never moves it back.
-pub(crate) async fn set_sequence(
-    conn: &mut PgConnection,
-    table: &Table,
-    sqlite_max: i64,
-) -> Result<i64> {
-    let seq: Option<String> = sqlx::query_scalar("SELECT pg_get_serial_sequence($1, $2)")
-        .bind(table.name)
-        .bind(table.primary_key)
-        .fetch_one(&mut *conn)
-        .await?;
-    let Some(seq) = seq else { return Ok(0) };
-    let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT setval('{seq}', GREATEST($1::bigint, m, s, 1), GREATEST($1::bigint, m, s) > 0)
-         FROM (SELECT COALESCE(max({pk}), 0)::bigint AS m FROM {t}) a,
-              (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS s FROM {seq}) b",
-        pk = table.primary_key,
-        t = table.name,
-    )))
-    .bind(sqlite_max)
-    .fetch_one(conn)
-    .await?;
-    Ok(v)
-}

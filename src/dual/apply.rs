@@ -80,7 +80,8 @@ impl DualStore {
     /// image, then clears its outbox entries up to what was seen. A copy to
     /// PostgreSQL made outside the lock is fenced by the epoch this process
     /// follows (see `authority::pg_fence`).
-    pub async fn apply(&self, c: &Change, from: Backend) -> Result<()> {
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
+    pub(crate) async fn apply(&self, c: &Change, from: Backend) -> Result<()> {
         let fence = (!crate::sqlite::lock::is_held()).then(|| self.routing().epoch);
         self.apply_carried(c, from, None, fence).await
     }

@@ -132,7 +132,7 @@ impl DualStore {
     /// changed are recorded as conflicts, SQLite's outbox drains into
     /// PostgreSQL and PostgreSQL's leftovers into SQLite, the id generators
     /// are aligned, and both rows say PostgreSQL again (epoch + 1).
-    pub async fn return_from_fallback(&self) -> Result<()> {
+    pub(crate) async fn return_from_fallback(&self) -> Result<()> {
         let (held, auth) = self.enter().await?;
         if !auth.fallback {
             self.rollback_held(held).await;
@@ -183,12 +183,7 @@ impl DualStore {
     /// counted, logged; SQLite's wins (its entry copies it next).
     pub(super) async fn record_conflicts(&self) -> Result<()> {
         let pool = self.inner.pg.pool();
-        let pending: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT table_name, row_key, max(id) FROM cutover.outbox GROUP BY table_name, row_key",
-        )
-        .fetch_all(pool)
-        .await?;
-        for (t, k, upto) in pending {
+        for (t, k, upto) in outbox::pg_pending_keys(pool).await? {
             let Some(table) = tables::by_name(&t) else {
                 continue;
             };
@@ -215,16 +210,14 @@ impl DualStore {
                 continue;
             }
             let as_json = |i: &Option<image::Image>| i.as_ref().map(|i| image::to_json(table, i));
-            sqlx::query(
-                "INSERT INTO cutover.conflicts (table_name, row_key, postgres_image, sqlite_image, detail)
-                 VALUES ($1, $2, $3, $4, $5)",
+            crate::authority::record_conflict(
+                pool,
+                table.name,
+                &k,
+                as_json(&pimg),
+                as_json(&simg),
+                "PostgreSQL held a write SQLite had not taken when it stood in, and SQLite changed the row during the fallback; SQLite's image was kept",
             )
-            .bind(table.name)
-            .bind(&k)
-            .bind(as_json(&pimg))
-            .bind(as_json(&simg))
-            .bind("PostgreSQL held a write SQLite had not taken when it stood in, and SQLite changed the row during the fallback; SQLite's image was kept")
-            .execute(pool)
             .await?;
             outbox::pg_clear(pool, &c, upto).await?;
             self.inner

@@ -7,95 +7,21 @@ use crate::authority::Authority;
 use crate::error::{Backend, Error, Result};
 use crate::metrics as m;
 use crate::stage::{self, Stage};
-use crate::tables;
 
 use super::DualStore;
 
 impl DualStore {
-    /// Moves both sides' id generators past the highest id either side holds,
-    /// so whichever side becomes authoritative never hands out a used id.
-    pub async fn align_sequences(&self) -> Result<()> {
-        let serial: Vec<&'static tables::Table> =
-            tables::ALL.iter().copied().filter(|t| t.serial).collect();
-        // One call per side: this runs while writers are held.
-        let names: Vec<(&'static str, &'static str)> =
-            serial.iter().map(|t| (t.name, t.primary_key)).collect();
-        let n2 = names.clone();
-        let smax: Vec<i64> = self
-            .inner
-            .sqlite
-            .locked(move |conn| -> Result<Vec<i64>> {
-                let mut out = Vec::new();
-                for (name, pk) in &n2 {
-                    let a: i64 = conn.query_row(
-                        &format!("SELECT coalesce(max({pk}), 0) FROM {name}"),
-                        [],
-                        |r| r.get(0),
-                    )?;
-                    let b: i64 = conn
-                        .query_row(
-                            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?1",
-                            [name],
-                            |r| r.get(0),
-                        )
-                        .unwrap_or(0);
-                    out.push(a.max(b));
-                }
-                Ok(out)
-            })
-            .await?;
-        let pg_sql = names
-            .iter()
-            .map(|(name, pk)| {
-                format!("greatest((SELECT coalesce(max({pk}), 0)::bigint FROM {name}), (SELECT last_value FROM {name}_{pk}_seq))")
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {pg_sql}")))
-            .fetch_one(self.inner.pg.pool())
-            .await?;
-        let mut tops = Vec::new();
-        for (i, s) in smax.iter().enumerate() {
-            let p: i64 = sqlx::Row::try_get(&row, i)?;
-            tops.push((*s).max(p).max(1));
-        }
-        let setvals = names
-            .iter()
-            .zip(&tops)
-            .map(|((name, pk), top)| {
-                format!("setval(pg_get_serial_sequence('{name}', '{pk}'), {top})")
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {setvals}")))
-            .execute(self.inner.pg.pool())
-            .await?;
-        let pairs: Vec<(&'static str, i64)> = names.iter().map(|(n, _)| *n).zip(tops).collect();
-        self.inner
-            .sqlite
-            .locked(move |conn| -> Result<()> {
-                for (name, top) in &pairs {
-                    let n = conn.execute(
-                        "UPDATE sqlite_sequence SET seq = max(seq, ?2) WHERE name = ?1",
-                        (name, top),
-                    )?;
-                    if n == 0 {
-                        conn.execute(
-                            "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
-                            (name, top),
-                        )?;
-                    }
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(())
+    /// Moves both sides' id generators past the highest id either side
+    /// holds (`sequences::align`).
+    pub(super) async fn align_sequences(&self) -> Result<()> {
+        crate::sequences::align(&self.inner.sqlite, self.inner.pg.pool()).await
     }
 
     /// Moves every process to `to`, bypassing the go-live gates (tests and
     /// tools that own the setup; an operator uses `set_stage`). Returns the
     /// pause writers saw.
-    pub async fn switch(&self, to: Stage) -> Result<Duration> {
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
+    pub(crate) async fn switch(&self, to: Stage) -> Result<Duration> {
         self.set_stage(to, true, "switch").await
     }
 
@@ -202,10 +128,7 @@ impl DualStore {
         self.follow(next);
         let pause = started.elapsed();
         metrics::histogram!(m::FLIP_PAUSE).record(pause.as_secs_f64());
-        let _ = sqlx::query("UPDATE cutover.stage_history SET pause_ms = $1 WHERE id = (SELECT max(id) FROM cutover.stage_history)")
-            .bind(pause.as_secs_f64() * 1000.0)
-            .execute(&pool)
-            .await;
+        let _ = stage::record_pause(&pool, pause).await;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         tracing::info!(
             from = %auth.stage,

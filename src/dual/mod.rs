@@ -130,7 +130,8 @@ impl DualStore {
     /// A dual store over both stores, moved to `stage` (a forced flip under
     /// the lock when the authority says otherwise). Tests and tools that
     /// own the whole setup use it; an application uses `open`.
-    pub async fn new(
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
+    pub(crate) async fn forced(
         sqlite: SqliteStore,
         pg: PgStore,
         stage: Stage,
@@ -217,12 +218,13 @@ impl DualStore {
     }
 
     /// The SQLite store underneath.
-    pub fn sqlite(&self) -> &SqliteStore {
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
+    pub(crate) fn sqlite(&self) -> &SqliteStore {
         &self.inner.sqlite
     }
 
     /// The PostgreSQL store underneath.
-    pub fn pg(&self) -> &PgStore {
+    pub(crate) fn pg(&self) -> &PgStore {
         &self.inner.pg
     }
 

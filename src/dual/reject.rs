@@ -21,21 +21,9 @@ impl DualStore {
         };
         let parents: Vec<&'static str> =
             table.foreign_keys.iter().map(|f| f.parent_table).collect();
-        self.sqlite_rw(move |conn| -> Result<bool> {
-            for p in &parents {
-                let n: i64 = conn.query_row(
-                    "SELECT count(*) FROM _cutover_outbox WHERE table_name = ?1",
-                    [p],
-                    |r| r.get(0),
-                )?;
-                if n > 0 {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        })
-        .await
-        .unwrap_or(true)
+        self.sqlite_rw(move |conn| outbox::sqlite_any_in_tables(conn, &parents))
+            .await
+            .unwrap_or(true)
     }
 
     /// A legacy row the application changed that PostgreSQL cannot take

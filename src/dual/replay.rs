@@ -61,7 +61,7 @@ impl DualStore {
 
     /// Clears the SQLite outbox entries copied so far, in one locked
     /// transaction (kept for the next try when it fails).
-    pub async fn flush_sqlite_clears(&self) -> Result<()> {
+    pub(crate) async fn flush_sqlite_clears(&self) -> Result<()> {
         let batch: Vec<(Change, i64)> = {
             let mut q = self.inner.sqlite_clears.lock().expect("clears lock");
             if q.is_empty() {
@@ -99,7 +99,7 @@ impl DualStore {
 
     /// Clears the PostgreSQL outbox entries applied so far (kept for the
     /// next try when PostgreSQL does not answer).
-    pub async fn flush_clears(&self) -> Result<()> {
+    pub(crate) async fn flush_clears(&self) -> Result<()> {
         // One flush at a time: concurrent deletes of one key's entries
         // would only wait on each other's row locks.
         let _one = self.inner.flushing.lock().await;
@@ -123,7 +123,7 @@ impl DualStore {
     /// once; or until an apply fails, which is returned). Returns how many
     /// were applied. Outside the lock only the authoritative side's outbox
     /// is applied, fenced by the epoch; a flip drains both inside it.
-    pub async fn drain(&self, side: Backend, batch: i64) -> Result<u64> {
+    pub(crate) async fn drain(&self, side: Backend, batch: i64) -> Result<u64> {
         let held = crate::sqlite::lock::is_held();
         let routing = self.routing();
         if !held && routing.authoritative() != side {
@@ -136,16 +136,7 @@ impl DualStore {
         // What is pending now, and no more: under load new entries keep
         // coming (outside the lock), and their own copies handle them.
         let upto = match side {
-            Backend::Sqlite => {
-                self.sqlite_rw(|conn| -> Result<i64> {
-                    Ok(conn.query_row(
-                        "SELECT coalesce(max(id), 0) FROM _cutover_outbox",
-                        [],
-                        |r| r.get(0),
-                    )?)
-                })
-                .await?
-            }
+            Backend::Sqlite => self.sqlite_rw(outbox::sqlite_max_id).await?,
             Backend::Postgres => outbox::pg_max_id(self.inner.pg.pool()).await?,
         };
         let mut applied = 0;

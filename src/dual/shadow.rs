@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Backend, Result};
 use crate::metrics as m;
+use crate::outbox;
 use crate::shadow::{self, Mismatch, Policy};
 use crate::tables;
 
@@ -143,35 +144,20 @@ impl DualStore {
             return self.anything_pending().await;
         }
         self.flush_clears_if_idle().await;
-        let tables: Vec<String> = ms.iter().map(|m| m.table.to_string()).collect();
-        let keys: Vec<String> = ms.iter().map(|m| m.key.clone()).collect();
-        let (t, k) = (tables.clone(), keys.clone());
+        let keys: Vec<(String, String)> = ms
+            .iter()
+            .map(|m| (m.table.to_string(), m.key.clone()))
+            .collect();
+        let k = keys.clone();
         let in_sqlite = self
             .inner
             .sqlite
-            .read(move |conn| -> Result<bool> {
-                let mut st = conn.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM _cutover_outbox WHERE table_name = ?1 AND row_key = ?2)",
-                )?;
-                for (t, k) in t.iter().zip(&k) {
-                    if st.query_row((t, k), |r| r.get::<_, bool>(0))? {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
-            })
+            .read(move |conn| outbox::sqlite_any_for_keys(conn, &k))
             .await;
         if !matches!(in_sqlite, Ok(false)) {
             return true;
         }
-        let in_pg: std::result::Result<bool, _> = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
-             JOIN cutover.outbox o ON o.table_name = u.t AND o.row_key = u.k)",
-        )
-        .bind(&tables)
-        .bind(&keys)
-        .fetch_one(self.inner.pg.pool())
-        .await;
+        let in_pg = outbox::pg_any_for_keys(self.inner.pg.pool(), &keys).await;
         !matches!(in_pg, Ok(false))
     }
 
@@ -181,18 +167,9 @@ impl DualStore {
         if keyed.len() != ms.len() {
             return false;
         }
-        let tables: Vec<&str> = keyed.iter().map(|m| m.table).collect();
-        let keys: Vec<&str> = keyed.iter().map(|m| m.key.as_str()).collect();
-        let found: std::result::Result<i64, _> = sqlx::query_scalar(
-            "SELECT count(DISTINCT (u.t, u.k)) FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
-             JOIN cutover.rejects r ON r.table_name = u.t AND r.row_key = u.k",
-        )
-        .bind(&tables)
-        .bind(&keys)
-        .fetch_one(self.inner.pg.pool())
-        .await;
-        let distinct: std::collections::HashSet<(&str, &str)> =
-            tables.iter().copied().zip(keys.iter().copied()).collect();
+        let keys: Vec<(&str, &str)> = keyed.iter().map(|m| (m.table, m.key.as_str())).collect();
+        let found = crate::rejects::count_recorded(self.inner.pg.pool(), &keys).await;
+        let distinct: std::collections::HashSet<(&str, &str)> = keys.iter().copied().collect();
         matches!(found, Ok(n) if n as usize == distinct.len())
     }
 }

@@ -107,16 +107,7 @@ async fn apply_pg(pool: &PgPool, fixes: &[Fix]) -> Result<()> {
     }
     // Ids written explicitly: move the sequence past them, never back.
     for t in serial_touched {
-        let sql = format!(
-            "SELECT setval(s, GREATEST(m, coalesce(pg_sequence_last_value(s::regclass), 1))) \
-             FROM (SELECT pg_get_serial_sequence('{t}', '{pk}') AS s, (SELECT max({pk}) FROM {t}) AS m) x \
-             WHERE m IS NOT NULL",
-            t = t.name,
-            pk = t.primary_key
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *tx)
-            .await?;
+        crate::sequences::pg_raise(&mut tx, t, 0).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
+use cutover::internals::Internals;
 use cutover::settings::PgSettings;
 use sqlx::{Connection, PgConnection};
 

@@ -54,6 +54,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
                 anyhow::bail!("the SQLite file {} does not exist", path.display());
             }
             let sqlite = cutover::SqliteStore::open(path).await?;
+            let pool = pg.pool().clone();
             let dual =
                 cutover::dual::DualStore::open(sqlite, pg, cutover::dual::DualConfig::default())
                     .await?;
@@ -62,7 +63,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
                 std::env::var("USER").unwrap_or_else(|_| "unknown".into())
             );
             let pause = dual.set_stage(*to, *force, &by).await?;
-            let st = stage::get(dual.pg().pool()).await?;
+            let st = stage::get(&pool).await?;
             if st.forced {
                 eprintln!("warning: the go-live gates were overridden with --force");
             }
