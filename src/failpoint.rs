@@ -10,9 +10,15 @@
 //! reaches the point for that long (once), after writing
 //! `cutover failpoint <name> paused` to stderr.
 //!
+//! `CUTOVER_FAILPOINT_CUT=<name>` makes a point that can lose an answer
+//! (`cut`) report it lost, once: the work was done, the caller is told the
+//! connection was cut.
+//!
 //! Points:
 //! - `pg.before_commit`: a PostgreSQL write transaction is about to send
 //!   its COMMIT (in `live`, SQLite's write lock is held).
+//! - `pg.after_commit`: a PostgreSQL write's COMMIT succeeded and its
+//!   answer has not reached the caller (pause, cut).
 //! - `dual.after_authoritative_commit`: a dual write committed on the
 //!   authoritative side (its outbox entry with it), before the secondary apply.
 //! - `dual.after_sqlite_apply`: in `live`/`rampdown`, PostgreSQL's images
@@ -61,4 +67,20 @@ pub async fn pause(name: &str) {
             tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
         }
     }
+}
+
+static CUT: OnceLock<Option<String>> = OnceLock::new();
+static CUT_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True (once per process) when `CUTOVER_FAILPOINT_CUT` names this point:
+/// the caller then reports its answer lost, as a cut connection would.
+pub fn cut(name: &str) -> bool {
+    let armed = CUT.get_or_init(|| std::env::var("CUTOVER_FAILPOINT_CUT").ok());
+    if armed.as_deref() == Some(name) && !CUT_DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "cutover failpoint {name} cut");
+        let _ = err.flush();
+        return true;
+    }
+    false
 }

@@ -83,6 +83,22 @@ pub(crate) fn sqlite_raise(conn: &rusqlite::Connection, table: &Table, top: i64)
     Ok(())
 }
 
+/// How far SQLite's generators skip when it stands in for PostgreSQL: the
+/// write that found PostgreSQL gone (every write holds SQLite's lock, so
+/// there is at most one) may have committed rows there with ids SQLite
+/// never saw; none writes this many rows of one table.
+pub(crate) const FALLBACK_ID_GAP: i64 = 1000;
+
+/// Moves every serial table's SQLite generator `gap` past the highest id
+/// SQLite knows.
+pub(crate) fn sqlite_skip(conn: &rusqlite::Connection, gap: i64) -> Result<()> {
+    for t in tables::ALL.iter().filter(|t| t.serial) {
+        let top = sqlite_top(conn, t)?;
+        sqlite_raise(conn, t, top + gap)?;
+    }
+    Ok(())
+}
+
 /// Moves both sides' generators of every serial table past the highest id
 /// either side holds, so whichever side becomes authoritative never hands
 /// out a used id. Runs inside SQLite's write lock when the caller holds it

@@ -61,8 +61,14 @@ impl DualStore {
             fallback: true,
             ..auth
         };
-        held.call(move |c| crate::authority::sqlite_write(c, &next))
-            .await?;
+        // The write that found PostgreSQL gone may have committed there
+        // with ids SQLite never saw: SQLite's generators skip a gap, so the
+        // ids it hands out meanwhile cannot collide with them.
+        held.call(move |c| {
+            crate::authority::sqlite_write(c, &next)?;
+            crate::sequences::sqlite_skip(c, crate::sequences::FALLBACK_ID_GAP)
+        })
+        .await?;
         self.inner
             .counters
             .fallbacks

@@ -191,6 +191,14 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.committed();
+        crate::failpoint::pause("pg.after_commit").await;
+        if crate::failpoint::cut("pg.after_commit") {
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection cut after COMMIT (failpoint)",
+            ))
+            .into());
+        }
         // Committed: from here on nothing fails the caller. What cannot be
         // read stays in the outbox for the replayer.
         let text = |i: usize| -> String {
