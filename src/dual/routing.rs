@@ -75,21 +75,19 @@ impl DualStore {
     /// Takes SQLite's write lock and reads the authority inside it; this
     /// process follows it before anything is written.
     pub(crate) async fn enter(&self) -> Result<(crate::sqlite::Locked, Authority)> {
-        let held = self.inner.sqlite.lock().await?;
-        let auth = match held.call(|c| crate::authority::sqlite_read(c)).await {
-            Ok(Some(a)) => a,
-            Ok(None) => {
-                self.rollback_held(held).await;
-                return Err(Error::InvalidArgument(
-                    "the SQLite file has no _cutover_authority row; open the dual store first"
-                        .into(),
-                ));
-            }
-            Err(e) => {
-                self.rollback_held(held).await;
-                return Err(e);
-            }
-        };
+        // The authority is read in the same call as BEGIN IMMEDIATE.
+        let (held, auth) = self
+            .inner
+            .sqlite
+            .lock_then(|c| {
+                crate::authority::sqlite_read(c)?.ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "the SQLite file has no _cutover_authority row; open the dual store first"
+                            .into(),
+                    )
+                })
+            })
+            .await?;
         self.follow(auth);
         Ok((held, auth))
     }

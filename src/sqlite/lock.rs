@@ -86,6 +86,21 @@ impl WriteLock {
 
     /// Takes the slot, the file lock and `BEGIN IMMEDIATE` on `conn`.
     pub(crate) async fn acquire(&self, conn: &tokio_rusqlite::Connection) -> Result<Locked> {
+        self.acquire_then(conn, |_| Ok(())).await.map(|(l, ())| l)
+    }
+
+    /// As `acquire`, then runs `first` inside the new transaction in the
+    /// same call on the connection's thread (one hop fewer); a failure of
+    /// `first` rolls back and releases the lock.
+    pub(crate) async fn acquire_then<R, F>(
+        &self,
+        conn: &tokio_rusqlite::Connection,
+        first: F,
+    ) -> Result<(Locked, R)>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
         tracing::trace!("write lock: waiting for the slot");
         let slot = self.slot.clone().lock_owned().await;
         tracing::trace!("write lock: slot taken");
@@ -105,18 +120,28 @@ impl WriteLock {
                 }
             }
         };
-        conn.call(|c| -> Result<()> {
-            c.execute_batch("BEGIN IMMEDIATE")?;
-            Ok(())
-        })
-        .await?;
+        let r = conn
+            .call(move |c| -> Result<R> {
+                c.execute_batch("BEGIN IMMEDIATE")?;
+                match first(c) {
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        let _ = c.execute_batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            })
+            .await?;
         tracing::trace!("write lock: held");
-        Ok(Locked {
-            conn: conn.clone(),
-            open: true,
-            slot: Some(slot),
-            file,
-        })
+        Ok((
+            Locked {
+                conn: conn.clone(),
+                open: true,
+                slot: Some(slot),
+                file,
+            },
+            r,
+        ))
     }
 }
 

@@ -124,6 +124,16 @@ impl SqliteStore {
         self.lock.acquire(&self.conn).await
     }
 
+    /// As `lock`, then runs `first` inside the new transaction in the same
+    /// call (a failure of `first` releases the lock).
+    pub(crate) async fn lock_then<R, F>(&self, first: F) -> Result<(crate::sqlite::Locked, R)>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.lock.acquire_then(&self.conn, first).await
+    }
+
     /// Whether a task of this process holds the write lock now.
     pub fn slot_taken(&self) -> bool {
         self.lock.slot_taken()
