@@ -78,10 +78,45 @@ impl DualStore {
         Ok(Some(next))
     }
 
+    /// A write under `auth` (PostgreSQL authoritative) found PostgreSQL
+    /// unavailable: under the order lock, exclusive, and SQLite's write
+    /// lock, falls back for every process when a fresh connection fails
+    /// too. True when SQLite is authoritative now (by this call or another
+    /// process's); false when PostgreSQL answers or the authority moved on.
+    pub(super) async fn fall_back_exclusive(
+        &self,
+        auth: Authority,
+        reason: &Error,
+    ) -> Result<bool> {
+        let (_order, held, now) = self.enter_exclusive().await?;
+        if now.authoritative() == Backend::Sqlite {
+            self.rollback_held(held).await;
+            return Ok(true);
+        }
+        if now.epoch != auth.epoch {
+            self.rollback_held(held).await;
+            return Ok(false);
+        }
+        match self.fall_back_held(&held, now, reason).await {
+            Ok(Some(_)) => {
+                self.commit_held(held).await?;
+                Ok(true)
+            }
+            Ok(None) => {
+                self.rollback_held(held).await;
+                Ok(false)
+            }
+            Err(e) => {
+                self.rollback_held(held).await;
+                Err(e)
+            }
+        }
+    }
+
     /// A read that found PostgreSQL unavailable: falls back for every
     /// process when a fresh connection fails too (under the lock).
     pub(super) async fn fall_back_for_read(&self, reason: &Error) -> bool {
-        let Ok((held, auth)) = self.enter().await else {
+        let Ok((_order, held, auth)) = self.enter_exclusive().await else {
             return false;
         };
         let r = Routing::from(auth);
@@ -139,7 +174,7 @@ impl DualStore {
     /// PostgreSQL and PostgreSQL's leftovers into SQLite, the id generators
     /// are aligned, and both rows say PostgreSQL again (epoch + 1).
     pub(crate) async fn return_from_fallback(&self) -> Result<()> {
-        let (held, auth) = self.enter().await?;
+        let (_order, held, auth) = self.enter_exclusive().await?;
         if !auth.fallback {
             self.rollback_held(held).await;
             return Ok(());

@@ -51,7 +51,7 @@ impl DualStore {
             }
         }
         let started = Instant::now();
-        let (held, auth) = self.enter().await?;
+        let (_order, held, auth) = self.enter_exclusive().await?;
         let locked_at = started.elapsed();
         let pool = self.inner.pg.pool().clone();
         let by = by.to_string();

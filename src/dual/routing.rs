@@ -92,6 +92,43 @@ impl DualStore {
         Ok((held, auth))
     }
 
+    /// The order lock exclusively, then SQLite's write lock with the
+    /// authority read inside it: what moving the authority needs (no write
+    /// with PostgreSQL authoritative is in flight, in any process).
+    pub(crate) async fn enter_exclusive(
+        &self,
+    ) -> Result<(
+        crate::sqlite::order::OrderGuard,
+        crate::sqlite::Locked,
+        Authority,
+    )> {
+        let order = self.inner.sqlite.order_exclusive().await?;
+        let (held, auth) = self.enter().await?;
+        Ok((order, held, auth))
+    }
+
+    /// The order lock shared, and the authority read under it (from a read
+    /// connection: only an exclusive holder moves it), followed. A write
+    /// with PostgreSQL authoritative runs under this.
+    pub(crate) async fn enter_shared(
+        &self,
+    ) -> Result<(crate::sqlite::order::OrderGuard, Authority)> {
+        let order = self.inner.sqlite.order_shared().await?;
+        let auth = self
+            .inner
+            .sqlite
+            .read(crate::authority::sqlite_read)
+            .await?
+            .ok_or_else(|| {
+                Error::InvalidArgument(
+                    "the SQLite file has no _cutover_authority row; open the dual store first"
+                        .into(),
+                )
+            })?;
+        self.follow(auth);
+        Ok((order, auth))
+    }
+
     /// Reads the authority from a read connection and follows it (the
     /// stage watcher's way: no lock, no wait behind writers).
     pub async fn refresh(&self) -> Result<Routing> {

@@ -94,6 +94,29 @@ impl DualStore {
         r
     }
 
+    /// Lands a PostgreSQL write's images in SQLite, under SQLite's write
+    /// lock; what does not land stays in PostgreSQL's outbox for the
+    /// replayer (the write committed: nothing fails the caller).
+    pub(super) async fn apply_held(
+        &self,
+        op: &'static str,
+        r: &super::Routing,
+        captured: crate::changes::Captured,
+    ) {
+        let held = match self.inner.sqlite.lock().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(op, error = %e, "SQLite's write lock not taken for the copy; kept in the outbox");
+                return;
+            }
+        };
+        crate::sqlite::lock::within(self.apply_changes(op, r, captured)).await;
+        crate::failpoint::hit("dual.after_sqlite_apply");
+        if let Err(e) = self.commit_held(held).await {
+            tracing::warn!(op, error = %e, "SQLite commit of the copy failed; kept in the outbox");
+        }
+    }
+
     /// Rolls the held transaction back; its PostgreSQL entries stay.
     pub(super) async fn rollback_held(&self, held: crate::sqlite::Locked) {
         held.rollback().await;
@@ -128,93 +151,92 @@ pub(super) fn runs_again(side: Backend, attempt: u32, e: &Error) -> bool {
         && e.db_kind() == Some(crate::DbErrorKind::Busy)
 }
 
-/// A write, in the one order of DESIGN §3: SQLite's write lock is taken
-/// first and the authority read inside it; the authoritative side writes
-/// (a write PostgreSQL aborted as busy runs again); with PostgreSQL
-/// authoritative its committed images land in SQLite inside the same lock,
-/// with SQLite authoritative the lock is released at its commit (the outbox
-/// entry is in) and the copy to PostgreSQL follows, fenced by the epoch.
-/// When PostgreSQL is unreachable (a fresh connection fails too) the
-/// authority moves to SQLite for every process inside the same lock and the
-/// write runs there, unless PostgreSQL may have committed it already.
+/// A write, in the one order of DESIGN §3. With PostgreSQL authoritative
+/// (as the authority says under the order lock, shared) the write commits
+/// there side by side with other such writes, and its images then land in
+/// SQLite under SQLite's write lock before the order lock is released; a
+/// write PostgreSQL aborted as busy runs again. With SQLite authoritative
+/// SQLite's write lock is taken first and the authority read inside it; the
+/// lock is released at SQLite's commit (the outbox entry is in) and the copy
+/// to PostgreSQL follows, fenced by the epoch. When PostgreSQL is
+/// unreachable (a fresh connection fails too) the authority moves to SQLite
+/// for every process under the order lock, exclusive, and the write runs
+/// there, unless PostgreSQL may have committed it already.
 macro_rules! write_op {
     ($self:ident, $op:literal, |$s:ident| $call:expr) => {{
         let out = async {
             let mut attempt = 0;
             loop {
+                if $self.routing().authoritative() == Backend::Postgres {
+                    let (order, auth) = $self.enter_shared().await?;
+                    let routing = Routing::from(auth);
+                    if routing.authoritative() == Backend::Postgres {
+                        let started = Instant::now();
+                        let (r, captured) = capture(async {
+                            let $s: &dyn Store = &$self.inner.pg;
+                            $call.await
+                        })
+                        .await;
+                        $self.observe($op, Backend::Postgres, started);
+                        match r {
+                            Err(e) if runs_again(Backend::Postgres, attempt, &e) => {
+                                drop(order);
+                                attempt += 1;
+                                $self.busy_retry($op, Backend::Postgres, attempt, &e).await;
+                            }
+                            Err(e) if $self.should_fall_back(&routing, &e) => {
+                                drop(order);
+                                let unknown = captured.commit_sent;
+                                match $self.fall_back_exclusive(auth, &e).await {
+                                    // PostgreSQL may hold it: never run again on SQLite.
+                                    _ if unknown => break Err($self.unknown_commit($op, e)),
+                                    // SQLite stands in: the write runs there.
+                                    Ok(true) => {}
+                                    // PostgreSQL answers a fresh connection: the
+                                    // connection this write used was cut before
+                                    // its COMMIT (nothing committed), so it runs
+                                    // again.
+                                    Ok(false) if attempt < BUSY_RETRIES => {
+                                        attempt += 1;
+                                        $self.busy_retry($op, Backend::Postgres, attempt, &e).await;
+                                    }
+                                    _ => break Err(e),
+                                }
+                            }
+                            Err(e) => break Err(e),
+                            Ok(v) => {
+                                if !captured.changes.is_empty() {
+                                    crate::failpoint::hit("dual.after_authoritative_commit");
+                                    if routing.secondary().is_some() {
+                                        $self.apply_held($op, &routing, captured).await;
+                                    }
+                                }
+                                drop(order);
+                                break Ok(v);
+                            }
+                        }
+                        continue;
+                    }
+                    drop(order);
+                }
                 let (held, auth) = $self.enter().await?;
                 let routing = Routing::from(auth);
-                let side = routing.authoritative();
+                if routing.authoritative() == Backend::Postgres {
+                    // A flip made PostgreSQL authoritative meanwhile.
+                    $self.rollback_held(held).await;
+                    continue;
+                }
                 let started = Instant::now();
                 let (r, captured) = crate::sqlite::lock::within(async {
-                    let $s: &dyn Store = $self.side(side);
+                    let $s: &dyn Store = &$self.inner.sqlite;
                     capture($call).await
                 })
                 .await;
-                $self.observe($op, side, started);
+                $self.observe($op, Backend::Sqlite, started);
                 match r {
-                    Err(e) if runs_again(side, attempt, &e) => {
-                        $self.rollback_held(held).await;
-                        attempt += 1;
-                        $self.busy_retry($op, side, attempt, &e).await;
-                    }
-                    Err(e) if $self.should_fall_back(&routing, &e) => {
-                        let unknown = captured.commit_sent;
-                        match $self.fall_back_held(&held, auth, &e).await {
-                            Ok(Some(_)) if !unknown => {
-                                // PostgreSQL took nothing: SQLite takes the
-                                // write inside the same lock.
-                                let started = Instant::now();
-                                let (r, _) = crate::sqlite::lock::within(async {
-                                    let $s: &dyn Store = &$self.inner.sqlite;
-                                    capture($call).await
-                                })
-                                .await;
-                                $self.observe($op, Backend::Sqlite, started);
-                                $self.commit_held(held).await?;
-                                break r;
-                            }
-                            Ok(Some(_)) => {
-                                $self.commit_held(held).await?;
-                                break Err($self.unknown_commit($op, e));
-                            }
-                            Ok(None) if unknown => {
-                                $self.rollback_held(held).await;
-                                break Err($self.unknown_commit($op, e));
-                            }
-                            Ok(None) if attempt < BUSY_RETRIES => {
-                                // PostgreSQL answers a fresh connection: the
-                                // connection this write used was cut before
-                                // its COMMIT (nothing committed), so it runs
-                                // again.
-                                $self.rollback_held(held).await;
-                                attempt += 1;
-                                $self.busy_retry($op, side, attempt, &e).await;
-                            }
-                            _ => {
-                                $self.rollback_held(held).await;
-                                break Err(e);
-                            }
-                        }
-                    }
                     Err(e) => {
                         $self.rollback_held(held).await;
                         break Err(e);
-                    }
-                    Ok(v) if side == Backend::Postgres => {
-                        if !captured.changes.is_empty() {
-                            crate::failpoint::hit("dual.after_authoritative_commit");
-                        }
-                        if routing.secondary().is_some() {
-                            crate::sqlite::lock::within($self.apply_changes($op, &routing, captured)).await;
-                            crate::failpoint::hit("dual.after_sqlite_apply");
-                        }
-                        // Committed on PostgreSQL: what SQLite misses stays
-                        // in PostgreSQL's outbox for the replayer.
-                        if let Err(e) = $self.commit_held(held).await {
-                            tracing::warn!(op = $op, error = %e, "SQLite commit of the copy failed; kept in the outbox");
-                        }
-                        break Ok(v);
                     }
                     Ok(v) => {
                         $self.commit_held(held).await?;

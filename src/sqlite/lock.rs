@@ -1,8 +1,10 @@
-//! SQLite's write lock, held across a whole dual write.
+//! SQLite's write lock.
 //!
-//! The lock is the one order every process on the file shares (DESIGN §3):
-//! a write takes it before it touches either database and keeps it until
-//! both sides have the write (or its outbox entry). It is taken in three
+//! With SQLite authoritative it is the one order every process on the file
+//! shares (DESIGN §3): a write takes it before it touches either database
+//! and keeps it until SQLite has the write and its outbox entry. With
+//! PostgreSQL authoritative the order lock (`order.rs`) orders the writes
+//! and this lock orders their landing in SQLite. It is taken in three
 //! steps:
 //!
 //! 1. this process's writer slot (a FIFO tokio mutex), because the store has

@@ -5,6 +5,7 @@
 
 mod error;
 pub mod lock;
+pub(crate) mod order;
 mod row;
 mod store;
 

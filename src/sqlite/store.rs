@@ -57,6 +57,7 @@ pub struct SqliteStore {
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
     outbox: Arc<AtomicBool>,
     lock: crate::sqlite::lock::WriteLock,
+    order: crate::sqlite::order::OrderLock,
 }
 
 /// Read connections per store.
@@ -113,6 +114,7 @@ impl SqliteStore {
             next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             outbox: Arc::new(AtomicBool::new(false)),
             lock: crate::sqlite::lock::WriteLock::for_path(path.as_ref())?,
+            order: crate::sqlite::order::OrderLock::for_path(path.as_ref())?,
         })
     }
 
@@ -122,6 +124,17 @@ impl SqliteStore {
     /// `lock::within` join the held transaction.
     pub async fn lock(&self) -> Result<crate::sqlite::Locked> {
         self.lock.acquire(&self.conn).await
+    }
+
+    /// The order lock, shared: held by writes made with PostgreSQL
+    /// authoritative, side by side (`order.rs`).
+    pub(crate) async fn order_shared(&self) -> Result<crate::sqlite::order::OrderGuard> {
+        self.order.shared().await
+    }
+
+    /// The order lock, exclusive: held by whoever moves the authority.
+    pub(crate) async fn order_exclusive(&self) -> Result<crate::sqlite::order::OrderGuard> {
+        self.order.exclusive().await
     }
 
     /// As `lock`, then runs `first` inside the new transaction in the same

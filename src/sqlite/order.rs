@@ -1,0 +1,195 @@
+//! The order lock: which writes may run while the authority holds still.
+//!
+//! A write with PostgreSQL authoritative (`live`, `rampdown`) needs the
+//! authority not to move between reading it and finishing the write, but
+//! it does not need to exclude other such writes: PostgreSQL orders them
+//! (row locks, one sequence), and SQLite receives their images in version
+//! order under its write lock. So those writes share this lock, and run
+//! their PostgreSQL transactions side by side; whoever moves the authority
+//! (a flip, a fallback, the return) takes it exclusively, which waits for
+//! the writes in flight and holds off new ones (DESIGN §3).
+//!
+//! Across processes it is an `flock` on `<db>-cutover.order`, shared or
+//! exclusive. Linux lets new shared holders in while an exclusive one
+//! waits, so a busy application would starve a flip: every taker (every
+//! write, not only a process's first) first passes a turnstile (`<db>-cutover.turn`, exclusive, released at once),
+//! which an exclusive taker holds while it waits. Inside a process a tokio
+//! `RwLock` (write-preferring) counts the shared holders: the process
+//! holds the shared `flock` while any of its tasks does (one open file,
+//! so one `flock` per process).
+//!
+//! Lock order: this lock before SQLite's write lock (`lock.rs`), never the
+//! other way.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// The order lock of one SQLite file, for this process.
+#[derive(Clone)]
+pub(crate) struct OrderLock {
+    inner: Option<Arc<Files>>,
+}
+
+struct Files {
+    rw: Arc<tokio::sync::RwLock<()>>,
+    // How many tasks of this process hold the shared lock: the `flock` is
+    // taken by the first (one at a time, `first`) and released by the last.
+    holders: std::sync::Mutex<usize>,
+    first: tokio::sync::Mutex<()>,
+    order: Arc<File>,
+    turn: Arc<File>,
+}
+
+fn open(path: &Path, suffix: &str) -> Result<Arc<File>> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&name)
+        .or_else(|_| File::open(&name))
+        .map(Arc::new)
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot open the order-lock file {}: {e}",
+                Path::new(&name).display()
+            ))
+        })
+}
+
+fn lock_err(e: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("order lock: {e}"))
+}
+
+/// A blocking `flock` call, run off the runtime's threads unless it
+/// succeeds at once.
+async fn flock(
+    f: &Arc<File>,
+    try_it: fn(&File) -> std::result::Result<(), std::fs::TryLockError>,
+    wait: fn(&File) -> std::io::Result<()>,
+) -> Result<()> {
+    match try_it(f) {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let f = f.clone();
+            tokio::task::spawn_blocking(move || wait(&f))
+                .await
+                .map_err(lock_err)?
+                .map_err(lock_err)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
+    }
+}
+
+impl OrderLock {
+    pub(crate) fn for_path(path: &Path) -> Result<Self> {
+        if path.as_os_str() == ":memory:" {
+            return Ok(Self { inner: None });
+        }
+        Ok(Self {
+            inner: Some(Arc::new(Files {
+                rw: Arc::new(tokio::sync::RwLock::new(())),
+                holders: std::sync::Mutex::new(0),
+                first: tokio::sync::Mutex::new(()),
+                order: open(path, "-cutover.order")?,
+                turn: open(path, "-cutover.turn")?,
+            })),
+        })
+    }
+
+    /// Takes the lock shared (a write with PostgreSQL authoritative).
+    pub(crate) async fn shared(&self) -> Result<OrderGuard> {
+        let Some(f) = &self.inner else {
+            return Ok(OrderGuard(None));
+        };
+        let local = f.rw.clone().read_owned().await;
+        // Every taker passes the turnstile, which an exclusive taker in
+        // another process holds while it waits: joining this process's
+        // shared hold without it would keep the hold alive under load and
+        // starve the exclusive taker. (No task of this process holds the
+        // turnstile for long: a local exclusive taker excludes `local`.)
+        flock(&f.turn, File::try_lock, File::lock).await?;
+        let _ = f.turn.unlock();
+        let join = |f: &Files| {
+            let mut n = f.holders.lock().expect("order lock count");
+            if *n > 0 {
+                *n += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if !join(f) {
+            let _first = f.first.lock().await;
+            if !join(f) {
+                flock(&f.order, File::try_lock_shared, File::lock_shared).await?;
+                *f.holders.lock().expect("order lock count") += 1;
+            }
+        }
+        Ok(OrderGuard(Some(Held::Shared {
+            files: f.clone(),
+            _local: local,
+        })))
+    }
+
+    /// Takes the lock exclusively (a flip, a fallback, the return): waits
+    /// for the shared holders of every process and holds off new ones.
+    pub(crate) async fn exclusive(&self) -> Result<OrderGuard> {
+        let Some(f) = &self.inner else {
+            return Ok(OrderGuard(None));
+        };
+        // Every local shared holder is gone once this is granted: the
+        // process holds no `flock` on the order file.
+        let local = f.rw.clone().write_owned().await;
+        flock(&f.turn, File::try_lock, File::lock).await?;
+        if let Err(e) = flock(&f.order, File::try_lock, File::lock).await {
+            let _ = f.turn.unlock();
+            return Err(e);
+        }
+        Ok(OrderGuard(Some(Held::Exclusive {
+            files: f.clone(),
+            _local: local,
+        })))
+    }
+}
+
+enum Held {
+    Shared {
+        files: Arc<Files>,
+        _local: tokio::sync::OwnedRwLockReadGuard<()>,
+    },
+    Exclusive {
+        files: Arc<Files>,
+        _local: tokio::sync::OwnedRwLockWriteGuard<()>,
+    },
+}
+
+/// The order lock, held until dropped.
+pub(crate) struct OrderGuard(Option<Held>);
+
+impl Drop for OrderGuard {
+    fn drop(&mut self) {
+        // The `flock`s are released before the local guard (a field,
+        // dropped after this body), so a local exclusive taker never
+        // starts while this process still holds the file shared.
+        match &self.0 {
+            None => {}
+            Some(Held::Shared { files, .. }) => {
+                let mut n = files.holders.lock().expect("order lock count");
+                *n -= 1;
+                if *n == 0 {
+                    let _ = files.order.unlock();
+                }
+            }
+            Some(Held::Exclusive { files, .. }) => {
+                let _ = files.order.unlock();
+                let _ = files.turn.unlock();
+            }
+        }
+    }
+}
