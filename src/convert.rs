@@ -463,6 +463,162 @@ pub fn boolean(column: &'static str, raw: Raw<'_>) -> Result<Option<bool>, Value
     }
 }
 
+/// PostgreSQL's `numeric` limits, which `jsonb` applies to every number:
+/// at most this many digits before the decimal point…
+pub const NUMERIC_MAX_INT_DIGITS: i64 = 131_072;
+/// …and at most this many after it (the display scale).
+pub const NUMERIC_MAX_SCALE: i64 = 16_383;
+
+/// The parts of a JSON number's text: sign, integer digits, fraction
+/// digits, exponent (None when it does not fit an i64).
+fn number_parts(text: &str) -> (bool, &str, &str, Option<i64>) {
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => (
+            &body[..i],
+            body[i + 1..].trim_start_matches('+').parse::<i64>().ok(),
+        ),
+        None => (body, Some(0)),
+    };
+    let (int_part, frac_part) = match mantissa.find('.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, ""),
+    };
+    (neg, int_part, frac_part, exp)
+}
+
+/// Why `jsonb` refuses this JSON number (its text), if it does: PostgreSQL
+/// reads it as `numeric`, whose scale and integer digits are bounded.
+pub fn jsonb_number_problem(text: &str) -> Option<String> {
+    let (_, int_part, frac_part, exp) = number_parts(text);
+    let digits = format!("{int_part}{frac_part}");
+    let significant = digits.trim_start_matches('0');
+    let Some(exp) = exp else {
+        return Some(format!("the number {text} has an exponent out of range"));
+    };
+    let scale = (frac_part.len() as i64).saturating_sub(exp).max(0);
+    if scale > NUMERIC_MAX_SCALE {
+        return Some(format!(
+            "the number {} needs {scale} digits after the decimal point; PostgreSQL's numeric (jsonb) holds at most {NUMERIC_MAX_SCALE}",
+            abbreviate(text)
+        ));
+    }
+    if !significant.is_empty() {
+        let leading_zeros = (digits.len() - significant.len()) as i64;
+        let int_digits = (int_part.len() as i64).saturating_add(exp) - leading_zeros;
+        if int_digits > NUMERIC_MAX_INT_DIGITS {
+            return Some(format!(
+                "the number {} has {int_digits} digits before the decimal point; PostgreSQL's numeric (jsonb) holds at most {NUMERIC_MAX_INT_DIGITS}",
+                abbreviate(text)
+            ));
+        }
+    }
+    None
+}
+
+fn abbreviate(text: &str) -> String {
+    if text.len() <= 40 {
+        text.to_string()
+    } else {
+        format!("{}…({} characters)", &text[..30], text.len())
+    }
+}
+
+/// How `numeric` (so `jsonb`) prints a number written as `text`: plain
+/// decimal, with as many fraction digits as the text's fraction minus its
+/// exponent (never fewer than zero). Exact: no binary floating point.
+/// `text` must be within `jsonb`'s range (`jsonb_number_problem`).
+pub fn numeric_text(text: &str) -> String {
+    let (neg, int_part, frac_part, exp) = number_parts(text);
+    let exp = exp.unwrap_or(0);
+    let digits: String = format!("{int_part}{frac_part}");
+    // The decimal point sits after `point` digits of `digits`.
+    let point = int_part.len() as i64 + exp;
+    let dscale = (frac_part.len() as i64 - exp).max(0);
+    let mut int_digits = String::new();
+    for i in 0..(point.max(0)) {
+        int_digits.push(
+            digits
+                .as_bytes()
+                .get(i as usize)
+                .map_or('0', |&b| b as char),
+        );
+    }
+    let mut frac_digits = String::new();
+    for i in 0..dscale {
+        let idx = point + i;
+        let c = if idx < 0 {
+            '0'
+        } else {
+            digits
+                .as_bytes()
+                .get(idx as usize)
+                .map_or('0', |&b| b as char)
+        };
+        frac_digits.push(c);
+    }
+    let int_digits = int_digits.trim_start_matches('0');
+    let int_digits = if int_digits.is_empty() {
+        "0"
+    } else {
+        int_digits
+    };
+    let zero = int_digits == "0" && frac_digits.bytes().all(|b| b == b'0');
+    let mut out = String::new();
+    if neg && !zero {
+        out.push('-');
+    }
+    out.push_str(int_digits);
+    if dscale > 0 {
+        out.push('.');
+        out.push_str(&frac_digits);
+    }
+    out
+}
+
+/// A number's exact decimal value as text, without trailing fraction
+/// zeros (`1`, `1.0` and `1e0` give the same), for comparing values.
+pub fn decimal_value(n: &serde_json::Number) -> String {
+    let t = numeric_text(&n.to_string());
+    if t.contains('.') {
+        let t = t.trim_end_matches('0').trim_end_matches('.');
+        if t == "-0" {
+            "0".to_string()
+        } else {
+            t.to_string()
+        }
+    } else {
+        t
+    }
+}
+
+/// Judges a parsed JSON value as `jsonb` does and rewrites every number as
+/// `jsonb` prints it (exact decimal text), so a value read from SQLite
+/// equals the one PostgreSQL returns.
+fn jsonb_numbers(v: &mut Value) -> std::result::Result<(), String> {
+    match v {
+        Value::Number(n) => {
+            let text = n.to_string();
+            if let Some(why) = jsonb_number_problem(&text) {
+                return Err(why);
+            }
+            let printed = numeric_text(&text);
+            if printed != text {
+                *n = printed
+                    .parse()
+                    .map_err(|e| format!("the number {text}: {e}"))?;
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter_mut().try_for_each(jsonb_numbers),
+        Value::Object(o) => o.values_mut().try_for_each(jsonb_numbers),
+        _ => Ok(()),
+    }
+}
+
 fn holds_nul(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
@@ -477,19 +633,24 @@ pub fn json(column: &'static str, raw: Raw<'_>) -> Result<Option<Value>, ValueEr
     match raw {
         Raw::Null => Ok(None),
         Raw::Integer(i) => Ok(Some(Value::from(i))),
-        Raw::Real(f) => serde_json::Number::from_f64(f)
-            .map(|n| Some(Value::Number(n)))
-            .ok_or_else(|| {
-                bad(
-                    column,
-                    RejectReason::InvalidJson,
-                    &raw,
-                    "not a finite number",
-                )
-            }),
+        Raw::Real(f) => {
+            let mut v = serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .ok_or_else(|| {
+                    bad(
+                        column,
+                        RejectReason::InvalidJson,
+                        &raw,
+                        "not a finite number",
+                    )
+                })?;
+            jsonb_numbers(&mut v)
+                .map_err(|why| bad(column, RejectReason::InvalidJson, &raw, &why))?;
+            Ok(Some(v))
+        }
         Raw::Text(b) | Raw::Blob(b) => {
             let s = utf8(column, &raw, b)?;
-            let v: Value = serde_json::from_str(s).map_err(|e| {
+            let mut v: Value = serde_json::from_str(s).map_err(|e| {
                 bad(
                     column,
                     RejectReason::InvalidJson,
@@ -505,6 +666,14 @@ pub fn json(column: &'static str, raw: Raw<'_>) -> Result<Option<Value>, ValueEr
                     "JSON holding \\u0000, which jsonb refuses",
                 ));
             }
+            jsonb_numbers(&mut v).map_err(|why| {
+                bad(
+                    column,
+                    RejectReason::InvalidJson,
+                    &raw,
+                    &format!("{why}, which jsonb refuses"),
+                )
+            })?;
             Ok(Some(v))
         }
     }

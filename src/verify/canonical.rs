@@ -191,66 +191,7 @@ fn render_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// How `numeric` prints a number written as `text` (the JSON the value was
-/// stored from): plain decimal, with as many fraction digits as the text's
-/// fraction minus its exponent (never fewer than zero).
-pub fn numeric_text(text: &str) -> String {
-    let (neg, body) = match text.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, text),
-    };
-    let (mantissa, exp) = match body.find(['e', 'E']) {
-        Some(i) => (&body[..i], body[i + 1..].parse::<i64>().unwrap_or(0)),
-        None => (body, 0),
-    };
-    let (int_part, frac_part) = match mantissa.find('.') {
-        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
-        None => (mantissa, ""),
-    };
-    let digits: String = format!("{int_part}{frac_part}");
-    // The decimal point sits after `point` digits of `digits`.
-    let point = int_part.len() as i64 + exp;
-    let dscale = (frac_part.len() as i64 - exp).max(0);
-    let mut int_digits = String::new();
-    let mut frac_digits = String::new();
-    for i in 0..(point.max(0)) {
-        int_digits.push(
-            digits
-                .as_bytes()
-                .get(i as usize)
-                .map_or('0', |&b| b as char),
-        );
-    }
-    for i in 0..dscale {
-        let idx = point + i;
-        let c = if idx < 0 {
-            '0'
-        } else {
-            digits
-                .as_bytes()
-                .get(idx as usize)
-                .map_or('0', |&b| b as char)
-        };
-        frac_digits.push(c);
-    }
-    let int_digits = int_digits.trim_start_matches('0');
-    let int_digits = if int_digits.is_empty() {
-        "0"
-    } else {
-        int_digits
-    };
-    let zero = int_digits == "0" && frac_digits.bytes().all(|b| b == b'0');
-    let mut out = String::new();
-    if neg && !zero {
-        out.push('-');
-    }
-    out.push_str(int_digits);
-    if dscale > 0 {
-        out.push('.');
-        out.push_str(&frac_digits);
-    }
-    out
-}
+pub use crate::convert::numeric_text;
 
 /// The canonical line of a legacy row as SQLite holds it (values in column
 /// order); a value that does not convert becomes [`INVALID_FIELD`].

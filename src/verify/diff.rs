@@ -16,17 +16,12 @@ use crate::error::Backend;
 use crate::row::{convert_row, Cell, OwnedRaw, Policy};
 use crate::tables::Table;
 
-/// Semantic JSON equality: numbers by value (`1` = `1.0`), objects by key.
+/// Semantic JSON equality: numbers by exact decimal value (`1` = `1.0`,
+/// never through a float: a rounded number differs), objects by key.
 pub fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
-            if let (Some(i), Some(j)) = (x.as_i64(), y.as_i64()) {
-                i == j
-            } else if let (Some(i), Some(j)) = (x.as_u64(), y.as_u64()) {
-                i == j
-            } else {
-                x.as_f64() == y.as_f64()
-            }
+            crate::convert::decimal_value(x) == crate::convert::decimal_value(y)
         }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
