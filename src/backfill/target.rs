@@ -265,7 +265,10 @@ async fn load_in(
         }
     }
 
-    // Already present: a live write got there first and is newer.
+    // Already present, by primary key only: a live write got there first
+    // and is newer. Another unique value PostgreSQL holds under another key
+    // is a clash, not the same row: rejected as `unique_violation`.
+    let mut clashes = Vec::new();
     for (i, col) in unique_columns(table).into_iter().enumerate() {
         let kind = table.column(col).map_or(Kind::Text, |c| c.kind);
         let wanted = distinct(
@@ -279,10 +282,45 @@ async fn load_in(
             continue;
         }
         for (n, r) in rows.iter().enumerate() {
-            if !dropped[n] && r.uniques[i].as_ref().is_some_and(|v| found.contains(v)) {
+            if let Some(v) = r.uniques[i].as_ref().filter(|v| found.contains(*v)) {
+                if dropped[n] {
+                    continue;
+                }
                 dropped[n] = true;
-                out.present += 1;
+                if i == 0 {
+                    out.present += 1;
+                } else {
+                    clashes.push((
+                        n,
+                        col,
+                        format!(
+                            "{}.{col} = {v:?} is held in PostgreSQL by another {} (a different row)",
+                            table.name, table.primary_key
+                        ),
+                    ));
+                }
             }
+        }
+    }
+    if !clashes.is_empty() {
+        let images = source
+            .images(
+                table,
+                clashes.iter().map(|(n, ..)| rows[*n].rowid).collect(),
+            )
+            .await?;
+        for ((_, column, detail), (rowid, key, image)) in clashes.into_iter().zip(images) {
+            rejects.push(RejectRecord {
+                table: table.name.to_string(),
+                row_key: key,
+                source_rowid: Some(rowid),
+                column: column.to_string(),
+                reason: RejectReason::UniqueViolation,
+                detail,
+                policy,
+                row_copied: false,
+                original: image,
+            });
         }
     }
 

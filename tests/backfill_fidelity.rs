@@ -1,0 +1,74 @@
+//! Every legacy row accounted for as what it is: "already present" only by
+//! primary key; a row whose other unique value PostgreSQL holds under
+//! another key is rejected as `unique_violation`, never counted as copied.
+
+mod common;
+
+use common::{TempDir, TestDb};
+use cutover::backfill::{self, BackfillOptions};
+use cutover::convert::RejectReason;
+use cutover::row::Policy;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_username_held_under_another_id_is_a_unique_violation_not_already_present() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    let path = dir.file("legacy.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    c.execute_batch(
+        "INSERT INTO users (id, username) VALUES ('u1', 'one'), ('u2', 'taken'), ('u3', 'three');
+         INSERT INTO tweets (id, user_id, text, created_at) VALUES
+           ('t1', 'u1', 'a', '2024-01-01 00:00:00'),
+           ('t2', 'u2', 'b', '2024-01-01 00:00:00'),
+           ('t3', 'u2', 'c', '2024-01-01 00:00:00');",
+    )
+    .unwrap();
+    drop(c);
+    let pool = db.pool().await;
+    // PostgreSQL holds u3 (a live write: already present) and the username
+    // `taken` under another id.
+    sqlx::raw_sql(
+        "INSERT INTO users (id, username) VALUES ('u3', 'three'), ('someone_else', 'taken')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    // The file alone, no application: the stage stays `off`.
+    o.force = true;
+    let summary = backfill::run(o, std::future::pending()).await.unwrap();
+    let users = summary.tables.iter().find(|t| t.table == "users").unwrap();
+    assert_eq!(users.copied, 2, "u1 written, u3 already present: {users:?}");
+    assert_eq!(users.already_present, 1, "{users:?}");
+    assert_eq!(
+        users.rejected.get(&RejectReason::UniqueViolation),
+        Some(&1),
+        "{users:?}"
+    );
+    let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
+    assert_eq!(tweets.copied, 1);
+    assert_eq!(tweets.rejected.get(&RejectReason::Orphan), Some(&2));
+
+    let rejected: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT row_key, column_name, reason FROM cutover.rejects WHERE table_name = 'users'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rejected,
+        vec![(
+            "u2".to_string(),
+            "username".to_string(),
+            "unique_violation".to_string()
+        )]
+    );
+    let present: Vec<String> = sqlx::query_scalar("SELECT id FROM users ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(present, vec!["someone_else", "u1", "u3"]);
+}
