@@ -40,7 +40,8 @@ pub struct RejectRecord {
 }
 
 /// Inserts entries in one statement. An entry already recorded for the same
-/// table, key and column is left as it is (a rerun records nothing twice).
+/// source row (table and rowid; table and key when there is no rowid) and
+/// column is left as it is (a rerun records nothing twice).
 /// Returns how many were new.
 pub async fn insert(conn: &mut PgConnection, records: &[RejectRecord]) -> Result<u64> {
     if records.is_empty() {
@@ -72,7 +73,7 @@ pub async fn insert(conn: &mut PgConnection, records: &[RejectRecord]) -> Result
          SELECT t, k, r, c, reason, d, p, rc, o::jsonb
          FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::bool[], $9::text[]) AS x(t, k, r, c, reason, d, p, rc, o)
-         ON CONFLICT (table_name, row_key, column_name) DO NOTHING",
+         ON CONFLICT DO NOTHING",
     )
     .bind(tables)
     .bind(keys)

@@ -72,3 +72,48 @@ async fn a_username_held_under_another_id_is_a_unique_violation_not_already_pres
         .unwrap();
     assert_eq!(present, vec!["someone_else", "u1", "u3"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_source_rows_with_the_same_key_text_keep_two_ledger_entries() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    let path = dir.file("legacy.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    // A TEXT key and a BLOB key with the same bytes, both with a bad date:
+    // two rows, two rejects, two original images.
+    c.execute_batch(
+        "INSERT INTO users (id, username) VALUES ('u1', 'one');
+         INSERT INTO tweets (id, user_id, text, created_at) VALUES
+           ('abc', 'u1', 'text key', 'not a date'),
+           (X'616263', 'u1', 'blob key', 'not a date either');",
+    )
+    .unwrap();
+    drop(c);
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    o.force = true;
+    let summary = backfill::run(o, std::future::pending()).await.unwrap();
+    let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
+    assert_eq!(tweets.total_rejected, 2, "{tweets:?}");
+    let pool = db.pool().await;
+    let entries: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT source_rowid, original::text FROM cutover.rejects WHERE table_name = 'tweets' ORDER BY source_rowid",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries[0].1.contains("text key"), "{entries:?}");
+    assert!(entries[1].1.contains("blob key"), "{entries:?}");
+    // A rerun records nothing twice.
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    o.force = true;
+    backfill::run(o, std::future::pending()).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.rejects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+}
