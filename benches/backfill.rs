@@ -215,6 +215,8 @@ async fn backfill_tweets_with(
     o.writer_share = writer_share;
     o.batch_size = 5000;
     o.defer_indexes = defer;
+    // A fresh database with no application: the stage stays `off`.
+    o.force = true;
     let started = Instant::now();
     let s = backfill::run(o, std::future::pending()).await.unwrap();
     let wall = started.elapsed().as_secs_f64();
@@ -258,6 +260,7 @@ fn main() {
         let mut users = BackfillOptions::new(&sqlite, pg.clone());
         users.tables = Some(vec!["users".into()]);
         users.progress_bar = Some(false);
+    users.force = true;
         backfill::run(users, std::future::pending()).await.unwrap();
         let db_url = pg.redacted().to_string();
 

@@ -414,6 +414,24 @@ pub fn timestamp_format(raw: Raw<'_>) -> Option<TimestampFormat> {
 
 /// A DATETIME column → `timestamptz` (UTC, microseconds).
 pub fn timestamp(column: &'static str, raw: Raw<'_>) -> Result<Option<Timestamp>, ValueError> {
+    let t = timestamp_value(column, raw)?;
+    match t {
+        Some(t) if t.timestamp_micros() < PG_MIN_TIMESTAMP_MICROS => Err(bad(
+            column,
+            RejectReason::InvalidTimestamp,
+            &raw,
+            &format!("{t} is before PostgreSQL's lowest timestamp (4714-11-24 BC)"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// PostgreSQL's lowest `timestamptz`, 4714-11-24 00:00:00 BC, in
+/// microseconds from the Unix epoch. (Its highest, in 294276 AD, lies past
+/// anything a legacy value can name.)
+pub const PG_MIN_TIMESTAMP_MICROS: i64 = -210_866_803_200_000_000;
+
+fn timestamp_value(column: &'static str, raw: Raw<'_>) -> Result<Option<Timestamp>, ValueError> {
     let invalid = |why: &str| bad(column, RejectReason::InvalidTimestamp, &raw, why);
     match raw {
         Raw::Null => Ok(None),

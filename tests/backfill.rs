@@ -73,6 +73,25 @@ fn messy_db(dir: &TempDir) -> PathBuf {
     path
 }
 
+/// A migrated database in `dualwrite`, the stage the backfill runs in.
+async fn dualwrite_db() -> TestDb {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    cutover::stage::set(
+        &pool,
+        &cutover::stage::Change {
+            to: cutover::stage::Stage::DualWrite,
+            force: false,
+            by: "tests/backfill.rs".into(),
+            extra_pending: 0,
+        },
+    )
+    .await
+    .expect("move to dualwrite");
+    pool.close().await;
+    db
+}
+
 fn options(path: &Path, db: &TestDb, policy: Policy) -> BackfillOptions {
     let mut o = BackfillOptions::new(path, db.settings.clone());
     o.policy = policy;
@@ -165,7 +184,7 @@ async fn originals_restore_exactly(conn: &mut PgConnection, sqlite: &Path) {
 async fn messy_rows_are_converted_or_rejected_exactly_under_reject_row() {
     let dir = TempDir::new();
     let path = messy_db(&dir);
-    let db = TestDb::migrated().await;
+    let db = dualwrite_db().await;
     let summary = backfill(options(&path, &db, Policy::RejectRow)).await;
     assert!(summary.reconciled(), "{summary:#?}");
     let mut conn = connect(&db).await;
@@ -283,7 +302,7 @@ async fn messy_rows_are_converted_or_rejected_exactly_under_reject_row() {
 async fn messy_rows_under_null_and_record_copy_nullable_values_as_null() {
     let dir = TempDir::new();
     let path = messy_db(&dir);
-    let db = TestDb::migrated().await;
+    let db = dualwrite_db().await;
     let summary = backfill(options(&path, &db, Policy::NullAndRecord)).await;
     assert!(summary.reconciled(), "{summary:#?}");
     let mut conn = connect(&db).await;
@@ -359,7 +378,7 @@ async fn messy_rows_under_null_and_record_copy_nullable_values_as_null() {
 async fn rerun_copies_nothing_twice_and_picks_up_new_rows() {
     let dir = TempDir::new();
     let path = messy_db(&dir);
-    let db = TestDb::migrated().await;
+    let db = dualwrite_db().await;
     backfill(options(&path, &db, Policy::RejectRow)).await;
     let mut conn = connect(&db).await;
     let count = |table: &'static str| format!("SELECT count(*) FROM {table}");
@@ -469,7 +488,7 @@ async fn a_run_killed_with_sigkill_resumes_without_duplicates_or_gaps() {
     const N: usize = 200_000;
     let dir = TempDir::new();
     let path = big_db(&dir, N);
-    let db = TestDb::migrated().await;
+    let db = dualwrite_db().await;
     let mut conn = connect(&db).await;
 
     let mut child = cutover_bin(
@@ -558,7 +577,7 @@ async fn a_run_killed_with_sigkill_resumes_without_duplicates_or_gaps() {
 async fn a_second_backfill_is_refused_while_one_runs() {
     let dir = TempDir::new();
     let path = messy_db(&dir);
-    let db = TestDb::migrated().await;
+    let db = dualwrite_db().await;
     let mut holder = connect(&db).await;
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(backfill::LOCK_KEY)
@@ -592,7 +611,7 @@ async fn a_second_backfill_is_refused_while_one_runs() {
 async fn a_hung_postgres_times_out_and_releases_the_sqlite_lock() {
     let dir = TempDir::new();
     let path = big_db(&dir, 2_000);
-    let db = TestDb::migrated().await;
+    let db = dualwrite_db().await;
     // Hold tweets locked in PostgreSQL so every batch's COPY blocks.
     let mut blocker = connect(&db).await;
     sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
@@ -653,7 +672,7 @@ async fn a_hung_postgres_times_out_and_releases_the_sqlite_lock() {
 async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
     let dir = TempDir::new();
     let path = big_db(&dir, 1_000);
-    let db = TestDb::migrated().await;
+    let db = dualwrite_db().await;
     let mut conn = connect(&db).await;
     let list = "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1";
     let oid = "SELECT 'idx_tweets_text'::regclass::oid::bigint";
@@ -718,7 +737,7 @@ async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
 async fn a_failed_batch_rolls_back_the_batches_loaded_beside_it() {
     let dir = TempDir::new();
     let path = big_db(&dir, 2_000);
-    let db = TestDb::migrated().await;
+    let db = dualwrite_db().await;
     let mut conn = connect(&db).await;
     // The first tweet fails once, as a live write racing the batch would.
     sqlx::raw_sql(

@@ -117,3 +117,54 @@ async fn two_source_rows_with_the_same_key_text_keep_two_ledger_entries() {
         .unwrap();
     assert_eq!(n, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_predicts_the_backfill_at_postgresql_s_timestamp_boundary() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    let path = dir.file("legacy.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    c.execute("INSERT INTO users (id, username) VALUES ('u1', 'one')", [])
+        .unwrap();
+    // Epoch milliseconds at PostgreSQL's lowest timestamp (4714-11-24 BC)
+    // and one millisecond before it.
+    let lowest_ms = cutover::convert::PG_MIN_TIMESTAMP_MICROS / 1000;
+    for (id, ms) in [("t_lowest", lowest_ms), ("t_before", lowest_ms - 1)] {
+        c.execute(
+            "INSERT INTO tweets (id, user_id, text, created_at) VALUES (?1, 'u1', 'x', ?2)",
+            (id, ms),
+        )
+        .unwrap();
+    }
+    drop(c);
+    let report = cutover::audit::audit(&path).unwrap();
+    let predicted = report
+        .tables
+        .iter()
+        .find(|t| t.table == "tweets")
+        .unwrap()
+        .predicted
+        .iter()
+        .find(|p| p.policy == "reject-row")
+        .unwrap()
+        .clone();
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    o.force = true;
+    let summary = backfill::run(o, std::future::pending()).await.unwrap();
+    let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
+    assert_eq!(
+        (predicted.copied, predicted.rejected),
+        (tweets.copied, tweets.total_rejected),
+        "audit {predicted:?} vs backfill {tweets:?}"
+    );
+    assert_eq!((tweets.copied, tweets.total_rejected), (1, 1));
+    let pool = db.pool().await;
+    let rejected: String =
+        sqlx::query_scalar("SELECT row_key FROM cutover.rejects WHERE table_name = 'tweets'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rejected, "t_before");
+}

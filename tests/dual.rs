@@ -389,6 +389,8 @@ async fn shadow_reads_account_for_rejected_legacy_rows() {
     }
     let mut o = cutover::backfill::BackfillOptions::new(&path, db.settings.clone());
     o.progress_bar = Some(false);
+    // Still `off` (the store moves to shadow below); nothing writes meanwhile.
+    o.force = true;
     let summary = cutover::backfill::run(o, std::future::pending())
         .await
         .unwrap();

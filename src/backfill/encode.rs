@@ -18,11 +18,6 @@ pub(crate) const TRAILER: &[u8] = &[0xff, 0xff];
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// Microseconds since the Unix epoch of PostgreSQL's lowest timestamp
-/// (4714-11-24 BC) and of the highest this build of chrono can hold; a
-/// value outside is refused by the server, so the row is rejected first.
-pub(crate) const MIN_MICROS: i64 = -210_866_803_200_000_000;
-
 fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
     buf.extend_from_slice(bytes);

@@ -10,6 +10,10 @@
 //! killed run resumes with no duplicate and no gap; an advisory lock keeps a
 //! second run out.
 //!
+//! It runs only in `dualwrite` or `shadow` (see [`stage_refusal`];
+//! `BackfillOptions::force` overrides), and only on a connection that can
+//! take SQLite's write lock (a file this user cannot write is refused).
+//!
 //! Files: `source.rs` reads SQLite, `target.rs` loads PostgreSQL,
 //! `encode.rs` is the binary `COPY` format, `indexes.rs` handles
 //! `--defer-indexes`, `progress.rs` the bar, logs and metrics.
@@ -33,6 +37,7 @@ use crate::convert::RejectReason;
 use crate::error::{Backend, DbErrorKind, Error, Result};
 use crate::row::Policy;
 use crate::settings::PgSettings;
+use crate::stage::Stage;
 use crate::tables::{self, Table};
 
 use progress::Progress;
@@ -83,6 +88,10 @@ pub struct BackfillOptions {
     /// PostgreSQL connection, for tables whose only unique value is their
     /// key; they commit in order. 1 loads one batch at a time.
     pub jobs: usize,
+    /// Run whatever the stage (`--force`). Outside `dualwrite`/`shadow`
+    /// PostgreSQL misses the writes made meanwhile (`off`) or may get back
+    /// rows it deleted (`live` on); see [`stage_refusal`].
+    pub force: bool,
 }
 
 impl BackfillOptions {
@@ -103,6 +112,7 @@ impl BackfillOptions {
             progress_bar: None,
             writer_share: 0.25,
             jobs: 2,
+            force: false,
         }
     }
 
@@ -192,6 +202,9 @@ pub struct BackfillSummary {
     pub indexes_rebuilt: Vec<String>,
     /// Wall-clock seconds of the whole run.
     pub seconds: f64,
+    /// The stage the run was forced to run in (`force`, outside
+    /// `dualwrite`/`shadow`); `None` when it ran where it belongs.
+    pub forced_stage: Option<Stage>,
 }
 
 impl BackfillSummary {
@@ -199,6 +212,54 @@ impl BackfillSummary {
     pub fn reconciled(&self) -> bool {
         !self.interrupted && self.tables.iter().all(|t| t.reconciled() == Some(true))
     }
+}
+
+/// Why the backfill must not run in `stage`; `None` in `dualwrite` and
+/// `shadow`, the stages it belongs in.
+///
+/// Before them nothing copies the application's writes to PostgreSQL, so
+/// every write made after a row was copied would be missing there; from
+/// `live` on PostgreSQL holds the truth, and a legacy row it deleted since
+/// would come back.
+pub fn stage_refusal(stage: Stage) -> Option<String> {
+    match stage {
+        Stage::DualWrite | Stage::Shadow => None,
+        Stage::Off => Some(
+            "the stage is `off`: nothing copies the application's writes to PostgreSQL yet, \
+             so PostgreSQL would miss the writes made meanwhile (during and after the copy)"
+                .to_string(),
+        ),
+        Stage::Live | Stage::Rampdown | Stage::Complete => Some(format!(
+            "the stage is `{stage}`: PostgreSQL is authoritative, so the backfill could \
+             re-insert legacy rows deleted there since"
+        )),
+    }
+}
+
+/// Reads the persisted stage and refuses outside `dualwrite`/`shadow`
+/// unless `force`; returns the stage when `force` overrode the refusal.
+async fn check_stage(opts: &BackfillOptions) -> Result<Option<Stage>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts.postgres.connect_options())
+        .await?;
+    let state = crate::stage::get(&pool).await;
+    pool.close().await;
+    let stage = state?.stage;
+    let Some(why) = stage_refusal(stage) else {
+        return Ok(None);
+    };
+    if opts.force {
+        tracing::warn!(stage = %stage, "backfill FORCED outside dualwrite/shadow: {why}");
+        return Ok(Some(stage));
+    }
+    let fix = match stage {
+        Stage::Off => "run `cutover stage set dualwrite` first, or pass --force",
+        _ => "pass --force only if that is what you want",
+    };
+    Err(Error::InvalidArgument(format!(
+        "the backfill runs in dualwrite or shadow; {why} — {fix}"
+    )))
 }
 
 /// Holds the advisory lock for the length of a run, on a connection of its own.
@@ -271,7 +332,9 @@ impl Target {
 }
 
 /// Copies the selected tables; stops at a committed batch when `shutdown`
-/// completes. The schema must exist (`crate::pg::migrate`).
+/// completes. The schema must exist (`crate::pg::migrate`). Refuses outside
+/// `dualwrite`/`shadow` unless `opts.force` (see [`stage_refusal`]), and
+/// when SQLite's write lock cannot be taken on the file.
 pub async fn run(
     opts: BackfillOptions,
     shutdown: impl Future<Output = ()>,
@@ -291,8 +354,14 @@ pub async fn run(
             "--batch-size must be at least 1".into(),
         ));
     }
+    // The lock's plain connection first: an unreachable server fails here, at once.
     let lock = RunLock::take(&opts.postgres).await?;
-    let result = run_locked(&opts, &tables, shutdown).await;
+    let result = match check_stage(&opts).await {
+        Ok(forced_stage) => run_locked(&opts, &tables, shutdown)
+            .await
+            .map(|s| BackfillSummary { forced_stage, ..s }),
+        Err(e) => Err(e),
+    };
     lock.release().await;
     let mut summary = result?;
     summary.seconds = started.elapsed().as_secs_f64();

@@ -77,6 +77,30 @@ fn sqlite_err(message: String) -> Error {
     }
 }
 
+/// The backfill refusing a file it cannot hold SQLite's write lock on.
+fn no_write_lock(path: &str, what: &str) -> Error {
+    sqlite_err(format!(
+        "cannot take SQLite's write lock on {path} ({what}): the file, or its directory, is \
+         read-only for this user; the backfill needs write permission on the file and on its \
+         directory (where SQLite keeps the -wal, -shm and journal files; no table is written) \
+         because it holds the write lock during each batch, so that no application write races \
+         it, and never runs without it: run it as the application's user"
+    ))
+}
+
+/// Errors that say this user may not write the file or create its companions.
+fn lacks_permission(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi::ErrorCode;
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied
+            )
+    )
+}
+
 /// The columns of unique constraints: the key, then `table.unique`.
 pub(crate) fn unique_columns(table: &'static Table) -> Vec<&'static str> {
     std::iter::once(table.primary_key)
@@ -110,27 +134,15 @@ fn column_index(table: &Table, name: &str) -> usize {
         .expect("a column of the table")
 }
 
-/// Refuses timestamps PostgreSQL cannot store (before 4714 BC), which
-/// `convert` accepts because chrono can represent them.
-fn pg_range(table: &Table, cells: &[Cell]) -> Option<convert::ValueError> {
-    table
-        .columns
-        .iter()
-        .zip(cells)
-        .find_map(|(c, cell)| match cell {
-            Cell::Timestamp(t) if t.timestamp_micros() < encode::MIN_MICROS => {
-                Some(convert::ValueError {
-                    column: c.name,
-                    reason: RejectReason::InvalidTimestamp,
-                    detail: format!("{t} is before PostgreSQL's lowest timestamp"),
-                })
-            }
-            _ => None,
-        })
-}
-
 impl Source {
-    /// Opens the existing file (never creates one).
+    /// Opens the existing file (never creates one), refusing it when the
+    /// connection could not take SQLite's write lock.
+    ///
+    /// `SQLITE_OPEN_READ_WRITE` falls back to a read-only connection, without
+    /// a word, when the file is not writable for this user, and `BEGIN
+    /// IMMEDIATE` on such a connection succeeds while taking no write lock
+    /// (in WAL mode the application writes right through it). So the opened
+    /// connection itself is asked, and the lock is taken once, here.
     pub async fn open(path: &Path, busy_timeout: Duration) -> Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_URI
@@ -142,9 +154,23 @@ impl Source {
                 kind: DbErrorKind::Unavailable,
                 message: format!("cannot open {}: {e}", path.display()),
             })?;
+        let shown = path.display().to_string();
         conn.call(move |c| -> Result<()> {
             c.busy_timeout(busy_timeout)?;
-            Ok(())
+            if c.is_readonly(rusqlite::MAIN_DB)? {
+                return Err(no_write_lock(&shown, "SQLite opened it read-only"));
+            }
+            // Taking the lock may still need files this user cannot create
+            // (WAL mode's -wal and -shm, next to the file).
+            let probe = c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
+            if !c.is_autocommit() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            match probe {
+                Ok(()) => Ok(()),
+                Err(e) if lacks_permission(&e) => Err(no_write_lock(&shown, &e.to_string())),
+                Err(e) => Err(e.into()),
+            }
         })
         .await?;
         Ok(Self { conn })
@@ -382,12 +408,7 @@ fn read_locked(
             row_copied: copied,
             original: row::original_image(table, &raws),
         };
-        let converted = row::convert_row(table, &raws, policy).and_then(|conv| {
-            match pg_range(table, &conv.cells) {
-                Some(e) => Err(vec![e]),
-                None => Ok(conv),
-            }
-        });
+        let converted = row::convert_row(table, &raws, policy);
         let conv = match converted {
             Ok(conv) => conv,
             Err(errors) => {

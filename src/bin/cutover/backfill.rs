@@ -3,6 +3,8 @@
 //! Resumable and idempotent; Ctrl-C stops at a committed batch. Prints a
 //! closing table per source table and the reconciliation line; a table whose
 //! source rows do not equal copied + rejected makes the exit code 1.
+//! Refuses outside `dualwrite`/`shadow` unless `--force` (and then says so on
+//! stderr), and refuses a legacy file this user cannot write (no write lock).
 
 use std::time::Duration;
 
@@ -46,6 +48,10 @@ pub struct Args {
     /// (tables whose only unique value is the key); they commit in order.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub jobs: usize,
+    /// Run outside dualwrite/shadow: in `off` PostgreSQL misses the writes
+    /// made meanwhile, from `live` on rows it deleted may come back.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `cutover backfill`.
@@ -75,6 +81,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     opts.defer_indexes = args.defer_indexes;
     opts.defer_full_text = args.defer_full_text;
     opts.statement_timeout = Duration::from_secs_f64(args.statement_timeout);
+    opts.force = args.force;
     opts.selected_tables()?;
 
     {
@@ -84,7 +91,13 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
             .await
             .map_err(cutover::Error::from)?;
         cutover::pg::migrate(&pool).await?;
+        let stage = cutover::stage::get(&pool).await;
         pool.close().await;
+        // The library refuses without --force; with it, the operator hears
+        // what the override risks before the copy starts.
+        if let Some(why) = backfill::stage_refusal(stage?.stage).filter(|_| args.force) {
+            eprintln!("warning: --force: backfilling outside dualwrite/shadow although {why}");
+        }
     }
 
     let shutdown = async {
@@ -158,6 +171,9 @@ fn print_summary(s: &BackfillSummary) {
     }
     if !s.indexes_rebuilt.is_empty() {
         println!("indexes rebuilt: {}", s.indexes_rebuilt.join(", "));
+    }
+    if let Some(stage) = s.forced_stage {
+        println!("forced: ran in stage `{stage}` (--force)");
     }
     println!(
         "reconciliation: {} ({:.1} s)",
