@@ -9,6 +9,13 @@
 //! is set past the highest id (or PostgreSQL's sequence, when ahead), so the
 //! old application never reuses an id. The file is built as `PATH.partial`
 //! and renamed into place only when complete.
+//!
+//! The legacy rows PostgreSQL never took (rejected by the backfill or by a
+//! dual write, kept in `cutover.rejects` with their original image) are
+//! restored byte for byte after each table's rows, unless
+//! `without_rejects`: a rollback after `complete` loses none of them. A
+//! rejected row whose key or unique value a PostgreSQL row now holds is not
+//! restored (the newer row wins) and is counted apart.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,6 +37,11 @@ pub struct ExportedTable {
     pub table: &'static str,
     /// Rows written.
     pub rows: u64,
+    /// Legacy rows restored from the reject ledger.
+    pub restored: u64,
+    /// Rejected legacy rows not restored: a row PostgreSQL holds has their
+    /// key or unique value (or their image could not be read back).
+    pub not_restored: u64,
     /// `sqlite_sequence` value set (serial tables with rows or a used sequence).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sequence: Option<i64>,
@@ -53,9 +65,19 @@ pub fn partial_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Exports PostgreSQL to a new SQLite file at `out`; an existing file is
-/// refused unless `force`.
+/// Exports PostgreSQL to a new SQLite file at `out`, the rejected legacy
+/// rows restored; an existing file is refused unless `force`.
 pub async fn export(pg: &PgSettings, out: &Path, force: bool) -> Result<ExportReport> {
+    export_with(pg, out, force, true).await
+}
+
+/// As `export`; `with_rejects` false leaves the rejected legacy rows out.
+pub async fn export_with(
+    pg: &PgSettings,
+    out: &Path,
+    force: bool,
+    with_rejects: bool,
+) -> Result<ExportReport> {
     let started = Instant::now();
     if out.exists() && !force {
         return Err(Error::InvalidArgument(format!(
@@ -90,6 +112,11 @@ pub async fn export(pg: &PgSettings, out: &Path, force: bool) -> Result<ExportRe
     let mut report = Vec::new();
     for &table in tables::ALL.iter() {
         let rows = export_table(&pool, &conn, table).await?;
+        let (restored, not_restored) = if with_rejects {
+            restore_rejects(&pool, &conn, table).await?
+        } else {
+            (0, 0)
+        };
         let sequence = if table.serial {
             set_sequence(&pool, &conn, table).await?
         } else {
@@ -99,6 +126,8 @@ pub async fn export(pg: &PgSettings, out: &Path, force: bool) -> Result<ExportRe
         report.push(ExportedTable {
             table: table.name,
             rows,
+            restored,
+            not_restored,
             sequence,
         });
     }
@@ -190,4 +219,91 @@ async fn set_sequence(
     conn.call(move |c| crate::sequences::sqlite_raise(c, table, top))
         .await?;
     Ok(Some(top))
+}
+
+/// Restores `table`'s legacy rows PostgreSQL never took, from their images
+/// in the reject ledger (one per source row). Returns (restored, not
+/// restored).
+async fn restore_rejects(
+    pool: &sqlx::PgPool,
+    conn: &tokio_rusqlite::Connection,
+    table: &'static Table,
+) -> Result<(u64, u64)> {
+    let entries = {
+        let mut c = pool.acquire().await?;
+        crate::rejects::list(&mut c, table.name).await?
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = Vec::new();
+    let mut unreadable = 0u64;
+    for e in entries.into_iter().filter(|e| !e.row_copied) {
+        // A row rejected for several columns has one entry per column.
+        let source_row = match e.source_rowid {
+            Some(r) => format!("rowid:{r}"),
+            None => format!("key:{}", e.row_key),
+        };
+        if !seen.insert(source_row) {
+            continue;
+        }
+        match crate::row::restore_image(table, &e.original) {
+            Some(raws) => rows.push(raws),
+            None => {
+                tracing::warn!(table = table.name, key = %e.row_key, "reject entry without a readable original image; not restored");
+                unreadable += 1;
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok((0, unreadable));
+    }
+    let columns = table.column_list();
+    let name = table.name;
+    let (restored, clashed) = conn
+        .call(move |c| -> Result<(u64, u64)> {
+            // Legacy rows went in without foreign-key checks (an orphan is
+            // one of the reasons a row was rejected).
+            c.execute_batch("PRAGMA foreign_keys = OFF")?;
+            let tx = c.transaction()?;
+            let (mut restored, mut clashed) = (0u64, 0u64);
+            for raws in &rows {
+                // Text is bound as bytes and cast back, so text that is not
+                // UTF-8 comes back byte for byte.
+                let placeholders: Vec<String> = raws
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| match r {
+                        crate::row::OwnedRaw::Text(_) => format!("CAST(?{} AS TEXT)", i + 1),
+                        _ => format!("?{}", i + 1),
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT OR IGNORE INTO {name} ({columns}) VALUES ({})",
+                    placeholders.join(", ")
+                );
+                let values: Vec<rusqlite::types::Value> = raws
+                    .iter()
+                    .map(|r| match r {
+                        crate::row::OwnedRaw::Null => rusqlite::types::Value::Null,
+                        crate::row::OwnedRaw::Integer(i) => rusqlite::types::Value::Integer(*i),
+                        crate::row::OwnedRaw::Real(f) => rusqlite::types::Value::Real(*f),
+                        crate::row::OwnedRaw::Text(b) | crate::row::OwnedRaw::Blob(b) => {
+                            rusqlite::types::Value::Blob(b.clone())
+                        }
+                    })
+                    .collect();
+                let n = tx.execute(&sql, rusqlite::params_from_iter(values))?;
+                if n == 1 {
+                    restored += 1;
+                } else {
+                    clashed += 1;
+                }
+            }
+            tx.commit()?;
+            Ok((restored, clashed))
+        })
+        .await?;
+    if clashed > 0 {
+        tracing::warn!(table = name, rows = clashed, "rejected legacy rows not restored: rows PostgreSQL holds have their key or unique value");
+    }
+    Ok((restored, clashed + unreadable))
 }

@@ -168,3 +168,77 @@ async fn audit_predicts_the_backfill_at_postgresql_s_timestamp_boundary() {
             .unwrap();
     assert_eq!(rejected, "t_before");
 }
+
+/// Every column of the tweets matching `sql_where`, as storage class and
+/// bytes.
+fn quoted(path: &std::path::Path, sql_where: &str) -> Vec<String> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let mut st = c
+        .prepare(&format!(
+            "SELECT typeof(id) || ':' || hex(id) || '|' || typeof(user_id) || ':' || hex(user_id) || '|' || typeof(text) || ':' || hex(text) || '|' || typeof(created_at) || ':' || hex(created_at) || '|' || typeof(url) || ':' || hex(url) || '|' || typeof(is_reply) || ':' || hex(is_reply) || '|' || typeof(metadata) || ':' || hex(metadata) || '|' || typeof(created_in_db) || ':' || hex(created_in_db) \
+             FROM tweets WHERE {sql_where} ORDER BY hex(id)"
+        ))
+        .unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_restores_the_rejected_legacy_rows_byte_for_byte() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    let path = dir.file("legacy.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    c.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO users (id, username) VALUES ('u1', 'one');
+         INSERT INTO tweets (id, user_id, text, created_at, metadata) VALUES
+           ('good', 'u1', 'fine', '2024-01-01 00:00:00', '{\"n\": 1}'),
+           ('bad_date', 'u1', 'kept as is', 'yesterday', '{\"n\": 0.10}'),
+           ('bad_text', 'u1', CAST(X'ff00fe' AS TEXT), '2024-01-01 00:00:00', NULL),
+           ('orphan', 'nobody', 'no parent', '2024-01-01 00:00:00', NULL);",
+    )
+    .unwrap();
+    drop(c);
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    o.force = true;
+    let summary = backfill::run(o, std::future::pending()).await.unwrap();
+    let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
+    let rejected = tweets.total_rejected;
+    assert!(rejected >= 3, "{tweets:?}");
+    let legacy_rejected = quoted(&path, "id IS NOT 'good'");
+    assert_eq!(legacy_rejected.len() as u64, rejected);
+
+    let out = dir.file("export.db");
+    let report = cutover::export::export(&db.settings, &out, false)
+        .await
+        .unwrap();
+    let t = report.tables.iter().find(|t| t.table == "tweets").unwrap();
+    assert_eq!(
+        (t.rows, t.restored, t.not_restored),
+        (1, rejected, 0),
+        "{t:?}"
+    );
+    assert_eq!(
+        quoted(&out, "id IS NOT 'good'"),
+        legacy_rejected,
+        "the rejected rows come back byte for byte"
+    );
+    // Verify against the export still accounts for them (as rejects).
+    let mut vo = cutover::verify::VerifyOptions::new(&out, db.settings.clone());
+    vo.settle = std::time::Duration::ZERO;
+    let r = cutover::verify::verify(&vo).await.unwrap();
+    assert!(r.clean, "{r:#?}");
+
+    let out2 = dir.file("export-without.db");
+    let report = cutover::export::export_with(&db.settings, &out2, false, false)
+        .await
+        .unwrap();
+    let t = report.tables.iter().find(|t| t.table == "tweets").unwrap();
+    assert_eq!((t.rows, t.restored), (1, 0));
+    assert!(quoted(&out2, "id IS NOT 'good'").is_empty());
+}
