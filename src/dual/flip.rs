@@ -73,6 +73,9 @@ impl DualStore {
             if auth.fallback {
                 self.record_conflicts().await?;
             }
+            // Clears this process queued: entries applied already need
+            // no second apply.
+            let _ = self.flush_clears().await;
             self.drain(Backend::Sqlite, 1000).await?;
             self.drain(Backend::Postgres, 1000).await?;
             let drained = started.elapsed();

@@ -161,7 +161,25 @@ impl DualStore {
             let mut failed = None;
             // Entries come in id order: one past `upto` ends the drain.
             let past_upto = entries.last().is_some_and(|e| e.id > upto);
-            for e in entries.into_iter().filter(|e| e.id <= upto) {
+            let entries: Vec<outbox::Entry> =
+                entries.into_iter().filter(|e| e.id <= upto).collect();
+            if held && side == Backend::Sqlite && self.copy_batch_held(&entries).await? {
+                let n = entries.len() as u64;
+                after = entries
+                    .iter()
+                    .map(|e| e.id)
+                    .max()
+                    .unwrap_or(after)
+                    .max(after);
+                applied += n;
+                self.inner.counters.replayed.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!(m::OUTBOX_REPLAYED, "side" => side.as_str()).increment(n);
+                if past_upto || after >= upto {
+                    return Ok(applied);
+                }
+                continue;
+            }
+            for e in entries {
                 after = after.max(e.id);
                 if let Err(err) = self.apply_carried(&e.change, e.side, None, fence).await {
                     // Unavailable: the rest would fail too.
@@ -183,6 +201,75 @@ impl DualStore {
                 return Ok(applied);
             }
         }
+    }
+
+    /// Inside a flip or a return (SQLite's lock held; every copy made
+    /// outside it is fenced out by the epoch already moved on PostgreSQL):
+    /// copies SQLite's `entries` to PostgreSQL in one transaction, each
+    /// key's current image once (keys in the order they were first
+    /// changed, so parents land before their children), and clears them.
+    /// False, with nothing written, when PostgreSQL refused one: the caller
+    /// then copies one entry at a time (which rejects or waits per row).
+    async fn copy_batch_held(&self, entries: &[outbox::Entry]) -> Result<bool> {
+        let mut order: Vec<Change> = Vec::new();
+        let mut upto: std::collections::HashMap<Change, i64> = std::collections::HashMap::new();
+        for e in entries {
+            let u = upto.entry(e.change.clone()).or_insert_with(|| {
+                order.push(e.change.clone());
+                e.id
+            });
+            *u = (*u).max(e.id);
+        }
+        if order.is_empty() {
+            return Ok(true);
+        }
+        let mut keys = Vec::with_capacity(order.len());
+        for c in &order {
+            let Some(table) = crate::tables::by_name(c.table) else {
+                return Ok(false);
+            };
+            let Ok(key) = crate::image::Key::parse(table, &c.key) else {
+                return Ok(false);
+            };
+            keys.push((table, key));
+        }
+        let k = keys.clone();
+        let images = self
+            .sqlite_rw(move |conn| -> Result<Vec<Option<crate::image::Image>>> {
+                k.iter()
+                    .map(|(t, key)| crate::image::sqlite_read(conn, t, key))
+                    .collect()
+            })
+            .await?;
+        let mut tx = self.inner.pg.pool().begin().await?;
+        for ((table, key), img) in keys.iter().zip(&images) {
+            let r = match img {
+                Some(img) => crate::image::pg_upsert(&mut *tx, table, img).await,
+                None => crate::image::pg_delete(&mut *tx, table, key)
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e) = r {
+                if e.is_unavailable() {
+                    return Err(e);
+                }
+                tracing::debug!(table = table.name, error = %e, "batched copy refused; copying one entry at a time");
+                let _ = tx.rollback().await;
+                return Ok(false);
+            }
+        }
+        tx.commit().await?;
+        let clears: Vec<(Change, i64)> = order.iter().map(|c| (c.clone(), upto[c])).collect();
+        self.inner
+            .sqlite
+            .locked(move |conn| -> Result<()> {
+                for (c, u) in &clears {
+                    outbox::sqlite_clear(conn, c, *u)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(true)
     }
 
     /// Entries pending in both outboxes (PostgreSQL's counted only when reachable).
