@@ -14,6 +14,12 @@
 //! Memory stays flat apart from the key sets of referenced tables (users,
 //! referral codes, jobs) and the few key values stored in a non-canonical
 //! type, which are the only ones that can collide after conversion.
+//!
+//! It also lists what the file holds that `tables::ALL` does not describe
+//! ([`drift`]): tables of its own and columns added to the ten tables. Nothing
+//! of them would be copied, so the backfill refuses until the operator names
+//! each in `--ignore-unknown` ([`unacknowledged`], [`refusal`]); the audit
+//! takes the same flag and exits 1 while any is left unnamed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -40,6 +46,182 @@ pub struct AuditReport {
     pub path: String,
     /// One entry per table, in `tables::ALL` order.
     pub tables: Vec<TableAudit>,
+    /// Tables and columns the schema does not describe (see [`drift`]).
+    pub unknown: Vec<Unknown>,
+}
+
+/// A table or a column of the legacy file that `tables::ALL` does not
+/// describe: nothing of it is copied (DESIGN §4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unknown {
+    /// The name `--ignore-unknown` takes: `notes` for a table,
+    /// `users.nickname` for a column.
+    pub name: String,
+    /// `table` or `column`.
+    pub kind: &'static str,
+    /// The unknown table, or the known table that holds the unknown column.
+    pub table: String,
+    /// The unknown column; `None` for a table.
+    pub column: Option<String>,
+    /// Rows of the table.
+    pub rows: u64,
+    /// For a column: rows where it is not NULL; `None` for a table.
+    pub non_null: Option<u64>,
+}
+
+impl fmt::Display for Unknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = if self.rows == 1 { "" } else { "s" };
+        match self.non_null {
+            None => write!(f, "table `{}` ({} row{plural})", self.name, self.rows),
+            Some(n) => write!(
+                f,
+                "column `{}` ({n} of {} row{plural} non-NULL)",
+                self.name, self.rows
+            ),
+        }
+    }
+}
+
+/// True for the tables the legacy file holds besides the application's:
+/// SQLite's own (`sqlite_sequence`, `sqlite_stat1`, ...) and cutover's
+/// (`_cutover_outbox`, `_cutover_applied`, `_cutover_authority`, ...).
+pub fn is_internal_table(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("sqlite_") || lower.starts_with("_cutover_")
+}
+
+fn quoted(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// What the legacy file holds that `tables::ALL` does not describe: its
+/// tables that are none of the ten (apart from SQLite's and cutover's own,
+/// see [`is_internal_table`]), by name, with their row counts; then the
+/// columns of the ten beyond the schema's (`PRAGMA table_info`), in table
+/// and column order, with the table's rows and the column's non-NULL
+/// values. Views and indexes hold no data and are not listed. SQLite
+/// compares names without regard to ASCII case, and so does this.
+///
+/// The audit and the backfill both call this: one rule for what is unknown.
+pub fn drift(conn: &Connection) -> Result<Vec<Unknown>> {
+    let names: Vec<String> = {
+        let mut st =
+            conn.prepare("SELECT name FROM main.sqlite_schema WHERE type = 'table' ORDER BY name")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut out = Vec::new();
+    for name in &names {
+        if is_internal_table(name)
+            || tables::ALL
+                .iter()
+                .any(|t| t.name.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        let rows: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM main.{}", quoted(name)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| Error::Config(format!("counting the rows of table `{name}`: {e}")))?;
+        out.push(Unknown {
+            name: name.clone(),
+            kind: "table",
+            table: name.clone(),
+            column: None,
+            rows: rows as u64,
+            non_null: None,
+        });
+    }
+    for t in tables::ALL {
+        // A missing table is the audit's own complaint, not drift.
+        let Some(actual) = names.iter().find(|n| n.eq_ignore_ascii_case(t.name)) else {
+            continue;
+        };
+        let extra: Vec<String> = {
+            let mut st =
+                conn.prepare("SELECT name FROM pragma_table_info(?1, 'main') ORDER BY cid")?;
+            let rows = st.query_map([actual], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|c| !t.columns.iter().any(|k| k.name.eq_ignore_ascii_case(c)))
+                .collect()
+        };
+        if extra.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "SELECT count(*), {} FROM main.{}",
+            extra
+                .iter()
+                .map(|c| format!("count({})", quoted(c)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            quoted(actual)
+        );
+        let counts: Vec<i64> =
+            conn.query_row(&sql, [], |r| (0..=extra.len()).map(|i| r.get(i)).collect())?;
+        for (c, non_null) in extra.iter().zip(&counts[1..]) {
+            out.push(Unknown {
+                name: format!("{}.{c}", t.name),
+                kind: "column",
+                table: t.name.to_string(),
+                column: Some(c.clone()),
+                rows: counts[0] as u64,
+                non_null: Some(*non_null as u64),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Of `unknown`, those `named` (the operator's `--ignore-unknown`) leaves
+/// unacknowledged. A name that is none of them is an error, so that a typo
+/// never passes for an acknowledgement.
+pub fn unacknowledged<'a>(unknown: &'a [Unknown], named: &[String]) -> Result<Vec<&'a Unknown>> {
+    let named: Vec<&str> = named
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let stray: Vec<String> = named
+        .iter()
+        .filter(|n| !unknown.iter().any(|u| u.name.eq_ignore_ascii_case(n)))
+        .map(|n| format!("`{n}`"))
+        .collect();
+    if !stray.is_empty() {
+        let held = if unknown.is_empty() {
+            "it holds none".to_string()
+        } else {
+            let names: Vec<String> = unknown.iter().map(|u| format!("`{}`", u.name)).collect();
+            format!("it holds {}", names.join(", "))
+        };
+        return Err(Error::InvalidArgument(format!(
+            "--ignore-unknown names {}, which the legacy file does not hold as a table or \
+             column the schema does not describe ({held})",
+            stray.join(", ")
+        )));
+    }
+    Ok(unknown
+        .iter()
+        .filter(|u| !named.iter().any(|n| u.name.eq_ignore_ascii_case(n)))
+        .collect())
+}
+
+/// Why the backfill refuses a file holding `unacknowledged` (not empty):
+/// each named, with what to do.
+pub fn refusal(unacknowledged: &[&Unknown]) -> String {
+    let listed: Vec<String> = unacknowledged.iter().map(|u| u.to_string()).collect();
+    let names: Vec<&str> = unacknowledged.iter().map(|u| u.name.as_str()).collect();
+    format!(
+        "the legacy file holds what the schema does not describe: {}; nothing of it would be \
+         copied. Name them in --ignore-unknown to go on without them (--ignore-unknown {})",
+        listed.join(", "),
+        names.join(",")
+    )
 }
 
 /// One table.
@@ -94,6 +276,12 @@ impl AuditReport {
     /// One table's audit.
     pub fn table(&self, name: &str) -> Option<&TableAudit> {
         self.tables.iter().find(|t| t.table == name)
+    }
+
+    /// The unknown tables and columns `named` leaves unacknowledged (see
+    /// [`unacknowledged`]).
+    pub fn unacknowledged(&self, named: &[String]) -> Result<Vec<&Unknown>> {
+        unacknowledged(&self.unknown, named)
     }
 }
 
@@ -184,6 +372,8 @@ pub fn audit(path: &Path) -> Result<AuditReport> {
         }
     }
 
+    let unknown = drift(&conn)?;
+
     let referenced: HashSet<&str> = tables::ALL
         .iter()
         .flat_map(|t| t.foreign_keys.iter().map(|f| f.parent_table))
@@ -203,6 +393,7 @@ pub fn audit(path: &Path) -> Result<AuditReport> {
     Ok(AuditReport {
         path: path.display().to_string(),
         tables: out,
+        unknown,
     })
 }
 
@@ -446,6 +637,17 @@ fn counts(m: &BTreeMap<&'static str, u64>) -> String {
 impl fmt::Display for AuditReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "audit of {}", self.path)?;
+        if !self.unknown.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "not described by the schema (nothing of it is copied; the backfill refuses \
+                 until each is named in --ignore-unknown):"
+            )?;
+            for u in &self.unknown {
+                writeln!(f, "  {u}")?;
+            }
+        }
         for t in &self.tables {
             writeln!(f)?;
             writeln!(f, "{} ({} rows)", t.table, t.rows)?;

@@ -12,7 +12,11 @@
 //!
 //! It runs only in `dualwrite` or `shadow` (see [`stage_refusal`];
 //! `BackfillOptions::force` overrides), and only on a connection that can
-//! take SQLite's write lock (a file this user cannot write is refused).
+//! take SQLite's write lock (a file this user cannot write is refused). It
+//! refuses a file holding tables or columns the schema does not describe
+//! (`crate::audit::drift`) until each is named in
+//! `BackfillOptions::ignore_unknown`; those acknowledged are recorded in
+//! `cutover.acknowledged_drift` and in the summary.
 //!
 //! Files: `source.rs` reads SQLite, `target.rs` loads PostgreSQL,
 //! `encode.rs` is the binary `COPY` format, `indexes.rs` handles
@@ -33,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
 
+use crate::audit::{self, Unknown};
 use crate::convert::RejectReason;
 use crate::error::{Backend, DbErrorKind, Error, Result};
 use crate::row::Policy;
@@ -92,6 +97,12 @@ pub struct BackfillOptions {
     /// PostgreSQL misses the writes made meanwhile (`off`) or may get back
     /// rows it deleted (`live` on); see [`stage_refusal`].
     pub force: bool,
+    /// Tables and columns of the legacy file the schema does not describe,
+    /// named by the operator to go on without them (`--ignore-unknown`):
+    /// `notes` for a table, `users.nickname` for a column. The run refuses
+    /// while the file holds one not named here, and a name that is none of
+    /// them (see `crate::audit::unacknowledged`).
+    pub ignore_unknown: Vec<String>,
 }
 
 impl BackfillOptions {
@@ -113,6 +124,7 @@ impl BackfillOptions {
             writer_share: 0.25,
             jobs: 2,
             force: false,
+            ignore_unknown: Vec::new(),
         }
     }
 
@@ -205,6 +217,10 @@ pub struct BackfillSummary {
     /// The stage the run was forced to run in (`force`, outside
     /// `dualwrite`/`shadow`); `None` when it ran where it belongs.
     pub forced_stage: Option<Stage>,
+    /// Tables and columns of the legacy file the schema does not describe,
+    /// left behind as `ignore_unknown` acknowledged (and recorded in
+    /// `cutover.acknowledged_drift`), with the counts this run saw.
+    pub acknowledged_drift: Vec<Unknown>,
 }
 
 impl BackfillSummary {
@@ -333,8 +349,10 @@ impl Target {
 
 /// Copies the selected tables; stops at a committed batch when `shutdown`
 /// completes. The schema must exist (`crate::pg::migrate`). Refuses outside
-/// `dualwrite`/`shadow` unless `opts.force` (see [`stage_refusal`]), and
-/// when SQLite's write lock cannot be taken on the file.
+/// `dualwrite`/`shadow` unless `opts.force` (see [`stage_refusal`]), when
+/// SQLite's write lock cannot be taken on the file, and while the file holds
+/// a table or column the schema does not describe that
+/// `opts.ignore_unknown` does not name; nothing is copied then.
 pub async fn run(
     opts: BackfillOptions,
     shutdown: impl Future<Output = ()>,
@@ -379,13 +397,31 @@ async fn run_locked(
         settings: opts.postgres.clone(),
         conns: Vec::new(),
     };
+    // Nothing dropped silently: what the schema does not describe is left
+    // behind only when the operator named it, and that is on record.
+    let unknown = source.drift().await?;
+    let left = audit::unacknowledged(&unknown, &opts.ignore_unknown)?;
+    if !left.is_empty() {
+        return Err(Error::InvalidArgument(audit::refusal(&left)));
+    }
+    if !unknown.is_empty() {
+        let names: Vec<String> = unknown.iter().map(|u| u.to_string()).collect();
+        tracing::warn!(
+            "left behind as acknowledged (--ignore-unknown): {}",
+            names.join(", ")
+        );
+        target::record_acknowledged(target.conn().await?, &unknown).await?;
+    }
     if opts.defer_indexes {
         indexes::defer(target.conn().await?, tables, opts.defer_full_text).await?;
     }
     let bar = opts
         .progress_bar
         .unwrap_or_else(|| std::io::stderr().is_terminal());
-    let mut summary = BackfillSummary::default();
+    let mut summary = BackfillSummary {
+        acknowledged_drift: unknown,
+        ..BackfillSummary::default()
+    };
     let mut throttle = Throttle::new(opts.max_rows_per_sec);
     for &table in tables {
         // Insert-triggered autovacuum would otherwise scan the table again

@@ -315,6 +315,15 @@ impl Source {
             .map_err(Error::from)
     }
 
+    /// The tables and columns of the file the schema does not describe
+    /// (`crate::audit::drift`, the audit's own rule).
+    pub async fn drift(&self) -> Result<Vec<crate::audit::Unknown>> {
+        self.conn
+            .call(|c| crate::audit::drift(c))
+            .await
+            .map_err(Error::from)
+    }
+
     /// Ends the batch's transaction, releasing the write lock.
     pub async fn release(&self) -> Result<()> {
         self.conn

@@ -19,6 +19,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::encode;
 use super::source::{unique_columns, Batch, Source};
+use crate::audit::Unknown;
 use crate::convert::RejectReason;
 use crate::error::{Backend, DbErrorKind, Error, Result};
 use crate::rejects::{self, RejectRecord};
@@ -478,5 +479,28 @@ pub(crate) async fn mark_completed(conn: &mut PgConnection, table: &Table) -> Re
     .bind(table.name)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Records the operator's acknowledgement of tables and columns left behind
+/// (`--ignore-unknown`), with the counts this run saw.
+pub(crate) async fn record_acknowledged(
+    conn: &mut PgConnection,
+    unknown: &[Unknown],
+) -> Result<()> {
+    for u in unknown {
+        sqlx::query(
+            "INSERT INTO cutover.acknowledged_drift (name, kind, rows, non_null)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, rows = EXCLUDED.rows,
+                 non_null = EXCLUDED.non_null, acknowledged_at = now()",
+        )
+        .bind(&u.name)
+        .bind(u.kind)
+        .bind(u.rows as i64)
+        .bind(u.non_null.map(|n| n as i64))
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }

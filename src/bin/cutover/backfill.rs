@@ -5,6 +5,10 @@
 //! source rows do not equal copied + rejected makes the exit code 1.
 //! Refuses outside `dualwrite`/`shadow` unless `--force` (and then says so on
 //! stderr), and refuses a legacy file this user cannot write (no write lock).
+//! Refuses, naming them, while the legacy file holds tables or columns the
+//! schema does not describe (`cutover audit` lists them) that
+//! `--ignore-unknown` does not name; those named are left behind, recorded in
+//! `cutover.acknowledged_drift` and printed in the summary.
 
 use std::time::Duration;
 
@@ -52,6 +56,12 @@ pub struct Args {
     /// made meanwhile, from `live` on rows it deleted may come back.
     #[arg(long)]
     pub force: bool,
+    /// Tables and columns of the legacy file the schema does not describe
+    /// (`cutover audit` lists them), named to go on without them:
+    /// `notes,users.nickname`. Nothing of them is copied; the run refuses
+    /// while any is left unnamed.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub ignore_unknown: Vec<String>,
 }
 
 /// Runs `cutover backfill`.
@@ -82,6 +92,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     opts.defer_full_text = args.defer_full_text;
     opts.statement_timeout = Duration::from_secs_f64(args.statement_timeout);
     opts.force = args.force;
+    opts.ignore_unknown = args.ignore_unknown.clone();
     opts.selected_tables()?;
 
     {
@@ -171,6 +182,10 @@ fn print_summary(s: &BackfillSummary) {
     }
     if !s.indexes_rebuilt.is_empty() {
         println!("indexes rebuilt: {}", s.indexes_rebuilt.join(", "));
+    }
+    if !s.acknowledged_drift.is_empty() {
+        let left: Vec<String> = s.acknowledged_drift.iter().map(|u| u.to_string()).collect();
+        println!("left behind (--ignore-unknown): {}", left.join(", "));
     }
     if let Some(stage) = s.forced_stage {
         println!("forced: ran in stage `{stage}` (--force)");
