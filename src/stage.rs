@@ -154,6 +154,11 @@ pub struct GoLive {
     pub outbox_pending: i64,
     /// The last `cutover verify` found no divergence (None: never ran).
     pub last_verify_clean: Option<bool>,
+    /// The last verify covered every table.
+    pub last_verify_all_tables: bool,
+    /// The last verify started after dual writes began (the latest move
+    /// out of `off`): a SQLite write made before could have escaped it.
+    pub last_verify_after_dual_writes: bool,
 }
 
 impl GoLive {
@@ -174,7 +179,20 @@ impl GoLive {
             Some(false) => v.push(
                 "the last verify found divergence (run `cutover verify --repair`)".to_string(),
             ),
-            Some(true) => {}
+            Some(true) => {
+                if !self.last_verify_all_tables {
+                    v.push(
+                        "the last verify covered only some tables (run `cutover verify` without --tables)"
+                            .to_string(),
+                    );
+                }
+                if !self.last_verify_after_dual_writes {
+                    v.push(
+                        "the last verify started before dual writes began: SQLite writes made before could have escaped it (run `cutover verify` again)"
+                            .to_string(),
+                    );
+                }
+            }
         }
         v
     }
@@ -190,14 +208,20 @@ pub async fn go_live_check(pool: &PgPool, extra_pending: i64) -> Result<GoLive> 
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.outbox")
         .fetch_one(pool)
         .await?;
-    let last: Option<bool> =
-        sqlx::query_scalar("SELECT clean FROM cutover.verify_runs WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1")
-            .fetch_optional(pool)
-            .await?;
+    let last: Option<(bool, bool, bool)> = sqlx::query_as(
+        "SELECT v.clean, v.all_tables,
+                v.started_at > coalesce((SELECT max(changed_at) FROM cutover.stage_history
+                                         WHERE from_stage = 'off' AND to_stage <> 'off'), '-infinity')
+         FROM cutover.verify_runs v WHERE v.finished_at IS NOT NULL ORDER BY v.id DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
     Ok(GoLive {
         backfill_complete: done >= tables,
         outbox_pending: pending + extra_pending,
-        last_verify_clean: last,
+        last_verify_clean: last.map(|l| l.0),
+        last_verify_all_tables: last.is_some_and(|l| l.1),
+        last_verify_after_dual_writes: last.is_some_and(|l| l.2),
     })
 }
 
@@ -226,6 +250,39 @@ pub async fn set(pool: &PgPool, change: &Change) -> Result<StageState> {
     let from = Stage::parse(&cur).unwrap_or(Stage::Off);
     let crosses_into_live = from < Stage::Live && change.to >= Stage::Live;
     let mut forced = false;
+    // One stage at a time forward; `complete` is left only on purpose (the
+    // SQLite file no longer receives writes there: going back needs one
+    // that has every write, e.g. from `cutover export`).
+    let mut order = Vec::new();
+    if change.to.index() > from.index() + 1 {
+        order.push(format!(
+            "{from} → {} skips {}",
+            change.to,
+            Stage::ALL[from.index() + 1..change.to.index()]
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if from == Stage::Complete && change.to != Stage::Complete {
+        order.push(format!(
+            "leaving complete for {}: the SQLite file has had no writes since complete began; go back only with a file that has every write (`cutover export`)",
+            change.to
+        ));
+    }
+    if !order.is_empty() {
+        if change.force {
+            forced = true;
+            tracing::warn!(from = %from, to = %change.to, reasons = ?order, "stage change FORCED out of order");
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "refusing to move from {from} to {}: {}; pass --force to override",
+                change.to,
+                order.join("; ")
+            )));
+        }
+    }
     if crosses_into_live {
         let check = go_live_check(pool, change.extra_pending).await?;
         let blockers = check.blockers();

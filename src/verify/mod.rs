@@ -267,13 +267,14 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     };
     let json = serde_json::to_value(&report).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO cutover.verify_runs (started_at, finished_at, divergent_rows, clean, report) \
-         VALUES ($1, now(), $2, $3, $4) RETURNING id",
+        "INSERT INTO cutover.verify_runs (started_at, finished_at, divergent_rows, clean, report, all_tables) \
+         VALUES ($1, now(), $2, $3, $4, $5) RETURNING id",
     )
     .bind(started_at)
     .bind(divergent_rows as i64)
     .bind(report.clean)
     .bind(sqlx::types::Json(json))
+    .bind(selected.len() == crate::tables::ALL.len())
     .fetch_one(&pool)
     .await?;
     report.run_id = Some(id);
