@@ -85,6 +85,7 @@ pub async fn export_with(
             out.display()
         )));
     }
+    crate::pg::preflight(pg).await?;
     let partial = partial_path(out);
     // A partial file is a previous run that did not finish: never trusted.
     for p in [

@@ -372,7 +372,8 @@ pub async fn run(
             "--batch-size must be at least 1".into(),
         ));
     }
-    // The lock's plain connection first: an unreachable server fails here, at once.
+    // An unreachable server fails here, at once, saying why.
+    crate::pg::preflight(&opts.postgres).await?;
     let lock = RunLock::take(&opts.postgres).await?;
     let result = match check_stage(&opts).await {
         Ok(forced_stage) => run_locked(&opts, &tables, shutdown)

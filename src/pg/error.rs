@@ -80,12 +80,12 @@ impl PoolLimits {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            // Without the pool at hand the limits are unknown; `PoolLimits::map`
-            // is used wherever they are known, this keeps the variant right elsewhere.
-            sqlx::Error::PoolTimedOut => Error::PoolTimeout {
+            // Without the pool at hand its limits are unknown (`PoolLimits::map`
+            // is used wherever they are known): said so, not reported as zeros.
+            sqlx::Error::PoolTimedOut => Error::Database {
                 backend: Backend::Postgres,
-                waited_ms: 0,
-                max_connections: 0,
+                kind: DbErrorKind::Unavailable,
+                message: "no connection became free within the pool's acquire timeout (the server answers: the pool is busy)".into(),
             },
             e => Error::Database {
                 backend: Backend::Postgres,

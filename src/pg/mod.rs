@@ -9,4 +9,4 @@ mod migrate;
 mod store;
 
 pub use migrate::migrate;
-pub use store::PgStore;
+pub use store::{preflight, PgStore, CONNECT_TIMEOUT};

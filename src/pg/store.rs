@@ -88,6 +88,7 @@ impl PgStore {
     /// says why (refused, authentication, unknown database) and names the
     /// server by its redacted URL; it never contains the password.
     pub async fn connect(settings: &PgSettings) -> Result<Self> {
+        preflight(settings).await?;
         let p = &settings.pool;
         let pool = PgPoolOptions::new()
             .max_connections(p.max_connections)
@@ -358,39 +359,86 @@ impl Drop for Unfinished {
     }
 }
 
-/// Explains a failed first connection. A refused connection surfaces from
-/// the pool as `PoolTimedOut` (sqlx retries until the acquire timeout), which
-/// would read as "pool exhausted"; one direct attempt recovers the cause.
-async fn connect_error(settings: &PgSettings, e: sqlx::Error) -> Error {
-    let cause = match e {
-        sqlx::Error::PoolTimedOut => {
-            let direct = tokio::time::timeout(
-                settings.pool.acquire_timeout,
-                PgConnection::connect_with(&settings.connect_options()),
-            )
-            .await;
-            match direct {
-                Ok(Ok(c)) => {
-                    let _ = c.close().await;
-                    "no connection was established within the acquire timeout".to_string()
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!(
-                    "connecting took longer than {} ms",
-                    settings.pool.acquire_timeout.as_millis()
-                ),
-            }
+/// How long a first connection may take before the server is reported
+/// as not answering.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One direct connection to the server, within `CONNECT_TIMEOUT`: Ok when
+/// it answers, else an error that says what failed (refused, unknown host,
+/// authentication, missing database — with the fix) and names the server
+/// by its redacted URL. Commands run it before they open their pools, so a
+/// server that is not there is reported at once, not after a pool's
+/// acquire timeout.
+pub async fn preflight(settings: &PgSettings) -> Result<()> {
+    let direct = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        PgConnection::connect_with(&settings.connect_options()),
+    )
+    .await;
+    let cause = match direct {
+        Ok(Ok(c)) => {
+            let _ = c.close().await;
+            return Ok(());
         }
-        e => e.to_string(),
+        Ok(Err(e)) => explain(settings, &e),
+        Err(_) => format!(
+            "no answer within {} s (a firewall, or the wrong host or port?)",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    };
+    Err(Error::Database {
+        backend: Backend::Postgres,
+        kind: DbErrorKind::Unavailable,
+        message: format!("cannot connect to {}: {cause}", settings.redacted()),
+    })
+}
+
+/// What a failed connection attempt means, in the operator's terms.
+fn explain(settings: &PgSettings, e: &sqlx::Error) -> String {
+    let o = settings.connect_options();
+    let (host, port) = (o.get_host().to_string(), o.get_port());
+    let user = o.get_username().to_string();
+    let database = o.get_database().unwrap_or(&user).to_string();
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+            "connection refused by {host}:{port}: is PostgreSQL running there and listening on TCP?"
+        ),
+        sqlx::Error::Io(io)
+            if io.to_string().contains("lookup")
+                || io.to_string().contains("resolve")
+                || io.to_string().contains("Name or service not known") =>
+        {
+            format!("unknown host {host:?}: the name does not resolve")
+        }
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28P01") | Some("28000") => format!(
+                "authentication failed for user {user:?}: check the password (in the URL or PGPASSWORD) and pg_hba.conf"
+            ),
+            Some("3D000") => format!(
+                "database {database:?} does not exist; create it with `createdb -h {host} -p {port} -U {user} {database}` (or CREATE DATABASE \"{database}\")"
+            ),
+            _ => db.message().to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Explains a failed first connection of a pool. A refused connection
+/// surfaces from the pool as `PoolTimedOut` (sqlx retries until the acquire
+/// timeout), which would read as "pool exhausted"; one direct attempt
+/// recovers the cause.
+async fn connect_error(settings: &PgSettings, e: sqlx::Error) -> Error {
+    let detail = match e {
+        sqlx::Error::PoolTimedOut => match preflight(settings).await {
+            Err(e) => return e,
+            Ok(()) => "no connection was established within the acquire timeout".to_string(),
+        },
+        e => explain(settings, &e),
     };
     Error::Database {
         backend: Backend::Postgres,
         kind: DbErrorKind::Unavailable,
-        message: format!(
-            "cannot connect to {}: {cause}; check that the server is running and the URL \
-             (--postgres or DATABASE_URL) is right",
-            settings.redacted()
-        ),
+        message: format!("cannot connect to {}: {detail}", settings.redacted()),
     }
 }
 

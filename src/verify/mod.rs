@@ -206,6 +206,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let selected = select_tables(opts.tables.as_deref())?;
+    crate::pg::preflight(&opts.postgres).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .connect_with(opts.postgres.connect_options())
