@@ -97,6 +97,10 @@ pub struct BackfillOptions {
     /// PostgreSQL misses the writes made meanwhile (`off`) or may get back
     /// rows it deleted (`live` on); see [`stage_refusal`].
     pub force: bool,
+    /// How long a run that lost PostgreSQL mid-way waits for it to answer
+    /// again before it gives up; it then resumes from the checkpoints
+    /// (`--wait-for-postgres`, 60 s).
+    pub postgres_wait: Duration,
     /// Tables and columns of the legacy file the schema does not describe,
     /// named by the operator to go on without them (`--ignore-unknown`):
     /// `notes` for a table, `users.nickname` for a column. The run refuses
@@ -124,6 +128,7 @@ impl BackfillOptions {
             writer_share: 0.25,
             jobs: 2,
             force: false,
+            postgres_wait: Duration::from_secs(60),
             ignore_unknown: Vec::new(),
         }
     }
@@ -374,15 +379,50 @@ pub async fn run(
     }
     // An unreachable server fails here, at once, saying why.
     crate::pg::preflight(&opts.postgres).await?;
-    let lock = RunLock::take(&opts.postgres).await?;
-    let result = match check_stage(&opts).await {
-        Ok(forced_stage) => run_locked(&opts, &tables, shutdown)
-            .await
-            .map(|s| BackfillSummary { forced_stage, ..s }),
-        Err(e) => Err(e),
+    tokio::pin!(shutdown);
+    let mut waited = Duration::ZERO;
+    let mut summary = loop {
+        let attempt = async {
+            let lock = RunLock::take(&opts.postgres).await?;
+            let result = match check_stage(&opts).await {
+                Ok(forced_stage) => run_locked(&opts, &tables, shutdown.as_mut())
+                    .await
+                    .map(|s| BackfillSummary { forced_stage, ..s }),
+                Err(e) => Err(e),
+            };
+            lock.release().await;
+            result
+        }
+        .await;
+        match attempt {
+            // PostgreSQL went away mid-run (a restart): wait for it, then
+            // resume from the checkpoints (what committed stays; a batch
+            // cut off committed nothing).
+            Err(e) if e.is_unavailable() && waited < opts.postgres_wait => {
+                tracing::warn!(error = %e, waited_s = waited.as_secs(), limit_s = opts.postgres_wait.as_secs(), "PostgreSQL unreachable: waiting for it, then resuming from the checkpoint");
+                if opts
+                    .progress_bar
+                    .unwrap_or_else(|| std::io::stderr().is_terminal())
+                {
+                    eprintln!(
+                        "PostgreSQL unreachable ({e}); waiting up to {} s, then resuming from the checkpoint",
+                        opts.postgres_wait.as_secs()
+                    );
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    waited += Duration::from_secs(1);
+                    if crate::pg::preflight(&opts.postgres).await.is_ok() {
+                        break;
+                    }
+                    if waited >= opts.postgres_wait {
+                        return Err(e);
+                    }
+                }
+            }
+            other => break other?,
+        }
     };
-    lock.release().await;
-    let mut summary = result?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -56,6 +56,10 @@ pub struct Args {
     /// made meanwhile, from `live` on rows it deleted may come back.
     #[arg(long)]
     pub force: bool,
+    /// Seconds to wait for PostgreSQL when it goes away mid-run (a
+    /// restart) before giving up; the run then resumes from the checkpoint.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub wait_for_postgres: u64,
     /// Tables and columns of the legacy file the schema does not describe
     /// (`cutover audit` lists them), named to go on without them:
     /// `notes,users.nickname`. Nothing of them is copied; the run refuses
@@ -92,6 +96,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     opts.defer_full_text = args.defer_full_text;
     opts.statement_timeout = Duration::from_secs_f64(args.statement_timeout);
     opts.force = args.force;
+    opts.postgres_wait = std::time::Duration::from_secs(args.wait_for_postgres);
     opts.ignore_unknown = args.ignore_unknown.clone();
     opts.selected_tables()?;
 
