@@ -21,7 +21,7 @@ mod diff;
 mod repair;
 pub mod side;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -145,12 +145,50 @@ pub struct TableReport {
     pub divergences: Vec<Divergence>,
     /// The first rejected keys (up to `max_listed`).
     pub rejected: Vec<String>,
+    /// Whether `sqlite_rows = postgres_rows + rejected_rows`.
+    pub counts_add_up: bool,
+    /// Source rows neither in PostgreSQL, nor rejected, nor reported as
+    /// divergent (signed: negative when PostgreSQL holds more than that
+    /// explains); the table is not clean unless zero.
+    pub unaccounted_rows: i64,
+    /// Why the counts do not add up, when they do not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count_problem: Option<String>,
 }
 
 impl TableReport {
     /// Divergent rows of this table.
     pub fn divergent_rows(&self) -> u64 {
         self.missing + self.extra + self.field
+    }
+
+    /// No divergent row and every source row accounted for.
+    pub fn clean(&self) -> bool {
+        self.divergent_rows() == 0 && self.unaccounted_rows == 0
+    }
+
+    /// Checks source = PostgreSQL + rejected, allowing for the rows already
+    /// reported as on one side only.
+    fn check_counts(&mut self, authority: Backend) {
+        let (source_only, pg_only) = match authority {
+            Backend::Sqlite => (self.missing, self.extra),
+            Backend::Postgres => (self.extra, self.missing),
+        };
+        let rejected = self.rejected_rows as i64;
+        self.counts_add_up = self.sqlite_rows == self.postgres_rows + rejected;
+        self.unaccounted_rows = self.sqlite_rows
+            - (self.postgres_rows + rejected + source_only as i64 - pg_only as i64);
+        self.count_problem = (self.unaccounted_rows != 0).then(|| {
+            format!(
+                "source {} != postgres {} + rejected {} ({} reported on SQLite only, {} on PostgreSQL only): {} rows not accounted for",
+                self.sqlite_rows,
+                self.postgres_rows,
+                rejected,
+                source_only,
+                pg_only,
+                self.unaccounted_rows
+            )
+        });
     }
 }
 
@@ -164,7 +202,8 @@ pub struct RepairReport {
     /// Rows deleted on the non-authoritative side.
     pub rows_deleted: u64,
     /// Divergent rows that could not be rewritten (the authoritative value
-    /// does not convert); they stay divergent.
+    /// does not convert, or the key is NULL or not UTF-8); they stay
+    /// divergent.
     pub unrepairable: u64,
 }
 
@@ -181,7 +220,7 @@ pub struct VerifyReport {
     pub divergent_rows: u64,
     /// Rejected rows accounted for over all tables.
     pub rejected_rows: u64,
-    /// True when no row diverges.
+    /// True when no row diverges and every table's counts add up.
     pub clean: bool,
     /// Present when `--repair` ran.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -225,6 +264,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     if !opts.repair && !opts.settle.is_zero() {
         settle(&mut tables_out, &pool, &sqlite, opts.settle).await;
     }
+    recount(&mut tables_out, &pool, &sqlite, authority).await?;
     let mut repair_report = None;
     if opts.repair {
         let before: u64 = tables_out.iter().map(TableReport::divergent_rows).sum();
@@ -238,6 +278,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
             rr.rows_deleted = deleted;
             rr.unrepairable = before.saturating_sub(fixes.len() as u64);
             tables_out = pass(opts, &pool, &sqlite, &selected, authority).await?.0;
+            recount(&mut tables_out, &pool, &sqlite, authority).await?;
         }
         repair_report = Some(rr);
     }
@@ -255,13 +296,14 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
                 .set(n as f64);
         }
     }
+    let tables_out_clean = tables_out.iter().all(TableReport::clean);
     let mut report = VerifyReport {
         stage,
         authoritative: authority.as_str(),
         tables: tables_out,
         divergent_rows,
         rejected_rows,
-        clean: divergent_rows == 0,
+        clean: tables_out_clean,
         repair: repair_report,
         run_id: None,
         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -319,6 +361,39 @@ async fn open_sqlite(opts: &VerifyOptions) -> Result<tokio_rusqlite::Connection>
     })
     .await?;
     Ok(conn)
+}
+
+/// Tables whose counts did not add up are counted again once (a live write
+/// between the counts and the scan, or a divergence settled since, moves
+/// them) and checked again.
+async fn recount(
+    tables_out: &mut [TableReport],
+    pool: &PgPool,
+    sqlite: &tokio_rusqlite::Connection,
+    authority: Backend,
+) -> Result<()> {
+    for t in tables_out.iter_mut().filter(|t| t.unaccounted_rows != 0) {
+        let Some(table) = tables::by_name(t.table) else {
+            continue;
+        };
+        t.sqlite_rows = sqlite.call(move |c| side::sqlite_count(c, table)).await?;
+        t.postgres_rows = side::pg_count(pool, table).await?;
+        t.check_counts(authority);
+    }
+    Ok(())
+}
+
+/// Rejects with a source rowid: (rowid, row key) → whether the row was
+/// copied. Rows whose key is NULL (or a blob) are matched by rowid.
+async fn rejects_by_rowid(pool: &PgPool, table: &Table) -> Result<HashMap<(i64, String), bool>> {
+    let rows: Vec<(i64, String, bool)> = sqlx::query_as(
+        "SELECT source_rowid, row_key, bool_and(row_copied) FROM cutover.rejects \
+         WHERE table_name = $1 AND source_rowid IS NOT NULL GROUP BY source_rowid, row_key",
+    )
+    .bind(table.name)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(r, k, c)| ((r, k), c)).collect())
 }
 
 /// Rejects of a table: row key → whether the row was copied (with NULLs).
@@ -423,8 +498,22 @@ async fn verify_table(
         field: 0,
         divergences: Vec::new(),
         rejected: Vec::new(),
+        counts_add_up: false,
+        unaccounted_rows: 0,
+        count_problem: None,
     };
     let mut fixes = Vec::new();
+    let skip = odd_rows(
+        opts,
+        pool,
+        sqlite,
+        table,
+        authority,
+        &rejects,
+        &mut report,
+        &mut fixes,
+    )
+    .await?;
     let pb = progress_bar(opts, ranges.len() as u64, table.name);
     for (range, (p_hash, p_count)) in ranges.into_iter().zip(pg_hashes) {
         let r = range.clone();
@@ -446,6 +535,7 @@ async fn verify_table(
             legacy,
             target,
             &rejects,
+            &skip,
             authority,
             opts.max_listed,
             &mut report,
@@ -454,7 +544,93 @@ async fn verify_table(
         pb.set_message(format!("{} divergent", report.divergent_rows()));
     }
     pb.finish_and_clear();
+    report.check_counts(authority);
     Ok((report, fixes))
+}
+
+/// Checks the rows whose key is NULL or a blob, which no range holds: each
+/// must be rejected (its ledger entry matched by rowid), or, for a blob key
+/// that converts, agree with PostgreSQL's row of that key. Returns those
+/// PostgreSQL keys, checked here, for the range comparison to leave alone.
+#[allow(clippy::too_many_arguments)]
+async fn odd_rows(
+    opts: &VerifyOptions,
+    pool: &PgPool,
+    sqlite: &tokio_rusqlite::Connection,
+    table: &'static Table,
+    authority: Backend,
+    rejects: &HashMap<String, bool>,
+    report: &mut TableReport,
+    fixes: &mut Vec<Fix>,
+) -> Result<BTreeSet<SortKey>> {
+    let mut skip = BTreeSet::new();
+    let odd = sqlite
+        .call(move |c| side::sqlite_odd_rows(c, table))
+        .await?;
+    if odd.is_empty() {
+        return Ok(skip);
+    }
+    let by_rowid = rejects_by_rowid(pool, table).await?;
+    let key_idx = key_index(table);
+    let pk = table.primary_key;
+    for (rowid, l) in odd {
+        let null = matches!(l.raws[key_idx], OwnedRaw::Null);
+        let ledger_key = if null {
+            format!("NULL#rowid={rowid}")
+        } else {
+            l.key_text.clone()
+        };
+        if by_rowid.get(&(rowid, ledger_key.clone())) == Some(&false) {
+            report.rejected_rows += 1;
+            if report.rejected.len() < opts.max_listed {
+                report.rejected.push(ledger_key);
+            }
+            continue;
+        }
+        let converted = if null {
+            Err("the key is NULL, which PostgreSQL cannot hold".to_string())
+        } else {
+            match crate::convert::text(pk, l.raws[key_idx].as_raw()) {
+                Ok(Some(k)) => Ok(k),
+                Ok(None) => Err("the key is NULL".to_string()),
+                Err(e) => Err(format!("the blob key does not convert: {e}")),
+            }
+        };
+        match converted {
+            Ok(k) => {
+                skip.insert(SortKey::Bytes(k.clone().into_bytes()));
+                let target = side::pg_row_by_key(pool, table, &k).await?;
+                diff::diff_rows(
+                    table,
+                    vec![l],
+                    target.into_iter().collect(),
+                    rejects,
+                    &BTreeSet::new(),
+                    authority,
+                    opts.max_listed,
+                    report,
+                    fixes,
+                );
+            }
+            Err(why) => diff::record(
+                report,
+                Divergence {
+                    key: ledger_key,
+                    kind: if authority == Backend::Sqlite {
+                        DivergenceKind::Missing
+                    } else {
+                        DivergenceKind::Extra
+                    },
+                    columns: Vec::new(),
+                    detail: Some(format!(
+                        "SQLite rowid {rowid}: {why}, and no entry in cutover.rejects accounts for it"
+                    )),
+                },
+                opts.max_listed,
+            ),
+        }
+    }
+    Ok(skip)
 }
 
 /// Re-reads the listed divergent rows on both sides until they agree or

@@ -310,6 +310,12 @@ fn sqlite_where(table: &Table, range: &Range) -> (String, Vec<SqlValue>) {
             conds.push(format!("{} {op} ?{}", table.primary_key, binds.len()));
         }
     }
+    // NULL and blob keys sort outside every text range in SQLite (and map
+    // elsewhere on PostgreSQL): they are checked one by one, by rowid
+    // (`sqlite_odd_rows`), never in a range.
+    if !table.serial {
+        conds.push(format!("typeof({}) = 'text'", table.primary_key));
+    }
     if conds.is_empty() {
         (String::new(), binds)
     } else {
@@ -417,6 +423,67 @@ pub fn sqlite_rows(
         });
     }
     Ok(out)
+}
+
+/// Rows whose key is NULL or a blob (tables with a TEXT key only), with
+/// their rowid, in rowid order: range scans leave them out, they are
+/// checked one by one.
+pub fn sqlite_odd_rows(
+    conn: &rusqlite::Connection,
+    table: &Table,
+) -> Result<Vec<(i64, LegacyRow)>> {
+    if table.serial {
+        return Ok(Vec::new());
+    }
+    // Every blob sorts at or after X'' and nothing else does: both terms
+    // can use the key's index.
+    let sql = format!(
+        "SELECT rowid, {cols} FROM {t} WHERE {pk} IS NULL OR {pk} >= X'' ORDER BY rowid",
+        cols = table.column_list(),
+        t = table.name,
+        pk = table.primary_key
+    );
+    let key_idx = super::key_index(table);
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let rowid: i64 = r.get(0)?;
+        let raws: Vec<OwnedRaw> = (0..table.columns.len())
+            .map(|i| r.get_ref(i + 1).map(owned))
+            .collect::<rusqlite::Result<_>>()?;
+        let key = raws[key_idx].as_raw();
+        out.push((
+            rowid,
+            LegacyRow {
+                sort: SortKey::from_raw(key),
+                key_text: crate::row::key_text(key),
+                raws,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The row of one key on PostgreSQL, if any.
+pub async fn pg_row_by_key(
+    pool: &PgPool,
+    table: &Table,
+    key: &str,
+) -> Result<Option<(SortKey, Vec<Cell>)>> {
+    let sql = format!(
+        "SELECT {cols} FROM {t} WHERE {pk} = $1",
+        cols = table.column_list(),
+        t = table.name,
+        pk = table.primary_key
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key)
+        .fetch_optional(pool)
+        .await?;
+    let key_idx = super::key_index(table);
+    row.map(|r| Ok((pg_sort_key(table, &r, key_idx)?, pg_cells(table, &r)?)))
+        .transpose()
 }
 
 /// A converted cell as the legacy application stores it: timestamps as

@@ -45,6 +45,22 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
                 "{:<22} sqlite {:>9}  postgres {:>9}  rejected {:>6}  missing {:>6}  extra {:>6}  field {:>6}",
                 t.table, t.sqlite_rows, t.postgres_rows, t.rejected_rows, t.missing, t.extra, t.field
             );
+            println!(
+                "  {} source {} {} postgres {} + rejected {}{}",
+                t.table,
+                t.sqlite_rows,
+                if t.counts_add_up { "=" } else { "!=" },
+                t.postgres_rows,
+                t.rejected_rows,
+                if t.counts_add_up {
+                    ""
+                } else {
+                    " (do not add up)"
+                }
+            );
+            if let Some(p) = &t.count_problem {
+                println!("  {} NOT CLEAN: {p}", t.table);
+            }
             for d in &t.divergences {
                 let cols = if d.columns.is_empty() {
                     String::new()
