@@ -242,3 +242,48 @@ async fn export_restores_the_rejected_legacy_rows_byte_for_byte() {
     assert_eq!((t.rows, t.restored), (1, 0));
     assert!(quoted(&out2, "id IS NOT 'good'").is_empty());
 }
+
+/// A row PostgreSQL refuses for a reason no conversion rule foresees (here
+/// a CHECK constraint the legacy schema lacks) fails the run; with
+/// `--defer-indexes` every index it dropped is back when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_with_defer_indexes_rebuilds_every_index() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    let path = dir.file("legacy.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    c.execute_batch(
+        "INSERT INTO users (id, username) VALUES ('u1', 'one');
+         INSERT INTO tweets (id, user_id, text, created_at) VALUES
+           ('t1', 'u1', 'fine', '2024-01-01 00:00:00'),
+           ('t2', 'u1', 'boom', '2024-01-01 00:00:00');",
+    )
+    .unwrap();
+    drop(c);
+    let pool = db.pool().await;
+    sqlx::query("ALTER TABLE tweets ADD CONSTRAINT no_boom CHECK (text <> 'boom')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let indexes = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let before = indexes().await;
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    o.force = true;
+    o.defer_indexes = true;
+    o.progress_bar = Some(false);
+    let r = backfill::run(o, std::future::pending()).await;
+    assert!(r.is_err(), "PostgreSQL refused a row: {r:?}");
+    assert_eq!(indexes().await, before, "every index is back");
+}

@@ -464,6 +464,7 @@ async fn run_locked(
         ..BackfillSummary::default()
     };
     let mut throttle = Throttle::new(opts.max_rows_per_sec);
+    let copied: Result<()> = async {
     for &table in tables {
         // Insert-triggered autovacuum would otherwise scan the table again
         // and again while it grows batch by batch (a single-transaction load
@@ -498,10 +499,34 @@ async fn run_locked(
             summary.sequences.push((table.name, v));
         }
     }
-    // Rebuilt even after an interruption: the application needs them, and
-    // a resumed run with --defer-indexes drops them again.
-    summary.indexes_rebuilt = indexes::rebuild(target.conn().await?).await?;
-    Ok(summary)
+    Ok(())
+    }
+    .await;
+    // Rebuilt on every way out (an interruption, a failure): the
+    // application needs them, and a resumed run with --defer-indexes drops
+    // them again. When PostgreSQL cannot take it now, the next run (any
+    // run) rebuilds what is recorded, and this one says so.
+    let rebuilt = match target.conn().await {
+        Ok(c) => indexes::rebuild(c).await,
+        Err(e) => Err(e),
+    };
+    match (copied, rebuilt) {
+        (Ok(()), Ok(names)) => {
+            summary.indexes_rebuilt = names;
+            Ok(summary)
+        }
+        (Ok(()), Err(e)) => Err(e),
+        (Err(e), Ok(names)) => {
+            if !names.is_empty() {
+                tracing::warn!(indexes = ?names, "the run failed; the indexes it had dropped are rebuilt");
+            }
+            Err(e)
+        }
+        (Err(e), Err(re)) => {
+            tracing::error!(error = %re, "the indexes --defer-indexes dropped could not be rebuilt now; the next backfill run rebuilds them (recorded in cutover.deferred_indexes)");
+            Err(e)
+        }
+    }
 }
 
 /// Spaces batches so the run stays under `max_rows_per_sec`.
