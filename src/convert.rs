@@ -37,11 +37,14 @@ pub enum RejectReason {
     NotNull,
     /// A second row with the same unique value.
     UniqueViolation,
+    /// PostgreSQL refused the row for a reason no rule here foresaw (its
+    /// message is the detail); found by splitting the batch it was in.
+    Refused,
 }
 
 impl RejectReason {
     /// Every reason, in a stable order.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::Orphan,
         RejectReason::InvalidTimestamp,
         RejectReason::InvalidBoolean,
@@ -52,6 +55,7 @@ impl RejectReason {
         RejectReason::CheckViolation,
         RejectReason::NotNull,
         RejectReason::UniqueViolation,
+        RejectReason::Refused,
     ];
 
     /// The name stored in `cutover.rejects.reason`.
@@ -67,6 +71,7 @@ impl RejectReason {
             RejectReason::CheckViolation => "check_violation",
             RejectReason::NotNull => "not_null",
             RejectReason::UniqueViolation => "unique_violation",
+            RejectReason::Refused => "refused",
         }
     }
 

@@ -51,6 +51,9 @@ pub enum DbErrorKind {
     Busy,
     /// A statement ran past its timeout.
     Timeout,
+    /// The server refused a value (a data exception: out of range, bad
+    /// input for the type).
+    InvalidData,
     /// Anything else.
     Other,
 }

@@ -243,9 +243,9 @@ async fn export_restores_the_rejected_legacy_rows_byte_for_byte() {
     assert!(quoted(&out2, "id IS NOT 'good'").is_empty());
 }
 
-/// A row PostgreSQL refuses for a reason no conversion rule foresees (here
-/// a CHECK constraint the legacy schema lacks) fails the run; with
-/// `--defer-indexes` every index it dropped is back when it returns.
+/// A run that fails (here a trigger PostgreSQL runs raises an error that is
+/// no row's fault) with `--defer-indexes`: every index it dropped is back
+/// when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_with_defer_indexes_rebuilds_every_index() {
     let db = TestDb::migrated().await;
@@ -262,10 +262,14 @@ async fn a_failed_run_with_defer_indexes_rebuilds_every_index() {
     .unwrap();
     drop(c);
     let pool = db.pool().await;
-    sqlx::query("ALTER TABLE tweets ADD CONSTRAINT no_boom CHECK (text <> 'boom')")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.text = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER boom BEFORE INSERT ON tweets FOR EACH ROW EXECUTE FUNCTION boom();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let indexes = || {
         let pool = pool.clone();
         async move {
@@ -284,6 +288,64 @@ async fn a_failed_run_with_defer_indexes_rebuilds_every_index() {
     o.defer_indexes = true;
     o.progress_bar = Some(false);
     let r = backfill::run(o, std::future::pending()).await;
-    assert!(r.is_err(), "PostgreSQL refused a row: {r:?}");
+    assert!(r.is_err(), "the run failed: {r:?}");
     assert_eq!(indexes().await, before, "every index is back");
+}
+
+/// A value PostgreSQL refuses that no conversion rule foresees (here a
+/// CHECK constraint the legacy schema lacks, and a numeric overflow): the
+/// batch is split until the row is alone, and that row is rejected as
+/// `refused` with PostgreSQL's message; the rest of the table is copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_postgresql_refuses_is_isolated_and_rejected_not_a_stopped_table() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    let path = dir.file("legacy.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    c.execute("INSERT INTO users (id, username) VALUES ('u1', 'one')", [])
+        .unwrap();
+    for i in 0..40 {
+        let text = if i == 17 {
+            "boom".to_string()
+        } else {
+            format!("fine {i}")
+        };
+        c.execute(
+            "INSERT INTO tweets (id, user_id, text, created_at) VALUES (?1, 'u1', ?2, '2024-01-01 00:00:00')",
+            (format!("t{i:02}"), text),
+        )
+        .unwrap();
+    }
+    drop(c);
+    let pool = db.pool().await;
+    sqlx::query("ALTER TABLE tweets ADD CONSTRAINT no_boom CHECK (text <> 'boom')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    o.force = true;
+    o.batch_size = 16;
+    o.progress_bar = Some(false);
+    let summary = backfill::run(o, std::future::pending()).await.unwrap();
+    let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
+    assert_eq!(tweets.copied, 39, "{tweets:?}");
+    assert_eq!(
+        tweets.rejected.get(&RejectReason::Refused),
+        Some(&1),
+        "{tweets:?}"
+    );
+    assert!(summary.reconciled(), "{summary:#?}");
+    let (key, detail): (String, String) =
+        sqlx::query_as("SELECT row_key, detail FROM cutover.rejects WHERE reason = 'refused'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(key, "t17");
+    assert!(detail.contains("no_boom"), "{detail}");
+    let mut vo = cutover::verify::VerifyOptions::new(&path, db.settings.clone());
+    vo.settle = std::time::Duration::ZERO;
+    let r = cutover::verify::verify(&vo).await.unwrap();
+    assert!(r.clean, "{r:#?}");
 }

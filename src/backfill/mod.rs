@@ -684,7 +684,7 @@ async fn copy_table(
         source.release().await?;
         let held = locked_at.elapsed();
         // Batches commit in order, so the first failure ends what committed.
-        let mut failed: Option<(i64, Option<Error>)> = None;
+        let mut failed: Option<(i64, Option<i64>, Option<Error>)> = None;
         let mut read_total = 0;
         for (conn, after, read, last, r) in results {
             let loaded = match r {
@@ -695,12 +695,12 @@ async fn copy_table(
                     if e.db_kind() != Some(DbErrorKind::Unavailable) {
                         target.put(conn);
                     }
-                    failed.get_or_insert((after, Some(e)));
+                    failed.get_or_insert((after, last, Some(e)));
                     continue;
                 }
                 // The connection is mid-protocol: drop it and start afresh.
                 Err(_) => {
-                    failed.get_or_insert((after, None));
+                    failed.get_or_insert((after, last, None));
                     continue;
                 }
             };
@@ -738,9 +738,45 @@ async fn copy_table(
                 // Grow back towards the configured size after a success.
                 size = (size * 2).min(opts.batch_size);
             }
-            Some((after, Some(e))) => {
+            Some((after, last, Some(e))) => {
                 let kind = e.db_kind();
                 let timeout = kind == Some(DbErrorKind::Timeout);
+                // A value PostgreSQL refuses that no rule here foresaw: the
+                // batch is split until the row is alone, then that row is
+                // rejected with PostgreSQL's message (one bad value never
+                // stops a table).
+                let refused = matches!(
+                    kind,
+                    Some(
+                        DbErrorKind::CheckViolation
+                            | DbErrorKind::NotNullViolation
+                            | DbErrorKind::InvalidData
+                    )
+                );
+                if refused && size > 1 {
+                    size = (size / 2).max(1);
+                    tracing::info!(table = table.name, batch_size = size, error = %e, "PostgreSQL refused a row of the batch; splitting it");
+                    continue;
+                }
+                if let (true, Some(rowid)) = (refused, last) {
+                    target::reject_refused(
+                        target.conn().await?,
+                        source,
+                        table,
+                        opts.policy,
+                        after,
+                        rowid,
+                        &e.to_string(),
+                    )
+                    .await?;
+                    tracing::warn!(table = table.name, rowid, error = %e, "row refused by PostgreSQL; recorded in cutover.rejects");
+                    cp.last_rowid = rowid;
+                    cp.rejected += 1;
+                    *summary.rejected.entry(RejectReason::Refused).or_default() += 1;
+                    progress.batch(0, 1);
+                    failures = 0;
+                    continue;
+                }
                 let raced = matches!(
                     kind,
                     Some(DbErrorKind::UniqueViolation | DbErrorKind::ForeignKeyViolation)
@@ -762,7 +798,7 @@ async fn copy_table(
                 }
                 return Err(annotate(e, table, after));
             }
-            Some((after, None)) => {
+            Some((after, _, None)) => {
                 failures += 1;
                 if size > 1 || at_one < MAX_ATTEMPTS_AT_ONE {
                     at_one += u32::from(size == 1);

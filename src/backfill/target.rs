@@ -504,3 +504,55 @@ pub(crate) async fn record_acknowledged(
     }
     Ok(())
 }
+
+/// Records the one row after rowid `after` (`rowid`) that PostgreSQL
+/// refused on its own (a batch of one) as a `refused` reject with
+/// PostgreSQL's message, and moves the checkpoint past it, in one
+/// transaction.
+pub(crate) async fn reject_refused(
+    conn: &mut PgConnection,
+    source: &Source,
+    table: &'static Table,
+    policy: Policy,
+    after: i64,
+    rowid: i64,
+    message: &str,
+) -> Result<()> {
+    let images = source.images(table, vec![rowid]).await?;
+    let Some((rowid, key, image)) = images.into_iter().next() else {
+        return Err(Error::InvalidArgument(format!(
+            "{}: row rowid {rowid} refused by PostgreSQL is gone from SQLite; run the backfill again",
+            table.name
+        )));
+    };
+    let mut tx = conn.begin().await?;
+    rejects::insert(
+        &mut tx,
+        &[RejectRecord {
+            table: table.name.to_string(),
+            row_key: key,
+            source_rowid: Some(rowid),
+            column: String::new(),
+            reason: RejectReason::Refused,
+            detail: format!("PostgreSQL refused the row: {message}"),
+            policy,
+            row_copied: false,
+            original: image,
+        }],
+    )
+    .await?;
+    let moved = sqlx::query(
+        "UPDATE cutover.checkpoints SET last_key = $2, rows_rejected = rows_rejected + 1, updated_at = now()
+         WHERE table_name = $1 AND COALESCE(last_key, '0') = $3",
+    )
+    .bind(table.name)
+    .bind(rowid.to_string())
+    .bind(after.to_string())
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 0 {
+        return Err(out_of_order(table, after));
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -301,5 +301,6 @@ pub(super) fn is_data_error(e: &Error) -> bool {
             Some(crate::DbErrorKind::ForeignKeyViolation)
                 | Some(crate::DbErrorKind::CheckViolation)
                 | Some(crate::DbErrorKind::NotNullViolation)
+                | Some(crate::DbErrorKind::InvalidData)
         )
 }

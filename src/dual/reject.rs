@@ -64,6 +64,15 @@ impl DualStore {
                 String::new(),
                 message.clone(),
             ),
+            Error::Database {
+                kind: crate::DbErrorKind::InvalidData,
+                message,
+                ..
+            } => (
+                crate::convert::RejectReason::Refused,
+                String::new(),
+                message.clone(),
+            ),
             other => (
                 crate::convert::RejectReason::NotNull,
                 String::new(),

@@ -18,6 +18,7 @@ pub(crate) fn kind(e: &sqlx::Error) -> DbErrorKind {
             Some("23502") => DbErrorKind::NotNullViolation,
             Some("57014") => DbErrorKind::Timeout,
             Some("40001") | Some("40P01") | Some("55P03") => DbErrorKind::Busy,
+            Some(c) if c.starts_with("22") => DbErrorKind::InvalidData,
             Some(c) if c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03" => {
                 DbErrorKind::Unavailable
             }
