@@ -16,7 +16,7 @@
 //!
 //! Points:
 //! - `pg.before_commit`: a PostgreSQL write transaction is about to send
-//!   its COMMIT (in `live`, SQLite's write lock is held).
+//!   its COMMIT (in `live`, the order lock is held shared).
 //! - `pg.after_commit`: a PostgreSQL write's COMMIT succeeded and its
 //!   answer has not reached the caller (pause, cut).
 //! - `dual.after_authoritative_commit`: a dual write committed on the

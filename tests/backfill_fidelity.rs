@@ -9,13 +9,29 @@ use cutover::backfill::{self, BackfillOptions};
 use cutover::convert::RejectReason;
 use cutover::row::Policy;
 
+/// A legacy file with the plan's schema in `dir`, open for the test's rows.
+fn legacy_file(dir: &TempDir) -> (std::path::PathBuf, rusqlite::Connection) {
+    let path = dir.file("legacy.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    (path, c)
+}
+
+/// Backfill options for a file with no application beside it: reject-row,
+/// forced (the stage stays `off`), no progress bar.
+fn options(path: &std::path::Path, db: &TestDb) -> BackfillOptions {
+    let mut o = BackfillOptions::new(path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    o.force = true;
+    o.progress_bar = Some(false);
+    o
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_username_held_under_another_id_is_a_unique_violation_not_already_present() {
     let db = TestDb::migrated().await;
     let dir = TempDir::new();
-    let path = dir.file("legacy.db");
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    let (path, c) = legacy_file(&dir);
     c.execute_batch(
         "INSERT INTO users (id, username) VALUES ('u1', 'one'), ('u2', 'taken'), ('u3', 'three');
          INSERT INTO tweets (id, user_id, text, created_at) VALUES
@@ -35,10 +51,7 @@ async fn a_username_held_under_another_id_is_a_unique_violation_not_already_pres
     .await
     .unwrap();
 
-    let mut o = BackfillOptions::new(&path, db.settings.clone());
-    o.policy = Policy::RejectRow;
-    // The file alone, no application: the stage stays `off`.
-    o.force = true;
+    let o = options(&path, &db);
     let summary = backfill::run(o, std::future::pending()).await.unwrap();
     let users = summary.tables.iter().find(|t| t.table == "users").unwrap();
     assert_eq!(users.copied, 2, "u1 written, u3 already present: {users:?}");
@@ -77,9 +90,7 @@ async fn a_username_held_under_another_id_is_a_unique_violation_not_already_pres
 async fn two_source_rows_with_the_same_key_text_keep_two_ledger_entries() {
     let db = TestDb::migrated().await;
     let dir = TempDir::new();
-    let path = dir.file("legacy.db");
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    let (path, c) = legacy_file(&dir);
     // A TEXT key and a BLOB key with the same bytes, both with a bad date:
     // two rows, two rejects, two original images.
     c.execute_batch(
@@ -90,9 +101,7 @@ async fn two_source_rows_with_the_same_key_text_keep_two_ledger_entries() {
     )
     .unwrap();
     drop(c);
-    let mut o = BackfillOptions::new(&path, db.settings.clone());
-    o.policy = Policy::RejectRow;
-    o.force = true;
+    let o = options(&path, &db);
     let summary = backfill::run(o, std::future::pending()).await.unwrap();
     let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
     assert_eq!(tweets.total_rejected, 2, "{tweets:?}");
@@ -107,9 +116,7 @@ async fn two_source_rows_with_the_same_key_text_keep_two_ledger_entries() {
     assert!(entries[0].1.contains("text key"), "{entries:?}");
     assert!(entries[1].1.contains("blob key"), "{entries:?}");
     // A rerun records nothing twice.
-    let mut o = BackfillOptions::new(&path, db.settings.clone());
-    o.policy = Policy::RejectRow;
-    o.force = true;
+    let o = options(&path, &db);
     backfill::run(o, std::future::pending()).await.unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.rejects")
         .fetch_one(&pool)
@@ -122,9 +129,7 @@ async fn two_source_rows_with_the_same_key_text_keep_two_ledger_entries() {
 async fn audit_predicts_the_backfill_at_postgresql_s_timestamp_boundary() {
     let db = TestDb::migrated().await;
     let dir = TempDir::new();
-    let path = dir.file("legacy.db");
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    let (path, c) = legacy_file(&dir);
     c.execute("INSERT INTO users (id, username) VALUES ('u1', 'one')", [])
         .unwrap();
     // Epoch milliseconds at PostgreSQL's lowest timestamp (4714-11-24 BC)
@@ -149,9 +154,7 @@ async fn audit_predicts_the_backfill_at_postgresql_s_timestamp_boundary() {
         .find(|p| p.policy == "reject-row")
         .unwrap()
         .clone();
-    let mut o = BackfillOptions::new(&path, db.settings.clone());
-    o.policy = Policy::RejectRow;
-    o.force = true;
+    let o = options(&path, &db);
     let summary = backfill::run(o, std::future::pending()).await.unwrap();
     let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
     assert_eq!(
@@ -189,9 +192,7 @@ fn quoted(path: &std::path::Path, sql_where: &str) -> Vec<String> {
 async fn export_restores_the_rejected_legacy_rows_byte_for_byte() {
     let db = TestDb::migrated().await;
     let dir = TempDir::new();
-    let path = dir.file("legacy.db");
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    let (path, c) = legacy_file(&dir);
     c.execute_batch(
         "PRAGMA foreign_keys = OFF;
          INSERT INTO users (id, username) VALUES ('u1', 'one');
@@ -203,9 +204,7 @@ async fn export_restores_the_rejected_legacy_rows_byte_for_byte() {
     )
     .unwrap();
     drop(c);
-    let mut o = BackfillOptions::new(&path, db.settings.clone());
-    o.policy = Policy::RejectRow;
-    o.force = true;
+    let o = options(&path, &db);
     let summary = backfill::run(o, std::future::pending()).await.unwrap();
     let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
     let rejected = tweets.total_rejected;
@@ -250,9 +249,7 @@ async fn export_restores_the_rejected_legacy_rows_byte_for_byte() {
 async fn a_failed_run_with_defer_indexes_rebuilds_every_index() {
     let db = TestDb::migrated().await;
     let dir = TempDir::new();
-    let path = dir.file("legacy.db");
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    let (path, c) = legacy_file(&dir);
     c.execute_batch(
         "INSERT INTO users (id, username) VALUES ('u1', 'one');
          INSERT INTO tweets (id, user_id, text, created_at) VALUES
@@ -282,11 +279,8 @@ async fn a_failed_run_with_defer_indexes_rebuilds_every_index() {
         }
     };
     let before = indexes().await;
-    let mut o = BackfillOptions::new(&path, db.settings.clone());
-    o.policy = Policy::RejectRow;
-    o.force = true;
+    let mut o = options(&path, &db);
     o.defer_indexes = true;
-    o.progress_bar = Some(false);
     let r = backfill::run(o, std::future::pending()).await;
     assert!(r.is_err(), "the run failed: {r:?}");
     assert_eq!(indexes().await, before, "every index is back");
@@ -300,9 +294,7 @@ async fn a_failed_run_with_defer_indexes_rebuilds_every_index() {
 async fn a_row_postgresql_refuses_is_isolated_and_rejected_not_a_stopped_table() {
     let db = TestDb::migrated().await;
     let dir = TempDir::new();
-    let path = dir.file("legacy.db");
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    let (path, c) = legacy_file(&dir);
     c.execute("INSERT INTO users (id, username) VALUES ('u1', 'one')", [])
         .unwrap();
     for i in 0..40 {
@@ -323,11 +315,8 @@ async fn a_row_postgresql_refuses_is_isolated_and_rejected_not_a_stopped_table()
         .execute(&pool)
         .await
         .unwrap();
-    let mut o = BackfillOptions::new(&path, db.settings.clone());
-    o.policy = Policy::RejectRow;
-    o.force = true;
+    let mut o = options(&path, &db);
     o.batch_size = 16;
-    o.progress_bar = Some(false);
     let summary = backfill::run(o, std::future::pending()).await.unwrap();
     let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
     assert_eq!(tweets.copied, 39, "{tweets:?}");

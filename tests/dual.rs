@@ -720,7 +720,8 @@ async fn child_writer_stopped_at_the_failpoint() {
     panic!("the failpoint did not stop the write");
 }
 
-/// A child killed with SIGKILL while it holds SQLite's write lock, at each
+/// A child killed with SIGKILL while it holds its locks (the order lock in
+/// `live`, SQLite's write lock from the apply on and in `dualwrite`), at each
 /// step of a write: before PostgreSQL's COMMIT (nothing was acknowledged:
 /// neither side has the row), after the authoritative commit, and in
 /// `live` after the images were applied to SQLite but before SQLite's

@@ -2,14 +2,16 @@
 //!
 //! Reads are routed by the routing this process follows, held in an
 //! `ArcSwap`; in `shadow` and `live` a sample is also read from the other
-//! side off the caller's path and compared. Writes take SQLite's write lock
-//! and route by the authority read inside it (DESIGN §3): the authoritative
-//! side first; the rows it changed (reported by the store, and recorded in
-//! its outbox in the same transaction) are then copied to the other side as
-//! their current image, inside the lock when PostgreSQL is authoritative,
-//! after SQLite's commit (fenced by the epoch) when SQLite is. A failure
-//! there never fails the caller: it is counted, logged and left in the
-//! outbox for the replayer.
+//! side off the caller's path and compared. Writes route by the authority
+//! read under a lock that keeps it still (DESIGN §3): the order lock,
+//! shared, when PostgreSQL is authoritative; SQLite's write lock when
+//! SQLite is. The authoritative side writes first; the rows it changed
+//! (reported by the store, and recorded in its outbox in the same
+//! transaction) are then copied to the other side as their current image:
+//! into SQLite under its write lock before the order lock is released when
+//! PostgreSQL is authoritative, after SQLite's commit (fenced by the epoch)
+//! when SQLite is. A failure there never fails the caller: it is counted,
+//! logged and left in the outbox for the replayer.
 //!
 //! One concept per file: `routing` (what this process follows, and the
 //! lock every write enters), `write` (the write path's transaction

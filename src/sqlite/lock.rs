@@ -58,22 +58,7 @@ impl WriteLock {
         let file = if path.as_os_str() == ":memory:" {
             None
         } else {
-            let mut name = path.as_os_str().to_owned();
-            name.push("-cutover.lock");
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&name)
-                .or_else(|_| File::open(&name))
-                .map_err(|e| {
-                    Error::InvalidArgument(format!(
-                        "cannot open the write-lock file {}: {e}",
-                        Path::new(&name).display()
-                    ))
-                })?;
-            Some(Arc::new(f))
+            Some(lock_file(path, "-cutover.lock")?)
         };
         Ok(Self {
             slot: Arc::new(tokio::sync::Mutex::new(())),
@@ -109,17 +94,8 @@ impl WriteLock {
         let file = match &self.file {
             None => None,
             Some(f) => {
-                let f = f.clone();
-                match f.try_lock() {
-                    Ok(()) => Some(FileGuard(f)),
-                    Err(_) => {
-                        let g = tokio::task::spawn_blocking(move || f.lock().map(|_| FileGuard(f)))
-                            .await
-                            .map_err(|e| Error::InvalidArgument(format!("write lock: {e}")))?
-                            .map_err(|e| Error::InvalidArgument(format!("write lock: {e}")))?;
-                        Some(g)
-                    }
-                }
+                flock(f, File::try_lock, File::lock).await?;
+                Some(FileGuard(f.clone()))
             }
         };
         let r = conn
@@ -144,6 +120,52 @@ impl WriteLock {
             },
             r,
         ))
+    }
+}
+
+/// Opens (creating it) the lock file beside the database at `path`, named
+/// `<db><suffix>`; read-only when it cannot be written (an `flock` needs no
+/// write permission).
+pub(super) fn lock_file(path: &Path, suffix: &str) -> Result<Arc<File>> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&name)
+        .or_else(|_| File::open(&name))
+        .map(Arc::new)
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot open the lock file {}: {e}",
+                Path::new(&name).display()
+            ))
+        })
+}
+
+fn lock_err(e: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("lock file: {e}"))
+}
+
+/// A blocking `flock` call (`wait`), run off the runtime's threads unless
+/// `try_it` succeeds at once.
+pub(super) async fn flock(
+    f: &Arc<File>,
+    try_it: fn(&File) -> std::result::Result<(), std::fs::TryLockError>,
+    wait: fn(&File) -> std::io::Result<()>,
+) -> Result<()> {
+    match try_it(f) {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let f = f.clone();
+            tokio::task::spawn_blocking(move || wait(&f))
+                .await
+                .map_err(lock_err)?
+                .map_err(lock_err)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
     }
 }
 

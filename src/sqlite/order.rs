@@ -25,7 +25,8 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use super::lock::{flock, lock_file};
+use crate::error::Result;
 
 /// The order lock of one SQLite file, for this process.
 #[derive(Clone)]
@@ -43,49 +44,6 @@ struct Files {
     turn: Arc<File>,
 }
 
-fn open(path: &Path, suffix: &str) -> Result<Arc<File>> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&name)
-        .or_else(|_| File::open(&name))
-        .map(Arc::new)
-        .map_err(|e| {
-            Error::InvalidArgument(format!(
-                "cannot open the order-lock file {}: {e}",
-                Path::new(&name).display()
-            ))
-        })
-}
-
-fn lock_err(e: impl std::fmt::Display) -> Error {
-    Error::InvalidArgument(format!("order lock: {e}"))
-}
-
-/// A blocking `flock` call, run off the runtime's threads unless it
-/// succeeds at once.
-async fn flock(
-    f: &Arc<File>,
-    try_it: fn(&File) -> std::result::Result<(), std::fs::TryLockError>,
-    wait: fn(&File) -> std::io::Result<()>,
-) -> Result<()> {
-    match try_it(f) {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let f = f.clone();
-            tokio::task::spawn_blocking(move || wait(&f))
-                .await
-                .map_err(lock_err)?
-                .map_err(lock_err)
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
-    }
-}
-
 impl OrderLock {
     pub(crate) fn for_path(path: &Path) -> Result<Self> {
         if path.as_os_str() == ":memory:" {
@@ -96,8 +54,8 @@ impl OrderLock {
                 rw: Arc::new(tokio::sync::RwLock::new(())),
                 holders: std::sync::Mutex::new(0),
                 first: tokio::sync::Mutex::new(()),
-                order: open(path, "-cutover.order")?,
-                turn: open(path, "-cutover.turn")?,
+                order: lock_file(path, "-cutover.order")?,
+                turn: lock_file(path, "-cutover.turn")?,
             })),
         })
     }
