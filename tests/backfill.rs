@@ -469,18 +469,12 @@ fn big_db(dir: &TempDir, n: usize) -> PathBuf {
 }
 
 fn cutover_bin(dir: &TempDir, sqlite: &Path, db: &TestDb, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    cmd.current_dir(dir.0.path())
-        .arg("--sqlite")
-        .arg(sqlite)
-        .arg("--postgres")
-        .arg(db.settings.redacted())
-        .arg("backfill")
-        .args(extra)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    cmd
+    common::cutover_cmd(
+        dir.0.path(),
+        sqlite,
+        Some(db),
+        &[&["backfill"], extra].concat(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

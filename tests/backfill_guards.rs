@@ -8,9 +8,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use common::{TempDir, TestDb};
+use common::{copied, text, TempDir, TestDb};
 use cutover::backfill::{self, BackfillOptions};
 use cutover::stage::{self, Stage};
 
@@ -59,20 +59,6 @@ async fn set_stage(db: &TestDb, to: Stage) {
     pool.close().await;
 }
 
-/// Rows in PostgreSQL's users and tweets, and checkpoints written.
-async fn copied(db: &TestDb) -> (i64, i64, i64) {
-    let pool = db.pool().await;
-    let n = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM tweets),
-                (SELECT count(*) FROM cutover.checkpoints)",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    n
-}
-
 fn sqlite_count(path: &Path, table: &str) -> i64 {
     let c = rusqlite::Connection::open(path).unwrap();
     c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
@@ -80,25 +66,7 @@ fn sqlite_count(path: &Path, table: &str) -> i64 {
 }
 
 fn cutover_backfill(dir: &Path, sqlite: &Path, db: &TestDb, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    cmd.current_dir(dir)
-        .arg("--sqlite")
-        .arg(sqlite)
-        .arg("--postgres")
-        .arg(db.settings.redacted())
-        .arg("backfill")
-        .args(extra)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::cutover_cmd(dir, sqlite, Some(db), &[&["backfill"], extra].concat())
 }
 
 fn chmod(path: &Path, mode: u32) {

@@ -8,9 +8,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{TempDir, TestDb};
+use common::{copied, text, TempDir, TestDb};
 use cutover::backfill::{self, BackfillOptions};
 use serde_json::{json, Value};
 
@@ -69,38 +69,9 @@ fn expected() -> Vec<(String, u64, Option<u64>)> {
 }
 
 fn cutover(dir: &TempDir, sqlite: &Path, db: Option<&TestDb>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    cmd.current_dir(dir.0.path()).arg("--sqlite").arg(sqlite);
-    if let Some(db) = db {
-        cmd.arg("--postgres").arg(db.settings.redacted());
-    }
-    cmd.args(args)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
+    common::cutover_cmd(dir.0.path(), sqlite, db, args)
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Rows in PostgreSQL's users and tweets, and checkpoints written.
-async fn copied(db: &TestDb) -> (i64, i64, i64) {
-    let pool = db.pool().await;
-    let n = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM tweets),
-                (SELECT count(*) FROM cutover.checkpoints)",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    n
 }
 
 #[test]

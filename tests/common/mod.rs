@@ -198,3 +198,46 @@ pub async fn snapshot(
     }
     (s_all, p_all)
 }
+
+/// `cutover --sqlite FILE [--postgres URL] ARGS…` run from `dir`, with the
+/// test's environment kept out (no `DATABASE_URL`, warn-level logs, no
+/// stdin).
+pub fn cutover_cmd(
+    dir: &std::path::Path,
+    sqlite: &std::path::Path,
+    db: Option<&TestDb>,
+    args: &[&str],
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"));
+    cmd.current_dir(dir).arg("--sqlite").arg(sqlite);
+    if let Some(db) = db {
+        cmd.arg("--postgres").arg(db.settings.redacted());
+    }
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// A finished command's stdout and stderr as text.
+pub fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Rows in PostgreSQL's users and tweets, and checkpoints written.
+pub async fn copied(db: &TestDb) -> (i64, i64, i64) {
+    let pool = db.pool().await;
+    let n = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM tweets),
+                (SELECT count(*) FROM cutover.checkpoints)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    n
+}
