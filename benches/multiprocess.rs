@@ -15,6 +15,8 @@
 //! - **bare sqlite 3x8, one file per process**: the same again with a copy of
 //!   the file for each process, so no lock is shared between processes (an
 //!   upper bound, not the legacy application).
+//! - **bare postgresql 3x8**: the same load, each process a plain `PgStore`
+//!   on a database of its own (what PostgreSQL alone allows this load).
 //! - **flip pause**: the parent flips `shadow ⇄ live` while three live
 //!   children write; each pause is what `DualStore::set_stage` returns.
 //!
@@ -29,6 +31,9 @@
 //! `MP_BENCH_SEPARATE=0` skips the one-file-per-process runs,
 //! `MP_BENCH_PROCESSES` (3) and `MP_BENCH_WRITERS` (8) change the load.
 //! Arguments (cargo passes `--bench`) are ignored.
+//!
+//! `RUST_LOG` (e.g. `cutover=info`) logs to stderr, each flip's breakdown
+//! included.
 //!
 //! Children are this binary again with `MP_BENCH_CHILD` set: they start,
 //! print `{"ready": id}`, wait for the go file, write until the stop file
@@ -177,6 +182,11 @@ async fn child(args: ChildArgs) -> anyhow::Result<()> {
             store
         }
         "sqlite" => Arc::new(SqliteStore::open(&args.sqlite).await?),
+        "pg" => {
+            let settings = PgSettings::from_url(&args.admin_url)?
+                .with_database(&format!("{}_bare", args.database));
+            Arc::new(PgStore::connect(&settings).await?)
+        }
         m => bail!("unknown MP_BENCH_MODE {m}"),
     };
     println!("{}", json!({ "ready": args.id }));
@@ -514,7 +524,18 @@ async fn bench(admin_url: &str, database: &str, dir: &Path) -> anyhow::Result<()
         dir,
         tag,
     };
-    let (mut live, mut bare, mut apart) = (Series::default(), Series::default(), Series::default());
+    // Bare PostgreSQL: a database of its own, seeded the same way.
+    let bare_pg = PgStore::connect(&admin.with_database(&format!("{database}_bare"))).await?;
+    cutover::pg::migrate(bare_pg.pool()).await?;
+    seed(&bare_pg).await?;
+    drop(bare_pg);
+
+    let (mut live, mut bare, mut apart, mut pg_only) = (
+        Series::default(),
+        Series::default(),
+        Series::default(),
+        Series::default(),
+    );
     for run in 0..runs {
         eprintln!("run {}/{runs}: live {np}x{nw}", run + 1);
         live.add(
@@ -528,6 +549,14 @@ async fn bench(admin_url: &str, database: &str, dir: &Path) -> anyhow::Result<()
         bare.add(
             throughput(
                 &load("sqlite", vec![bare_path.clone()], format!("s{run}")),
+                secs,
+            )
+            .await?,
+        );
+        eprintln!("run {}/{runs}: bare postgresql {np}x{nw}", run + 1);
+        pg_only.add(
+            throughput(
+                &load("pg", vec![bare_path.clone()], format!("g{run}")),
                 secs,
             )
             .await?,
@@ -584,6 +613,7 @@ async fn bench(admin_url: &str, database: &str, dir: &Path) -> anyhow::Result<()
         "{}",
         bare.line(&format!("bare sqlite {np}x{nw} (one shared file)"))
     );
+    println!("{}", pg_only.line(&format!("bare postgresql {np}x{nw}")));
     if separate {
         println!(
             "{}",
@@ -593,6 +623,10 @@ async fn bench(admin_url: &str, database: &str, dir: &Path) -> anyhow::Result<()
     println!(
         "ratio live/sqlite: {:.2}",
         median(&live.rates) / median(&bare.rates)
+    );
+    println!(
+        "ratio live/postgresql: {:.2}",
+        median(&live.rates) / median(&pg_only.rates)
     );
     if separate {
         println!(
@@ -682,6 +716,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `RUST_LOG=cutover=info` shows each flip's breakdown (lock wait, drain).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if let Ok(id) = std::env::var("MP_BENCH_CHILD") {
         let args = ChildArgs::from_env(id)?;
         return runtime().block_on(child(args));
@@ -695,7 +736,9 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let rt = runtime();
     rt.block_on(create_database(&admin, &database))?;
+    rt.block_on(create_database(&admin, &format!("{database}_bare")))?;
     let result = rt.block_on(bench(&admin_url, &database, dir.path()));
     rt.block_on(drop_database(&admin, &database));
+    rt.block_on(drop_database(&admin, &format!("{database}_bare")));
     result
 }

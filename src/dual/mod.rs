@@ -101,6 +101,11 @@ pub(crate) struct Inner {
     // PostgreSQL entries applied inside the held transaction: queued for
     // clearing once it commits, dropped if it rolls back.
     pub(super) held_clears: std::sync::Mutex<Vec<(Change, i64)>>,
+    // PostgreSQL writes whose images wait to land in SQLite, and the turn
+    // to land them: whoever holds the turn lands every queued write in one
+    // SQLite transaction (`write::apply_held`).
+    pub(super) landing_queue: std::sync::Mutex<Vec<write::Landing>>,
+    pub(super) landing_turn: tokio::sync::Mutex<()>,
     // Per-key apply locks (hashed slots).
     pub(super) key_locks: Vec<tokio::sync::Mutex<()>>,
     // PostgreSQL outbox entries applied to SQLite and not cleared yet, with
@@ -167,6 +172,8 @@ impl DualStore {
                 applied: tokio::sync::Notify::new(),
                 sqlite_clears: std::sync::Mutex::new(HashMap::new()),
                 held_clears: std::sync::Mutex::new(Vec::new()),
+                landing_queue: std::sync::Mutex::new(Vec::new()),
+                landing_turn: tokio::sync::Mutex::new(()),
                 key_locks: (0..KEY_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),

@@ -97,23 +97,60 @@ impl DualStore {
     /// Lands a PostgreSQL write's images in SQLite, under SQLite's write
     /// lock; what does not land stays in PostgreSQL's outbox for the
     /// replayer (the write committed: nothing fails the caller).
+    ///
+    /// Writes of this process land together: each queues its images and
+    /// waits for the landing turn; whoever gets it takes SQLite's write
+    /// lock once and lands every queued write (its own and those queued
+    /// while the previous landing ran) in one transaction. Every write
+    /// waiting holds the order lock until its images are in, so the order
+    /// of DESIGN §3 is unchanged; one transaction serves many writes.
     pub(super) async fn apply_held(
         &self,
         op: &'static str,
         r: &super::Routing,
         captured: crate::changes::Captured,
     ) {
+        let (done, mut landed) = tokio::sync::oneshot::channel();
+        self.inner
+            .landing_queue
+            .lock()
+            .expect("landing queue")
+            .push(Landing {
+                op,
+                routing: *r,
+                captured,
+                done,
+            });
+        let _turn = self.inner.landing_turn.lock().await;
+        if !matches!(
+            landed.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ) {
+            // An earlier turn landed it (or gave up: it stays in the outbox).
+            return;
+        }
+        let batch = std::mem::take(&mut *self.inner.landing_queue.lock().expect("landing queue"));
         let held = match self.inner.sqlite.lock().await {
             Ok(h) => h,
             Err(e) => {
-                tracing::warn!(op, error = %e, "SQLite's write lock not taken for the copy; kept in the outbox");
+                tracing::warn!(op, writes = batch.len(), error = %e, "SQLite's write lock not taken for the copy; kept in the outbox");
                 return;
             }
         };
-        crate::sqlite::lock::within(self.apply_changes(op, r, captured)).await;
+        let mut waiting = Vec::with_capacity(batch.len());
+        crate::sqlite::lock::within(async {
+            for l in batch {
+                self.apply_changes(l.op, &l.routing, l.captured).await;
+                waiting.push(l.done);
+            }
+        })
+        .await;
         crate::failpoint::hit("dual.after_sqlite_apply");
         if let Err(e) = self.commit_held(held).await {
-            tracing::warn!(op, error = %e, "SQLite commit of the copy failed; kept in the outbox");
+            tracing::warn!(op, writes = waiting.len(), error = %e, "SQLite commit of the copy failed; kept in the outbox");
+        }
+        for d in waiting {
+            let _ = d.send(());
         }
     }
 
@@ -136,6 +173,14 @@ impl DualStore {
             self.inner.sqlite.read(f).await
         }
     }
+}
+
+/// A PostgreSQL write's images queued to land in SQLite.
+pub(crate) struct Landing {
+    op: &'static str,
+    routing: super::Routing,
+    captured: crate::changes::Captured,
+    done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Times an authoritative write aborted as busy runs again.
