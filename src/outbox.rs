@@ -155,11 +155,11 @@ pub async fn pg_max_id(pool: &sqlx::PgPool) -> Result<i64> {
 
 /// Highest SQLite entry id for a key (None when nothing is pending for it).
 pub fn sqlite_high_water(conn: &rusqlite::Connection, c: &Change) -> Result<Option<i64>> {
-    Ok(conn.query_row(
-        "SELECT max(id) FROM _cutover_outbox WHERE table_name = ?1 AND row_key = ?2",
-        (c.table, &c.key),
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached(
+            "SELECT max(id) FROM _cutover_outbox WHERE table_name = ?1 AND row_key = ?2",
+        )?
+        .query_row((c.table, &c.key), |r| r.get(0))?)
 }
 
 /// Highest PostgreSQL entry id for a key.

@@ -70,6 +70,78 @@ impl DualStore {
             .await
     }
 
+    /// Lands PostgreSQL writes' committed images in SQLite in one
+    /// transaction made in one call on SQLite's thread, each change judged
+    /// as `sqlite_apply` judges it (a pending SQLite change or a higher
+    /// recorded version keeps an older image out) inside a savepoint of its
+    /// own. A change that lands (or is superseded) has its PostgreSQL entry
+    /// queued for clearing; one that fails stays in the outbox for the
+    /// replayer, counted as a secondary failure.
+    pub(super) async fn land_carried(&self, items: Vec<(&'static str, Change, Carried)>) {
+        if items.is_empty() {
+            return;
+        }
+        crate::failpoint::pause("dual.before_copy_to_sqlite").await;
+        let mut work = Vec::with_capacity(items.len());
+        for (_, c, cv) in &items {
+            work.push((c.clone(), cv.outbox_id, cv.image.clone(), cv.read_at));
+        }
+        let landed = self
+            .inner
+            .sqlite
+            .transact(move |tx| -> Result<Vec<Result<()>>> {
+                // PostgreSQL's images land only while it is authoritative
+                // (see `sqlite_apply`).
+                if crate::authority::sqlite_read(tx)?
+                    .is_some_and(|a| a.authoritative() != Backend::Postgres)
+                {
+                    return Err(Error::InvalidArgument(
+                        "SQLite is authoritative now; PostgreSQL's entries wait for the return"
+                            .into(),
+                    ));
+                }
+                let out = work
+                    .into_iter()
+                    .map(|(c, version, img, read_at)| {
+                        tx.prepare_cached("SAVEPOINT cutover_land")?.execute([])?;
+                        let r = land_one(tx, &c, version, img.as_ref(), read_at);
+                        if r.is_err() {
+                            tx.prepare_cached("ROLLBACK TO cutover_land")?.execute([])?;
+                        }
+                        tx.prepare_cached("RELEASE cutover_land")?.execute([])?;
+                        Ok(r)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                crate::failpoint::hit("dual.after_sqlite_apply");
+                Ok(out)
+            })
+            .await;
+        let results: Vec<std::result::Result<(), String>> = match landed {
+            Ok(r) => r
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(writes = items.len(), error = %e, "SQLite did not take PostgreSQL's images; kept in the outbox");
+                items.iter().map(|_| Err(e.to_string())).collect()
+            }
+        };
+        for ((op, c, cv), r) in items.into_iter().zip(results) {
+            match r {
+                Ok(()) => self.queue_clear(&c, cv.outbox_id),
+                Err(e) => {
+                    self.inner
+                        .counters
+                        .secondary_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(m::SECONDARY_WRITE_FAILURES, "op" => op, "table" => c.table)
+                        .increment(1);
+                    tracing::debug!(op, table = c.table, key = %c.key, error = %e, "secondary write failed; kept in the outbox");
+                }
+            }
+        }
+    }
+
     pub(super) fn key_lock(&self, c: &Change) -> &tokio::sync::Mutex<()> {
         let mut h = DefaultHasher::new();
         c.hash(&mut h);
@@ -244,16 +316,7 @@ impl DualStore {
         if r.secondary().is_none() || captured.changes.is_empty() {
             return;
         }
-        struct Applying<'a>(&'a Inner);
-        impl Drop for Applying<'_> {
-            fn drop(&mut self) {
-                if self.0.applying.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    self.0.applied.notify_waiters();
-                }
-            }
-        }
-        self.inner.applying.fetch_add(1, Ordering::SeqCst);
-        let _applying = Applying(&self.inner);
+        let _applying = self.applying();
         let from = r.authoritative();
         let fence = (!crate::sqlite::lock::is_held()).then_some(r.epoch);
         let mut seen = std::collections::HashSet::new();
@@ -276,8 +339,16 @@ impl DualStore {
         }
     }
 
-    /// Waits until the copies to PostgreSQL made after their SQLite commit
-    /// are done, and flushes the clears queued so far.
+    /// Counts a copy in flight until the guard drops (`settle` waits for
+    /// none to be left).
+    pub(super) fn applying(&self) -> Applying {
+        self.inner.applying.fetch_add(1, Ordering::SeqCst);
+        Applying(self.inner.clone())
+    }
+
+    /// Waits until the copies made after their write was acknowledged (to
+    /// PostgreSQL after SQLite's commit, to SQLite after PostgreSQL's) are
+    /// done, and flushes the clears queued so far.
     pub async fn settle(&self) {
         loop {
             let done = self.inner.applied.notified();
@@ -291,6 +362,53 @@ impl DualStore {
         let _ = self.flush_sqlite_clears().await;
         let _ = self.flush_clears().await;
     }
+}
+
+/// A copy in flight (see `DualStore::applying`).
+pub(super) struct Applying(std::sync::Arc<Inner>);
+
+impl Drop for Applying {
+    fn drop(&mut self) {
+        if self.0.applying.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.applied.notify_waiters();
+        }
+    }
+}
+
+/// One PostgreSQL image into SQLite, inside the landing transaction (the
+/// rules of `DualStore::sqlite_apply`).
+fn land_one(
+    tx: &rusqlite::Connection,
+    c: &Change,
+    version: i64,
+    img: Option<&image::Image>,
+    read_at: Instant,
+) -> Result<()> {
+    if read_at.elapsed() >= outbox::APPLY_WINDOW {
+        return Err(Error::InvalidArgument(format!(
+            "{} {}: the committed image took over {:?} to reach SQLite; left in the outbox",
+            c.table,
+            c.key,
+            outbox::APPLY_WINDOW
+        )));
+    }
+    let table = tables::by_name(c.table).ok_or_else(|| {
+        Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
+    })?;
+    if outbox::sqlite_high_water(tx, c)?.is_some() {
+        tracing::debug!(table = c.table, key = %c.key, "PostgreSQL outbox entry superseded by a newer SQLite change");
+    } else if outbox::sqlite_applied(tx, c)?.is_some_and(|v| v >= version) {
+        tracing::debug!(table = c.table, key = %c.key, version, "a newer image was applied already");
+    } else {
+        match img {
+            Some(img) => image::sqlite_upsert(tx, table, img)?,
+            None => {
+                image::sqlite_delete(tx, table, &Key::parse(table, &c.key)?)?;
+            }
+        }
+        outbox::sqlite_mark_applied(tx, c, version)?;
+    }
+    Ok(())
 }
 
 /// Failures that retrying cannot fix: the data, not the connection.

@@ -106,6 +106,9 @@ pub(crate) struct Inner {
     // SQLite transaction (`write::apply_held`).
     pub(super) landing_queue: std::sync::Mutex<Vec<write::Landing>>,
     pub(super) landing_turn: tokio::sync::Mutex<()>,
+    // The authority read last under the order lock, shared, with the
+    // authority generation it was read under (`routing::enter_shared`).
+    pub(super) authority_seen: std::sync::Mutex<Option<(u64, crate::authority::Authority)>>,
     // Per-key apply locks (hashed slots).
     pub(super) key_locks: Vec<tokio::sync::Mutex<()>>,
     // PostgreSQL outbox entries applied to SQLite and not cleared yet, with
@@ -174,6 +177,7 @@ impl DualStore {
                 held_clears: std::sync::Mutex::new(Vec::new()),
                 landing_queue: std::sync::Mutex::new(Vec::new()),
                 landing_turn: tokio::sync::Mutex::new(()),
+                authority_seen: std::sync::Mutex::new(None),
                 key_locks: (0..KEY_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),

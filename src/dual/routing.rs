@@ -107,24 +107,37 @@ impl DualStore {
         Ok((order, held, auth))
     }
 
-    /// The order lock shared, and the authority read under it (from a read
-    /// connection: only an exclusive holder moves it), followed. A write
-    /// with PostgreSQL authoritative runs under this.
+    /// The order lock shared, and the authority under it, followed: what
+    /// this process read last when the authority generation has not moved
+    /// since (`order.rs`), else SQLite's row (from a read connection: only
+    /// an exclusive holder moves it). A write with PostgreSQL authoritative
+    /// runs under this.
     pub(crate) async fn enter_shared(
         &self,
     ) -> Result<(crate::sqlite::order::OrderGuard, Authority)> {
         let order = self.inner.sqlite.order_shared().await?;
-        let auth = self
-            .inner
-            .sqlite
-            .read(crate::authority::sqlite_read)
-            .await?
-            .ok_or_else(|| {
-                Error::InvalidArgument(
-                    "the SQLite file has no _cutover_authority row; open the dual store first"
-                        .into(),
-                )
-            })?;
+        let generation = self.inner.sqlite.order_generation()?;
+        let cached = *self.inner.authority_seen.lock().expect("authority cache");
+        let auth = match (generation, cached) {
+            (Some(g), Some((seen, a))) if g == seen => a,
+            _ => {
+                let a = self
+                    .inner
+                    .sqlite
+                    .read(crate::authority::sqlite_read)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(
+                            "the SQLite file has no _cutover_authority row; open the dual store first"
+                                .into(),
+                        )
+                    })?;
+                if let Some(g) = generation {
+                    *self.inner.authority_seen.lock().expect("authority cache") = Some((g, a));
+                }
+                a
+            }
+        };
         self.follow(auth);
         Ok((order, auth))
     }

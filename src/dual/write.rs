@@ -94,6 +94,26 @@ impl DualStore {
         r
     }
 
+    /// Lands a committed PostgreSQL write's images in SQLite on a task of
+    /// its own, which holds the write's order lock until they are in: the
+    /// caller has its answer once PostgreSQL committed (the write and its
+    /// outbox entry are there, DESIGN §3), while no flip, fallback or return
+    /// can start before SQLite has the images. `settle` waits for it.
+    pub(super) fn land_after(
+        &self,
+        order: crate::sqlite::order::OrderGuard,
+        op: &'static str,
+        routing: super::Routing,
+        captured: crate::changes::Captured,
+    ) {
+        let (me, counted) = (self.clone(), self.applying());
+        tokio::spawn(async move {
+            me.apply_held(op, &routing, captured).await;
+            drop(order);
+            drop(counted);
+        });
+    }
+
     /// Lands a PostgreSQL write's images in SQLite, under SQLite's write
     /// lock; what does not land stays in PostgreSQL's outbox for the
     /// replayer (the write committed: nothing fails the caller).
@@ -130,6 +150,28 @@ impl DualStore {
             return;
         }
         let batch = std::mem::take(&mut *self.inner.landing_queue.lock().expect("landing queue"));
+        // The short way: every change carries the image its write committed
+        // (the usual case), so the whole batch lands in one call.
+        if batch.iter().all(|l| l.fresh()) {
+            let mut items = Vec::new();
+            let mut waiting = Vec::with_capacity(batch.len());
+            for l in batch {
+                let mut seen = std::collections::HashSet::new();
+                let mut carried = l.captured.carried;
+                for c in l.captured.changes {
+                    if seen.insert(c.clone()) {
+                        let cv = carried.remove(&c).expect("checked by fresh");
+                        items.push((l.op, c, cv));
+                    }
+                }
+                waiting.push(l.done);
+            }
+            self.land_carried(items).await;
+            for d in waiting {
+                let _ = d.send(());
+            }
+            return;
+        }
         let held = match self.inner.sqlite.lock().await {
             Ok(h) => h,
             Err(e) => {
@@ -181,6 +223,19 @@ pub(crate) struct Landing {
     routing: super::Routing,
     captured: crate::changes::Captured,
     done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Landing {
+    /// Whether every change carries its committed image, young enough to
+    /// land as is.
+    fn fresh(&self) -> bool {
+        self.captured.changes.iter().all(|c| {
+            self.captured
+                .carried
+                .get(c)
+                .is_some_and(|cv| cv.read_at.elapsed() < crate::outbox::APPLY_WINDOW)
+        })
+    }
 }
 
 /// Times an authoritative write aborted as busy runs again.
@@ -253,10 +308,14 @@ macro_rules! write_op {
                                 if !captured.changes.is_empty() {
                                     crate::failpoint::hit("dual.after_authoritative_commit");
                                     if routing.secondary().is_some() {
-                                        $self.apply_held($op, &routing, captured).await;
+                                        // Landed after the answer, still
+                                        // under the order lock.
+                                        $self.land_after(order, $op, routing, captured);
+                                        break Ok(v);
                                     }
                                 }
                                 drop(order);
+
                                 break Ok(v);
                             }
                         }

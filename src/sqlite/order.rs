@@ -18,15 +18,23 @@
 //! holds the shared `flock` while any of its tasks does (one open file,
 //! so one `flock` per process).
 //!
+//! The order file also holds the authority generation: eight bytes that
+//! every exclusive taker bumps as soon as it holds the lock. The authority
+//! moves only under this lock, exclusive, so a shared holder that finds the
+//! generation it last read the authority under may use what it read then
+//! (no SQLite read on the write path); any other value sends it back to
+//! SQLite's row.
+//!
 //! Lock order: this lock before SQLite's write lock (`lock.rs`), never the
 //! other way.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::lock::{flock, lock_file};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The order lock of one SQLite file, for this process.
 #[derive(Clone)]
@@ -95,8 +103,18 @@ impl OrderLock {
         })))
     }
 
+    /// The authority generation (see the module's doc); None without a
+    /// lock file (`:memory:`). Read it holding the lock.
+    pub(crate) fn generation(&self) -> Result<Option<u64>> {
+        let Some(f) = &self.inner else {
+            return Ok(None);
+        };
+        read_generation(&f.order).map(Some)
+    }
+
     /// Takes the lock exclusively (a flip, a fallback, the return): waits
-    /// for the shared holders of every process and holds off new ones.
+    /// for the shared holders of every process and holds off new ones, and
+    /// bumps the authority generation.
     pub(crate) async fn exclusive(&self) -> Result<OrderGuard> {
         let Some(f) = &self.inner else {
             return Ok(OrderGuard(None));
@@ -109,11 +127,47 @@ impl OrderLock {
             let _ = f.turn.unlock();
             return Err(e);
         }
+        let bumped = read_generation(&f.order).and_then(|g| {
+            f.order
+                .write_all_at(&g.wrapping_add(1).to_le_bytes(), 0)
+                .map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "the order lock file cannot be written (the authority generation): {e}"
+                    ))
+                })
+        });
+        if let Err(e) = bumped {
+            let _ = f.order.unlock();
+            let _ = f.turn.unlock();
+            return Err(e);
+        }
         Ok(OrderGuard(Some(Held::Exclusive {
             files: f.clone(),
             _local: local,
         })))
     }
+}
+
+fn read_generation(f: &File) -> Result<u64> {
+    let mut b = [0u8; 8];
+    let mut got = 0;
+    while got < b.len() {
+        match f.read_at(&mut b[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => {
+                return Err(Error::InvalidArgument(format!(
+                    "the order lock file cannot be read (the authority generation): {e}"
+                )))
+            }
+        }
+    }
+    // A new (empty) file reads as generation 0.
+    Ok(if got == b.len() {
+        u64::from_le_bytes(b)
+    } else {
+        0
+    })
 }
 
 enum Held {

@@ -126,10 +126,25 @@ impl SqliteStore {
         self.lock.acquire(&self.conn).await
     }
 
+    /// Runs `f` as one write transaction under the write lock, in a
+    /// single call on the connection's thread (`WriteLock::transact`).
+    pub(crate) async fn transact<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.lock.transact(&self.conn, f).await
+    }
+
     /// The order lock, shared: held by writes made with PostgreSQL
     /// authoritative, side by side (`order.rs`).
     pub(crate) async fn order_shared(&self) -> Result<crate::sqlite::order::OrderGuard> {
         self.order.shared().await
+    }
+
+    /// The authority generation of the order lock (read holding it).
+    pub(crate) fn order_generation(&self) -> Result<Option<u64>> {
+        self.order.generation()
     }
 
     /// The order lock, exclusive: held by whoever moves the authority.
