@@ -106,6 +106,8 @@ pub(crate) struct Inner {
     // SQLite transaction (`write::apply_held`).
     pub(super) landing_queue: std::sync::Mutex<Vec<write::Landing>>,
     pub(super) landing_turn: tokio::sync::Mutex<()>,
+    // A landing after its write's answer runs (`write::land_after`).
+    pub(super) landing_after: AtomicBool,
     // The authority read last under the order lock, shared, with the
     // authority generation it was read under (`routing::enter_shared`).
     pub(super) authority_seen: std::sync::Mutex<Option<(u64, crate::authority::Authority)>>,
@@ -177,6 +179,7 @@ impl DualStore {
                 held_clears: std::sync::Mutex::new(Vec::new()),
                 landing_queue: std::sync::Mutex::new(Vec::new()),
                 landing_turn: tokio::sync::Mutex::new(()),
+                landing_after: AtomicBool::new(false),
                 authority_seen: std::sync::Mutex::new(None),
                 key_locks: (0..KEY_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))

@@ -179,6 +179,20 @@ impl DualStore {
                 }
                 continue;
             }
+            // Inside a flip, PostgreSQL's entries whose image SQLite holds
+            // already (landed by their write, only the clear still queued in
+            // its process) are not read again: cleared once the held
+            // transaction commits.
+            let entries = if held && side == Backend::Postgres {
+                let (landed, rest) = self.split_landed(entries).await?;
+                for (c, id) in landed {
+                    after = after.max(id);
+                    self.queue_clear(&c, id);
+                }
+                rest
+            } else {
+                entries
+            };
             for e in entries {
                 after = after.max(e.id);
                 if let Err(err) = self.apply_carried(&e.change, e.side, None, fence).await {
@@ -201,6 +215,28 @@ impl DualStore {
                 return Ok(applied);
             }
         }
+    }
+
+    /// Splits PostgreSQL outbox entries into those whose image (or a newer
+    /// one) SQLite holds already, by its recorded versions, as (key, id)
+    /// to clear, and the rest.
+    async fn split_landed(
+        &self,
+        entries: Vec<outbox::Entry>,
+    ) -> Result<(Vec<(Change, i64)>, Vec<outbox::Entry>)> {
+        self.sqlite_rw(move |conn| {
+            let mut landed = Vec::new();
+            let mut rest = Vec::new();
+            for e in entries {
+                if outbox::sqlite_applied(conn, &e.change)?.is_some_and(|v| v >= e.id) {
+                    landed.push((e.change, e.id));
+                } else {
+                    rest.push(e);
+                }
+            }
+            Ok((landed, rest))
+        })
+        .await
     }
 
     /// Inside a flip or a return (SQLite's lock held; every copy made

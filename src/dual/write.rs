@@ -98,20 +98,34 @@ impl DualStore {
     /// its own, which holds the write's order lock until they are in: the
     /// caller has its answer once PostgreSQL committed (the write and its
     /// outbox entry are there, DESIGN §3), while no flip, fallback or return
-    /// can start before SQLite has the images. `settle` waits for it.
+    /// can start before SQLite has the images. One such landing per process
+    /// at a time: when one runs, the order lock and images come back and the
+    /// caller lands them itself before its answer, so under load writers
+    /// wait for SQLite as before and the landings in flight stay few (a flip
+    /// waits for all of them). `settle` waits for it.
     pub(super) fn land_after(
         &self,
         order: crate::sqlite::order::OrderGuard,
         op: &'static str,
         routing: super::Routing,
         captured: crate::changes::Captured,
-    ) {
+    ) -> Option<(crate::sqlite::order::OrderGuard, crate::changes::Captured)> {
+        if self
+            .inner
+            .landing_after
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Some((order, captured));
+        }
         let (me, counted) = (self.clone(), self.applying());
         tokio::spawn(async move {
             me.apply_held(op, &routing, captured).await;
+            me.inner.landing_after.store(false, Ordering::SeqCst);
             drop(order);
             drop(counted);
         });
+        None
     }
 
     /// Lands a PostgreSQL write's images in SQLite, under SQLite's write
@@ -268,14 +282,16 @@ macro_rules! write_op {
             let mut attempt = 0;
             loop {
                 if $self.routing().authoritative() == Backend::Postgres {
+                    // The pool's wait comes before the order lock.
+                    let ready = $self.inner.pg.ready().await;
                     let (order, auth) = $self.enter_shared().await?;
                     let routing = Routing::from(auth);
                     if routing.authoritative() == Backend::Postgres {
                         let started = Instant::now();
-                        let (r, captured) = capture(async {
+                        let (r, captured) = capture(crate::pg::with_ready(ready, async {
                             let $s: &dyn Store = &$self.inner.pg;
                             $call.await
-                        })
+                        }))
                         .await;
                         $self.observe($op, Backend::Postgres, started);
                         match r {
@@ -308,9 +324,17 @@ macro_rules! write_op {
                                 if !captured.changes.is_empty() {
                                     crate::failpoint::hit("dual.after_authoritative_commit");
                                     if routing.secondary().is_some() {
-                                        // Landed after the answer, still
-                                        // under the order lock.
-                                        $self.land_after(order, $op, routing, captured);
+                                        match $self.land_after(order, $op, routing, captured) {
+                                            // Landed after the answer, still
+                                            // under the order lock.
+                                            None => {}
+                                            // A landing after its answer is
+                                            // running already: this one waits.
+                                            Some((order, captured)) => {
+                                                $self.apply_held($op, &routing, captured).await;
+                                                drop(order);
+                                            }
+                                        }
                                         break Ok(v);
                                     }
                                 }

@@ -9,4 +9,5 @@ mod migrate;
 mod store;
 
 pub use migrate::migrate;
+pub(crate) use store::with_ready;
 pub use store::{preflight, PgStore, CONNECT_TIMEOUT};

@@ -146,9 +146,20 @@ impl PgStore {
         self.pool.acquire().await.map_err(|e| self.limits.map(e))
     }
 
+    /// A pooled connection taken ahead of a write, for `with_ready`: None
+    /// when the pool has none to give now (the write then waits for one
+    /// itself).
+    pub(crate) async fn ready(&self) -> Option<PoolConnection<Postgres>> {
+        self.conn().await.ok()
+    }
+
     async fn begin(&self) -> Result<WriteTx> {
         let begun = std::time::Instant::now();
-        let mut conn = self.conn().await?;
+        let ready = READY.try_with(|r| r.borrow_mut().take()).ok().flatten();
+        let mut conn = match ready {
+            Some(c) => c,
+            None => self.conn().await?,
+        };
         // One round trip: the capture switch travels with the BEGIN.
         let begin = if self.outbox_enabled() {
             "BEGIN; SET LOCAL cutover.capture = 'on'"
@@ -235,6 +246,20 @@ impl PgStore {
         changes::report_carried(reported);
         Ok(())
     }
+}
+
+tokio::task_local! {
+    static READY: std::cell::RefCell<Option<PoolConnection<Postgres>>>;
+}
+
+/// Runs `f` with `conn` as the connection its first write transaction
+/// uses: the dual store takes it before the order lock, so no write waits
+/// for the pool while it holds that lock (a flip would wait for it too).
+pub(crate) async fn with_ready<F: std::future::Future>(
+    conn: Option<PoolConnection<Postgres>>,
+    f: F,
+) -> F::Output {
+    READY.scope(std::cell::RefCell::new(conn), f).await
 }
 
 /// The changes a transaction's capture triggers noted (migration 0006), one
