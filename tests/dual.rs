@@ -964,3 +964,69 @@ async fn child_writer_paused_before_its_copy() {
     .unwrap();
     d.settle().await;
 }
+
+/// A process flips the stage itself while its own writers keep its small
+/// pool busy: writers waiting for the order lock must not sit on the pool's
+/// connections the flip needs (each flip would then wait out the acquire
+/// timeout and fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flip_made_beside_its_own_writers_gets_a_connection() {
+    let db = common::TestDb::migrated().await;
+    let dir = common::TempDir::new();
+    let mut settings = db.settings.clone();
+    settings.pool.max_connections = 3;
+    settings.pool.acquire_timeout = Duration::from_secs(1);
+    let d = dual_on(&dir.file("own.db"), &settings, Stage::Live).await;
+    for i in 0..12 {
+        d.upsert_profile(&profile(&format!("own{i}")))
+            .await
+            .unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let writers: Vec<_> = (0..12)
+        .map(|i| {
+            let (d, stop, ok, failed) = (d.clone(), stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let p = ScrapedProfile {
+                        username: format!("own{i}-{n}"),
+                        ..profile(&format!("own{i}"))
+                    };
+                    match d.upsert_profile(&p).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                    };
+                }
+            })
+        })
+        .collect();
+    let mut stage = Stage::Live;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stage = if stage == Stage::Live {
+            Stage::Shadow
+        } else {
+            Stage::Live
+        };
+        let r = d.switch(stage).await;
+        assert!(r.is_ok(), "flip to {stage}: {r:?}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "no write failed");
+    assert!(ok.load(Ordering::SeqCst) > 0);
+    d.settle().await;
+    for i in 0..12 {
+        let id = format!("own{i}");
+        assert_eq!(
+            d.sqlite().get_user(&id).await.unwrap(),
+            d.pg().get_user(&id).await.unwrap(),
+            "{id}: both sides agree"
+        );
+    }
+}

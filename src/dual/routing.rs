@@ -1,5 +1,7 @@
 //! What this process routes by: the authority it follows (DESIGN §3),
-//! read inside SQLite's write lock by every write.
+//! read by every write under the lock that keeps it still: SQLite's write
+//! lock when SQLite is authoritative, the order lock (shared) when
+//! PostgreSQL is.
 
 use std::sync::Arc;
 
@@ -112,10 +114,21 @@ impl DualStore {
     /// since (`order.rs`), else SQLite's row (from a read connection: only
     /// an exclusive holder moves it). A write with PostgreSQL authoritative
     /// runs under this.
-    pub(crate) async fn enter_shared(
+    ///
+    /// When the lock is not free now (a flip or a fallback holds or waits
+    /// for it), `release` is emptied before waiting: a write lets go of the
+    /// pooled connection it took ahead, which the flip may need.
+    pub(crate) async fn enter_shared<T>(
         &self,
+        release: &mut Option<T>,
     ) -> Result<(crate::sqlite::order::OrderGuard, Authority)> {
-        let order = self.inner.sqlite.order_shared().await?;
+        let order = match self.inner.sqlite.order_try_shared()? {
+            Some(order) => order,
+            None => {
+                *release = None;
+                self.inner.sqlite.order_shared().await?
+            }
+        };
         let generation = self.inner.sqlite.order_generation()?;
         let cached = *self.inner.authority_seen.lock().expect("authority cache");
         let auth = match (generation, cached) {

@@ -283,8 +283,8 @@ macro_rules! write_op {
             loop {
                 if $self.routing().authoritative() == Backend::Postgres {
                     // The pool's wait comes before the order lock.
-                    let ready = $self.inner.pg.ready().await;
-                    let (order, auth) = $self.enter_shared().await?;
+                    let mut ready = $self.inner.pg.ready().await;
+                    let (order, auth) = $self.enter_shared(&mut ready).await?;
                     let routing = Routing::from(auth);
                     if routing.authoritative() == Backend::Postgres {
                         let started = Instant::now();

@@ -33,7 +33,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::lock::{flock, lock_file};
+use super::lock::{flock, lock_err, lock_file};
 use crate::error::{Error, Result};
 
 /// The order lock of one SQLite file, for this process.
@@ -81,18 +81,9 @@ impl OrderLock {
         // turnstile for long: a local exclusive taker excludes `local`.)
         flock(&f.turn, File::try_lock, File::lock).await?;
         let _ = f.turn.unlock();
-        let join = |f: &Files| {
-            let mut n = f.holders.lock().expect("order lock count");
-            if *n > 0 {
-                *n += 1;
-                true
-            } else {
-                false
-            }
-        };
-        if !join(f) {
+        if !f.join() {
             let _first = f.first.lock().await;
-            if !join(f) {
+            if !f.join() {
                 flock(&f.order, File::try_lock_shared, File::lock_shared).await?;
                 *f.holders.lock().expect("order lock count") += 1;
             }
@@ -101,6 +92,41 @@ impl OrderLock {
             files: f.clone(),
             _local: local,
         })))
+    }
+
+    /// As `shared`, but only when it is free now: None when a flip (or a
+    /// fallback, or the return) holds or waits for the lock, in this
+    /// process or another.
+    pub(crate) fn try_shared(&self) -> Result<Option<OrderGuard>> {
+        let Some(f) = &self.inner else {
+            return Ok(Some(OrderGuard(None)));
+        };
+        let Ok(local) = f.rw.clone().try_read_owned() else {
+            return Ok(None);
+        };
+        match f.turn.try_lock() {
+            Ok(()) => {
+                let _ = f.turn.unlock();
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        if !f.join() {
+            let Ok(_first) = f.first.try_lock() else {
+                return Ok(None);
+            };
+            if !f.join() {
+                match f.order.try_lock_shared() {
+                    Ok(()) => *f.holders.lock().expect("order lock count") += 1,
+                    Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                    Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+                }
+            }
+        }
+        Ok(Some(OrderGuard(Some(Held::Shared {
+            files: f.clone(),
+            _local: local,
+        }))))
     }
 
     /// The authority generation (see the module's doc); None without a
@@ -145,6 +171,20 @@ impl OrderLock {
             files: f.clone(),
             _local: local,
         })))
+    }
+}
+
+impl Files {
+    /// Joins this process's shared hold when it has one (the `flock` is
+    /// taken already).
+    fn join(&self) -> bool {
+        let mut n = self.holders.lock().expect("order lock count");
+        if *n > 0 {
+            *n += 1;
+            true
+        } else {
+            false
+        }
     }
 }
 

@@ -147,6 +147,11 @@ impl SqliteStore {
         self.order.generation()
     }
 
+    /// The order lock, shared, when it is free now (`OrderLock::try_shared`).
+    pub(crate) fn order_try_shared(&self) -> Result<Option<crate::sqlite::order::OrderGuard>> {
+        self.order.try_shared()
+    }
+
     /// The order lock, exclusive: held by whoever moves the authority.
     pub(crate) async fn order_exclusive(&self) -> Result<crate::sqlite::order::OrderGuard> {
         self.order.exclusive().await
