@@ -530,51 +530,34 @@ async fn bench(admin_url: &str, database: &str, dir: &Path) -> anyhow::Result<()
     seed(&bare_pg).await?;
     drop(bare_pg);
 
-    let (mut live, mut bare, mut apart, mut pg_only) = (
-        Series::default(),
-        Series::default(),
-        Series::default(),
-        Series::default(),
-    );
+    // The throughput configurations, run in turn within each round.
+    let mut configs = vec![
+        ("live", "live", vec![live_path.clone()], 'l'),
+        ("bare sqlite", "sqlite", vec![bare_path.clone()], 's'),
+        ("bare postgresql", "pg", vec![bare_path.clone()], 'g'),
+    ];
+    if separate {
+        configs.push((
+            "bare sqlite, a file per process",
+            "sqlite",
+            separate_paths.clone(),
+            'p',
+        ));
+    }
+    let mut series: Vec<Series> = configs.iter().map(|_| Series::default()).collect();
     for run in 0..runs {
-        eprintln!("run {}/{runs}: live {np}x{nw}", run + 1);
-        live.add(
-            throughput(
-                &load("live", vec![live_path.clone()], format!("l{run}")),
-                secs,
-            )
-            .await?,
-        );
-        eprintln!("run {}/{runs}: bare sqlite {np}x{nw}", run + 1);
-        bare.add(
-            throughput(
-                &load("sqlite", vec![bare_path.clone()], format!("s{run}")),
-                secs,
-            )
-            .await?,
-        );
-        eprintln!("run {}/{runs}: bare postgresql {np}x{nw}", run + 1);
-        pg_only.add(
-            throughput(
-                &load("pg", vec![bare_path.clone()], format!("g{run}")),
-                secs,
-            )
-            .await?,
-        );
-        if separate {
-            eprintln!(
-                "run {}/{runs}: bare sqlite {np}x{nw}, a file per process",
-                run + 1
-            );
-            apart.add(
-                throughput(
-                    &load("sqlite", separate_paths.clone(), format!("p{run}")),
-                    secs,
-                )
-                .await?,
-            );
+        for ((name, mode, files, tag), s) in configs.iter().zip(series.iter_mut()) {
+            eprintln!("run {}/{runs}: {name} {np}x{nw}", run + 1);
+            s.add(throughput(&load(mode, files.clone(), format!("{tag}{run}")), secs).await?);
         }
     }
+    let mut series = series.into_iter();
+    let (live, bare, pg_only) = (
+        series.next().unwrap_or_default(),
+        series.next().unwrap_or_default(),
+        series.next().unwrap_or_default(),
+    );
+    let apart = series.next().unwrap_or_default();
 
     // Flips while three live processes write.
     eprintln!("flips: {flips} flips shadow <-> live with {np}x{nw} writing");

@@ -42,29 +42,10 @@ impl DualStore {
                 if read_at.elapsed() >= outbox::APPLY_WINDOW {
                     return Ok(false);
                 }
-                // PostgreSQL's images land only while it is authoritative:
-                // during a fallback its pending entries wait for the return,
-                // which judges them against what SQLite took meanwhile.
-                let auth = crate::authority::sqlite_read(tx)?;
-                if !flipping && auth.is_some_and(|a| a.authoritative() != Backend::Postgres) {
-                    return Err(Error::InvalidArgument(format!(
-                        "{} {}: SQLite is authoritative now; the PostgreSQL entry waits for the return",
-                        cc.table, cc.key
-                    )));
+                if !flipping {
+                    pg_images_may_land(tx)?;
                 }
-                if outbox::sqlite_high_water(tx, &cc)?.is_some() {
-                    tracing::debug!(table = cc.table, key = %cc.key, "PostgreSQL outbox entry superseded by a newer SQLite change");
-                } else if outbox::sqlite_applied(tx, &cc)?.is_some_and(|v| v >= version) {
-                    tracing::debug!(table = cc.table, key = %cc.key, version, "a newer image was applied already");
-                } else {
-                    match img {
-                        Some(img) => image::sqlite_upsert(tx, table, &img)?,
-                        None => {
-                            image::sqlite_delete(tx, table, &k)?;
-                        }
-                    }
-                    outbox::sqlite_mark_applied(tx, &cc, version)?;
-                }
+                land_image(tx, &cc, table, &k, version, img.as_ref())?;
                 Ok(true)
             })
             .await
@@ -90,21 +71,12 @@ impl DualStore {
             .inner
             .sqlite
             .transact(move |tx| -> Result<Vec<Result<()>>> {
-                // PostgreSQL's images land only while it is authoritative
-                // (see `sqlite_apply`).
-                if crate::authority::sqlite_read(tx)?
-                    .is_some_and(|a| a.authoritative() != Backend::Postgres)
-                {
-                    return Err(Error::InvalidArgument(
-                        "SQLite is authoritative now; PostgreSQL's entries wait for the return"
-                            .into(),
-                    ));
-                }
+                pg_images_may_land(tx)?;
                 let out = work
                     .into_iter()
                     .map(|(c, version, img, read_at)| {
                         tx.prepare_cached("SAVEPOINT cutover_land")?.execute([])?;
-                        let r = land_one(tx, &c, version, img.as_ref(), read_at);
+                        let r = land_fresh(tx, &c, version, img.as_ref(), read_at);
                         if r.is_err() {
                             tx.prepare_cached("ROLLBACK TO cutover_land")?.execute([])?;
                         }
@@ -129,15 +101,7 @@ impl DualStore {
         for ((op, c, cv), r) in items.into_iter().zip(results) {
             match r {
                 Ok(()) => self.queue_clear(&c, cv.outbox_id),
-                Err(e) => {
-                    self.inner
-                        .counters
-                        .secondary_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::SECONDARY_WRITE_FAILURES, "op" => op, "table" => c.table)
-                        .increment(1);
-                    tracing::debug!(op, table = c.table, key = %c.key, error = %e, "secondary write failed; kept in the outbox");
-                }
+                Err(e) => self.secondary_failed(op, &c, &e),
             }
         }
     }
@@ -328,15 +292,20 @@ impl DualStore {
                 .apply_carried(&c, from, captured.carried.get(&c), fence)
                 .await
             {
-                self.inner
-                    .counters
-                    .secondary_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::SECONDARY_WRITE_FAILURES, "op" => op, "table" => c.table)
-                    .increment(1);
-                tracing::debug!(op, table = c.table, key = %c.key, error = %e, "secondary write failed; kept in the outbox");
+                self.secondary_failed(op, &c, &e);
             }
         }
+    }
+
+    /// Counts and logs a copy to the other side that failed (its entry
+    /// stays in the outbox for the replayer).
+    fn secondary_failed(&self, op: &'static str, c: &Change, e: &dyn std::fmt::Display) {
+        self.inner
+            .counters
+            .secondary_failures
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::SECONDARY_WRITE_FAILURES, "op" => op, "table" => c.table).increment(1);
+        tracing::debug!(op, table = c.table, key = %c.key, error = %e, "secondary write failed; kept in the outbox");
     }
 
     /// Counts a copy in flight until the guard drops (`settle` waits for
@@ -375,9 +344,48 @@ impl Drop for Applying {
     }
 }
 
-/// One PostgreSQL image into SQLite, inside the landing transaction (the
-/// rules of `DualStore::sqlite_apply`).
-fn land_one(
+/// PostgreSQL's images land in SQLite only while it is authoritative:
+/// during a fallback its pending entries wait for the return, which judges
+/// them against what SQLite took meanwhile.
+fn pg_images_may_land(tx: &rusqlite::Connection) -> Result<()> {
+    if crate::authority::sqlite_read(tx)?.is_some_and(|a| a.authoritative() != Backend::Postgres) {
+        return Err(Error::InvalidArgument(
+            "SQLite is authoritative now; PostgreSQL's entries wait for the return".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes PostgreSQL's image of `c` (version `version`; None: deleted) to
+/// SQLite inside the caller's transaction, unless SQLite holds a newer one:
+/// its own pending change or a higher recorded version.
+fn land_image(
+    tx: &rusqlite::Connection,
+    c: &Change,
+    table: &'static tables::Table,
+    key: &Key,
+    version: i64,
+    img: Option<&image::Image>,
+) -> Result<()> {
+    if outbox::sqlite_high_water(tx, c)?.is_some() {
+        tracing::debug!(table = c.table, key = %c.key, "PostgreSQL outbox entry superseded by a newer SQLite change");
+    } else if outbox::sqlite_applied(tx, c)?.is_some_and(|v| v >= version) {
+        tracing::debug!(table = c.table, key = %c.key, version, "a newer image was applied already");
+    } else {
+        match img {
+            Some(img) => image::sqlite_upsert(tx, table, img)?,
+            None => {
+                image::sqlite_delete(tx, table, key)?;
+            }
+        }
+        outbox::sqlite_mark_applied(tx, c, version)?;
+    }
+    Ok(())
+}
+
+/// A write's committed image into SQLite inside the landing transaction
+/// (`land_image`), unless it is older than `APPLY_WINDOW`.
+fn land_fresh(
     tx: &rusqlite::Connection,
     c: &Change,
     version: i64,
@@ -395,20 +403,7 @@ fn land_one(
     let table = tables::by_name(c.table).ok_or_else(|| {
         Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
     })?;
-    if outbox::sqlite_high_water(tx, c)?.is_some() {
-        tracing::debug!(table = c.table, key = %c.key, "PostgreSQL outbox entry superseded by a newer SQLite change");
-    } else if outbox::sqlite_applied(tx, c)?.is_some_and(|v| v >= version) {
-        tracing::debug!(table = c.table, key = %c.key, version, "a newer image was applied already");
-    } else {
-        match img {
-            Some(img) => image::sqlite_upsert(tx, table, img)?,
-            None => {
-                image::sqlite_delete(tx, table, &Key::parse(table, &c.key)?)?;
-            }
-        }
-        outbox::sqlite_mark_applied(tx, c, version)?;
-    }
-    Ok(())
+    land_image(tx, c, table, &Key::parse(table, &c.key)?, version, img)
 }
 
 /// Failures that retrying cannot fix: the data, not the connection.

@@ -268,8 +268,10 @@ pub(super) fn runs_again(side: Backend, attempt: u32, e: &Error) -> bool {
 /// A write, in the one order of DESIGN §3. With PostgreSQL authoritative
 /// (as the authority says under the order lock, shared) the write commits
 /// there side by side with other such writes, and its images then land in
-/// SQLite under SQLite's write lock before the order lock is released; a
-/// write PostgreSQL aborted as busy runs again. With SQLite authoritative
+/// SQLite under SQLite's write lock before the order lock is released (the
+/// answer may come before, once PostgreSQL committed: `land_after`); a
+/// write PostgreSQL aborted as busy runs again. Its pooled connection is
+/// taken before the order lock (let go of if that lock is not free). With SQLite authoritative
 /// SQLite's write lock is taken first and the authority read inside it; the
 /// lock is released at SQLite's commit (the outbox entry is in) and the copy
 /// to PostgreSQL follows, fenced by the epoch. When PostgreSQL is

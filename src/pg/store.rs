@@ -147,8 +147,10 @@ impl PgStore {
     }
 
     /// A pooled connection taken ahead of a write, for `with_ready`: None
-    /// when the pool has none to give now (the write then waits for one
-    /// itself).
+    /// when the pool gives none within its acquire timeout (busy, or
+    /// PostgreSQL unreachable); the write then asks again itself, and the
+    /// error it gets decides (a busy pool fails the call, an unreachable
+    /// PostgreSQL leads to the fallback decision).
     pub(crate) async fn ready(&self) -> Option<PoolConnection<Postgres>> {
         self.conn().await.ok()
     }
@@ -253,8 +255,8 @@ tokio::task_local! {
 }
 
 /// Runs `f` with `conn` as the connection its first write transaction
-/// uses: the dual store takes it before the order lock, so no write waits
-/// for the pool while it holds that lock (a flip would wait for it too).
+/// uses: the dual store takes it before the order lock, so a write's wait
+/// for the pool does not hold that lock (a flip would wait for it too).
 pub(crate) async fn with_ready<F: std::future::Future>(
     conn: Option<PoolConnection<Postgres>>,
     f: F,
