@@ -115,20 +115,15 @@ impl DualStore {
     /// an exclusive holder moves it). A write with PostgreSQL authoritative
     /// runs under this.
     ///
-    /// When the lock is not free now (a flip or a fallback holds or waits
-    /// for it), `release` is emptied before waiting: a write lets go of the
-    /// pooled connection it took ahead, which the flip may need.
+    /// When a flip (or a fallback, or the return) made in this process
+    /// holds or waits for the lock, `release` is emptied before waiting: a
+    /// write lets go of the pooled connection it took ahead, which that
+    /// flip needs from the same pool.
     pub(crate) async fn enter_shared<T>(
         &self,
         release: &mut Option<T>,
     ) -> Result<(crate::sqlite::order::OrderGuard, Authority)> {
-        let order = match self.inner.sqlite.order_try_shared()? {
-            Some(order) => order,
-            None => {
-                *release = None;
-                self.inner.sqlite.order_shared().await?
-            }
-        };
+        let order = self.inner.sqlite.order_shared(|| *release = None).await?;
         let generation = self.inner.sqlite.order_generation()?;
         let cached = *self.inner.authority_seen.lock().expect("authority cache");
         let auth = match (generation, cached) {

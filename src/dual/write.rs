@@ -271,7 +271,8 @@ pub(super) fn runs_again(side: Backend, attempt: u32, e: &Error) -> bool {
 /// SQLite under SQLite's write lock before the order lock is released (the
 /// answer may come before, once PostgreSQL committed: `land_after`); a
 /// write PostgreSQL aborted as busy runs again. Its pooled connection is
-/// taken before the order lock (let go of if that lock is not free). With SQLite authoritative
+/// taken before the order lock (let go of when a flip made in this process
+/// holds or waits for it). With SQLite authoritative
 /// SQLite's write lock is taken first and the authority read inside it; the
 /// lock is released at SQLite's commit (the outbox entry is in) and the copy
 /// to PostgreSQL follows, fenced by the epoch. When PostgreSQL is

@@ -179,7 +179,7 @@ pub(super) fn lock_file(path: &Path, suffix: &str) -> Result<Arc<File>> {
         })
 }
 
-pub(super) fn lock_err(e: impl std::fmt::Display) -> Error {
+fn lock_err(e: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("lock file: {e}"))
 }
 

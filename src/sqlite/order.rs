@@ -33,7 +33,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::lock::{flock, lock_err, lock_file};
+use super::lock::{flock, lock_file};
 use crate::error::{Error, Result};
 
 /// The order lock of one SQLite file, for this process.
@@ -69,11 +69,21 @@ impl OrderLock {
     }
 
     /// Takes the lock shared (a write with PostgreSQL authoritative).
-    pub(crate) async fn shared(&self) -> Result<OrderGuard> {
+    ///
+    /// `blocked` runs first when a task of this process holds or waits for
+    /// the lock exclusively (a flip made here): the caller lets go of what
+    /// that flip may need (its pooled connection) before it waits.
+    pub(crate) async fn shared(&self, blocked: impl FnOnce()) -> Result<OrderGuard> {
         let Some(f) = &self.inner else {
             return Ok(OrderGuard(None));
         };
-        let local = f.rw.clone().read_owned().await;
+        let local = match f.rw.clone().try_read_owned() {
+            Ok(local) => local,
+            Err(_) => {
+                blocked();
+                f.rw.clone().read_owned().await
+            }
+        };
         // Every taker passes the turnstile, which an exclusive taker in
         // another process holds while it waits: joining this process's
         // shared hold without it would keep the hold alive under load and
@@ -92,41 +102,6 @@ impl OrderLock {
             files: f.clone(),
             _local: local,
         })))
-    }
-
-    /// As `shared`, but only when it is free now: None when a flip (or a
-    /// fallback, or the return) holds or waits for the lock, in this
-    /// process or another.
-    pub(crate) fn try_shared(&self) -> Result<Option<OrderGuard>> {
-        let Some(f) = &self.inner else {
-            return Ok(Some(OrderGuard(None)));
-        };
-        let Ok(local) = f.rw.clone().try_read_owned() else {
-            return Ok(None);
-        };
-        match f.turn.try_lock() {
-            Ok(()) => {
-                let _ = f.turn.unlock();
-            }
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-        }
-        if !f.join() {
-            let Ok(_first) = f.first.try_lock() else {
-                return Ok(None);
-            };
-            if !f.join() {
-                match f.order.try_lock_shared() {
-                    Ok(()) => *f.holders.lock().expect("order lock count") += 1,
-                    Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-                    Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-                }
-            }
-        }
-        Ok(Some(OrderGuard(Some(Held::Shared {
-            files: f.clone(),
-            _local: local,
-        }))))
     }
 
     /// The authority generation (see the module's doc); None without a

@@ -137,19 +137,18 @@ impl SqliteStore {
     }
 
     /// The order lock, shared: held by writes made with PostgreSQL
-    /// authoritative, side by side (`order.rs`).
-    pub(crate) async fn order_shared(&self) -> Result<crate::sqlite::order::OrderGuard> {
-        self.order.shared().await
+    /// authoritative, side by side (`order.rs`); `blocked` runs before
+    /// waiting for a flip made in this process.
+    pub(crate) async fn order_shared(
+        &self,
+        blocked: impl FnOnce(),
+    ) -> Result<crate::sqlite::order::OrderGuard> {
+        self.order.shared(blocked).await
     }
 
     /// The authority generation of the order lock (read holding it).
     pub(crate) fn order_generation(&self) -> Result<Option<u64>> {
         self.order.generation()
-    }
-
-    /// The order lock, shared, when it is free now (`OrderLock::try_shared`).
-    pub(crate) fn order_try_shared(&self) -> Result<Option<crate::sqlite::order::OrderGuard>> {
-        self.order.try_shared()
     }
 
     /// The order lock, exclusive: held by whoever moves the authority.
