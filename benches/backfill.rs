@@ -211,7 +211,7 @@ async fn backfill_tweets_with(
     exec(&mut c, "VACUUM ANALYZE tweets").await;
     let mut o = BackfillOptions::new(sqlite, pg.clone());
     o.tables = Some(vec!["tweets".into()]);
-    o.progress_bar = Some(false);
+
     o.writer_share = writer_share;
     o.batch_size = 5000;
     o.defer_indexes = defer;
@@ -259,7 +259,7 @@ fn main() {
         let pg = fresh_db(&admin, &name).await;
         let mut users = BackfillOptions::new(&sqlite, pg.clone());
         users.tables = Some(vec!["users".into()]);
-        users.progress_bar = Some(false);
+
     users.force = true;
         backfill::run(users, std::future::pending()).await.unwrap();
         let db_url = pg.redacted().to_string();

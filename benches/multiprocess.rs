@@ -47,11 +47,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cutover::cutover::{Cutover, CutoverConfig};
 use cutover::dual::{DualConfig, DualStore};
 use cutover::internals::Internals;
 use cutover::settings::PgSettings;
 use cutover::stage::Stage;
+use cutover::{Cutover, CutoverConfig};
 use cutover::{PgStore, ScrapedProfile, SqliteStore, Store};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};

@@ -31,8 +31,17 @@ pub struct CutoverConfig {
     pub replay_interval: Duration,
     /// Stage polling interval (the fallback for LISTEN/NOTIFY).
     pub stage_poll: Duration,
-    /// Name recorded with stage changes made through this handle.
+    /// Name recorded with stage changes made through this handle and in
+    /// its heartbeats.
     pub actor: String,
+    /// Apply the PostgreSQL schema's migrations at start. Off by default:
+    /// the operator runs `cutover schema` (the application's role then
+    /// needs no DDL rights) and `start` refuses, naming that command, while
+    /// the schema is missing or older than this build.
+    pub migrate: bool,
+    /// How often this process records itself in `cutover.processes` (for
+    /// `cutover status`).
+    pub heartbeat: Duration,
 }
 
 impl CutoverConfig {
@@ -45,6 +54,8 @@ impl CutoverConfig {
             replay_interval: Duration::from_millis(250),
             stage_poll: Duration::from_millis(500),
             actor: format!("pid {}", std::process::id()),
+            migrate: false,
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -52,6 +63,7 @@ impl CutoverConfig {
 /// The running cutover machinery of one process.
 pub struct Cutover {
     dual: DualStore,
+    heartbeat: crate::status::Heartbeat,
     actor: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -66,12 +78,17 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 impl Cutover {
-    /// Opens both stores, applies the schema, reads the persisted stage and
-    /// starts the replayer and the stage watcher.
+    /// Opens both stores, checks the schema (applies it with
+    /// `config.migrate`), reads the persisted stage and starts the
+    /// replayer, the stage watcher and the heartbeat.
     pub async fn start(config: CutoverConfig) -> Result<Cutover> {
         let sqlite = SqliteStore::open(&config.sqlite_path).await?;
         let pg = PgStore::connect(&config.postgres).await?;
-        crate::pg::migrate(pg.pool()).await?;
+        if config.migrate {
+            crate::pg::migrate(pg.pool()).await?;
+        } else {
+            crate::pg::require_current(pg.pool()).await?;
+        }
         let dual = DualStore::open(sqlite, pg, config.dual.clone()).await?;
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -129,8 +146,36 @@ impl Cutover {
             )));
         }
 
+        // Heartbeat: `cutover status` lists this process, the stage and
+        // epoch it runs and its view of the outboxes.
+        let heartbeat = crate::status::Heartbeat::new(&config.actor);
+        {
+            let d = dual.clone();
+            let hb = heartbeat.clone();
+            let every = config.heartbeat;
+            let stop = stopped(rx.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::pin!(stop);
+                loop {
+                    let r = d.routing();
+                    let pending = d.outbox_pending().await.ok();
+                    if let Err(e) = hb
+                        .beat(d.pg().pool(), r.stage, r.epoch, r.fallback, pending)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "heartbeat not recorded");
+                    }
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            }));
+        }
+
         Ok(Cutover {
             dual,
+            heartbeat,
             actor: config.actor,
             stop,
             tasks,
@@ -165,5 +210,6 @@ impl Cutover {
         for t in self.tasks {
             let _ = t.await;
         }
+        let _ = self.heartbeat.stopped(self.dual.pg().pool()).await;
     }
 }

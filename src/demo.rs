@@ -52,8 +52,9 @@ pub struct DemoOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// Concurrent application workers.
     pub workers: usize,
-    /// Show a live status line on stderr.
-    pub live_view: bool,
+    /// Show a live status line on stderr, pinned below the log lines
+    /// (which must be written through the same `MultiProgress`).
+    pub live_view: Option<indicatif::MultiProgress>,
     /// Seed of the generator and the traffic.
     pub seed: u64,
 }
@@ -68,7 +69,7 @@ impl Default for DemoOptions {
             postgres: None,
             metrics_addr: None,
             workers: 8,
-            live_view: false,
+            live_view: None,
             seed: 42,
         }
     }
@@ -110,6 +111,8 @@ pub struct DemoReport {
     pub max_flip_pause_ms: f64,
     /// Every flip pause, in order.
     pub flip_pauses_ms: Vec<f64>,
+    /// The transition of each flip pause ("off → dualwrite"), in order.
+    pub flip_transitions: Vec<String>,
     /// Shadow comparisons made.
     pub shadow_comparisons: u64,
     /// Mismatches that were real divergence.
@@ -127,6 +130,9 @@ pub struct DemoReport {
     pub outbox_replayed: u64,
     /// Secondary writes that failed and went through the outbox instead.
     pub secondary_write_failures: u64,
+    /// Copies to PostgreSQL deferred in `dualwrite` because the row's
+    /// parent was not copied yet (designed; through the outbox).
+    pub secondary_writes_deferred: u64,
     /// Times the store fell back to SQLite.
     pub fallbacks: u64,
     /// PostgreSQL restarts made (0 with an external server).
@@ -480,6 +486,8 @@ async fn drive(
 ) -> Result<DemoReport> {
     let mut config = CutoverConfig::new(sqlite_path, pg.clone());
     config.actor = "demo".into();
+    // The demo's database is its own: it applies the schema itself.
+    config.migrate = true;
     config.dual.shadow_sample_rate = 0.5;
     let cutover = Arc::new(Cutover::start(config).await?);
     let traffic = Arc::new(Traffic {
@@ -495,10 +503,10 @@ async fn drive(
         .collect();
 
     let view_stop = Arc::new(AtomicBool::new(false));
-    let view = opts.live_view.then(|| {
+    let view = opts.live_view.clone().map(|multi| {
         let (c, t, s) = (cutover.clone(), traffic.clone(), view_stop.clone());
         tokio::spawn(async move {
-            let bar = indicatif::ProgressBar::new_spinner();
+            let bar = multi.add(indicatif::ProgressBar::new_spinner());
             let mut last_ops = 0;
             while !s.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -540,8 +548,7 @@ async fn drive(
     stages.push(Stage::DualWrite.to_string());
 
     // Backfill while traffic runs.
-    let mut bf = BackfillOptions::new(sqlite_path, pg.clone());
-    bf.progress_bar = Some(false);
+    let bf = BackfillOptions::new(sqlite_path, pg.clone());
     let phase_start = Instant::now();
     let summary = backfill::run(bf, std::future::pending()).await?;
     let backfill_copied: u64 = summary.tables.iter().map(|t| t.copied).sum();
@@ -637,6 +644,10 @@ async fn drive(
         })
         .collect();
     let flip_pauses_ms: Vec<f64> = pauses.iter().map(|p| p.as_secs_f64() * 1000.0).collect();
+    let flip_transitions: Vec<String> = stages
+        .windows(2)
+        .map(|w| format!("{} → {}", w[0], w[1]))
+        .collect();
     let max_flip_pause_ms = flip_pauses_ms.iter().cloned().fold(0.0, f64::max);
     let ops = traffic.ops.load(Ordering::Relaxed);
     let failed_ops = traffic.failed.load(Ordering::Relaxed);
@@ -675,6 +686,7 @@ async fn drive(
         latency,
         max_flip_pause_ms,
         flip_pauses_ms,
+        flip_transitions,
         shadow_comparisons: k.comparisons,
         shadow_mismatches_real: k.mismatches_real,
         shadow_mismatches_lag_resolved: k.mismatches_lag_resolved,
@@ -683,6 +695,7 @@ async fn drive(
         outbox_pending_end,
         outbox_replayed: k.replayed,
         secondary_write_failures: k.secondary_failures,
+        secondary_writes_deferred: k.secondary_deferred,
         fallbacks: k.fallbacks,
         postgres_restarts: restarts,
         backfill_copied,

@@ -33,42 +33,76 @@
 //! - `failpoint`: named points where a test can stop the process (fault tests).
 //! - `demo`: the whole cutover under simulated traffic.
 
+/// Modules the crate's own tests reach into (feature `internals`, which
+/// only they enable); private otherwise. Items there used only by the
+/// tests are not dead code.
+macro_rules! internal {
+    ($($(#[$m:meta])* $name:ident;)*) => {$(
+        $(#[$m])*
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$m])*
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code)]
+        pub(crate) mod $name;
+    )*};
+}
+
 pub mod audit;
-pub mod authority;
 pub mod backfill;
 pub mod backup;
-pub mod changes;
 pub mod convert;
-pub mod cutover;
-pub mod demo;
+mod cutover;
 pub mod dual;
 pub mod error;
 pub mod export;
-pub mod failpoint;
-pub mod generate;
-pub mod image;
-#[cfg(feature = "internals")]
-pub mod internals;
 pub mod metrics;
 pub mod model;
-pub mod outbox;
 pub mod pg;
-pub mod pgserver;
-pub mod rejects;
-pub mod row;
-pub(crate) mod sequences;
+pub mod progress;
 pub mod settings;
-pub mod shadow;
 pub mod sqlite;
 pub mod stage;
+pub mod status;
 pub mod store;
 pub mod tables;
 pub mod verify;
 
+internal! {
+    authority;
+    changes;
+    failpoint;
+    image;
+    outbox;
+    rejects;
+    row;
+    shadow;
+}
+pub(crate) mod sequences;
+
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;
+
+// The command's tools: not part of the library an application embeds.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod demo;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod generate;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod pgserver;
+
 pub use crate::cutover::{Cutover, CutoverConfig};
+pub use dual::{DualConfig, DualStore};
 pub use error::{Backend, DbErrorKind, Error, Result};
 pub use model::*;
 pub use pg::PgStore;
+pub use settings::PgSettings;
 pub use settings::Settings;
 pub use sqlite::SqliteStore;
+pub use stage::Stage;
 pub use store::Store;

@@ -16,7 +16,7 @@ pub const OP_DURATION: &str = "cutover_op_duration_seconds";
 pub const SECONDARY_WRITE_FAILURES: &str = "cutover_secondary_write_failures_total";
 /// Outbox entries waiting.
 pub const OUTBOX_PENDING: &str = "cutover_outbox_pending";
-/// Shadow comparisons, by `op` and `outcome` (match, mismatch, lag_resolved, rejected, error, skipped).
+/// Shadow comparisons, by `op` and `outcome` (match, mismatch, lag_resolved, unsettled, rejected, error).
 pub const SHADOW_COMPARISONS: &str = "cutover_shadow_comparisons_total";
 /// Shadow mismatches, by `op`, `table` and `kind` (missing, extra, field).
 pub const SHADOW_MISMATCHES: &str = "cutover_shadow_mismatches_total";
@@ -38,6 +38,119 @@ pub const BUSY_RETRIES: &str = "cutover_busy_retries_total";
 pub const AUTHORITY_EPOCH: &str = "cutover_authority_epoch";
 /// Counter: keys both sides changed across a fallback (`cutover.conflicts`).
 pub const CONFLICTS: &str = "cutover_conflicts_total";
+/// Copies to PostgreSQL deferred in `dualwrite` because the row's parent is
+/// not copied yet, by `op` and `table` (designed; not a failure).
+pub const SECONDARY_WRITES_DEFERRED: &str = "cutover_secondary_writes_deferred_total";
+/// Gauge: the longest flip pause this process saw, seconds.
+pub const FLIP_PAUSE_MAX: &str = "cutover_flip_pause_max_seconds";
+/// Gauge: the last flip pause this process saw, seconds.
+pub const FLIP_PAUSE_LAST: &str = "cutover_flip_pause_last_seconds";
+
+/// The store's write operations (the `op` label of write metrics).
+pub const WRITE_OPS: [&str; 15] = [
+    "upsert_profile",
+    "delete_user",
+    "save_tweets",
+    "save_analysis",
+    "complete_funnel_command",
+    "mark_funnel_complete",
+    "create_referral_code",
+    "redeem_referral",
+    "enqueue_job",
+    "claim_next_job",
+    "start_chunk",
+    "complete_chunk",
+    "fail_chunk",
+    "complete_job",
+    "fail_job",
+];
+
+/// The store's reads compared in shadow stages, with the table each reads.
+pub const READ_OPS: [(&str, &str); 16] = [
+    ("get_user", "users"),
+    ("get_user_by_username", "users"),
+    ("users_scraped_before", "users"),
+    ("get_tweet", "tweets"),
+    ("timeline", "tweets"),
+    ("count_tweets", "tweets"),
+    ("search_tweets", "tweets"),
+    ("latest_analysis", "personality_analysis"),
+    ("funnel_progress", "funnel_progress"),
+    ("funnel_completion", "funnel_completion"),
+    ("get_referral_code", "referral_codes"),
+    ("referral_stats", "referral_codes"),
+    ("referral_usage", "referral_usage_log"),
+    ("get_job", "analysis_queue"),
+    ("jobs_by_status", "analysis_queue"),
+    ("user_jobs", "analysis_queue"),
+];
+
+/// Outcomes of a shadow comparison (the `outcome` label).
+pub const SHADOW_OUTCOMES: [&str; 6] = [
+    "match",
+    "mismatch",
+    "lag_resolved",
+    "unsettled",
+    "rejected",
+    "error",
+];
+
+/// Kinds of a mismatch or divergence (the `kind` label).
+pub const KINDS: [&str; 3] = ["missing", "extra", "field"];
+
+/// Creates the dual store's counters and gauges at 0 for every label set
+/// known in advance, so a panel or an alert sees 0 rather than no data.
+/// Never lowers a value already recorded (counters and gauges get `+0`).
+pub fn zero_dual_store() {
+    use crate::tables::ALL;
+    use metrics::{counter, gauge};
+    for g in [
+        STAGE,
+        FALLBACK_ACTIVE,
+        AUTHORITY_EPOCH,
+        OUTBOX_PENDING,
+        FLIP_PAUSE_MAX,
+        FLIP_PAUSE_LAST,
+    ] {
+        gauge!(g).increment(0.0);
+    }
+    for op in WRITE_OPS {
+        for t in ALL {
+            counter!(SECONDARY_WRITE_FAILURES, "op" => op, "table" => t.name).increment(0);
+            counter!(SECONDARY_WRITES_DEFERRED, "op" => op, "table" => t.name).increment(0);
+        }
+        for b in ["sqlite", "postgres"] {
+            counter!(BUSY_RETRIES, "op" => op, "backend" => b).increment(0);
+        }
+    }
+    for (op, table) in READ_OPS.iter() {
+        for o in SHADOW_OUTCOMES {
+            counter!(SHADOW_COMPARISONS, "op" => *op, "outcome" => o).increment(0);
+        }
+        for k in KINDS {
+            counter!(SHADOW_MISMATCHES, "op" => *op, "table" => *table, "kind" => k).increment(0);
+        }
+    }
+    for side in ["sqlite", "postgres"] {
+        counter!(OUTBOX_REPLAYED, "side" => side).increment(0);
+    }
+    for t in ALL {
+        counter!(CONFLICTS, "table" => t.name).increment(0);
+    }
+}
+
+/// Records a flip pause: the histogram and the max and last gauges.
+pub fn record_flip_pause(seconds: f64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static MAX: AtomicU64 = AtomicU64::new(0);
+    metrics::histogram!(FLIP_PAUSE).record(seconds);
+    metrics::gauge!(FLIP_PAUSE_LAST).set(seconds);
+    let max = f64::from_bits(
+        MAX.fetch_max(seconds.to_bits(), Ordering::Relaxed)
+            .max(seconds.to_bits()),
+    );
+    metrics::gauge!(FLIP_PAUSE_MAX).set(max);
+}
 
 /// Registers help texts for every metric.
 pub fn describe() {
@@ -90,6 +203,20 @@ pub fn describe() {
     describe_counter!(
         OUTBOX_REPLAYED,
         "Outbox entries applied by the background replayer"
+    );
+    describe_counter!(
+        SECONDARY_WRITES_DEFERRED,
+        "Copies to PostgreSQL deferred in dualwrite because the parent row is not copied yet (designed)"
+    );
+    describe_gauge!(
+        FLIP_PAUSE_MAX,
+        Unit::Seconds,
+        "Longest pause new writes saw at an authority flip in this process"
+    );
+    describe_gauge!(
+        FLIP_PAUSE_LAST,
+        Unit::Seconds,
+        "Pause new writes saw at the last authority flip in this process"
     );
     describe_counter!(
         BUSY_RETRIES,

@@ -107,6 +107,13 @@ pub fn redact_url(url: &str) -> String {
 impl PgSettings {
     /// Parses a `postgres://` URL. The error never repeats the URL.
     pub fn from_url(url: &str) -> Result<Self> {
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+            return Err(Error::Config(format!(
+                "the PostgreSQL URL {} does not start with postgres:// or postgresql://",
+                redact_url(url)
+            )));
+        }
         let options = PgConnectOptions::from_str(url).map_err(|_| {
             Error::Config(format!(
                 "the PostgreSQL URL {} is not valid; expected postgres://user:password@host:port/database",

@@ -96,7 +96,7 @@ fn options(path: &Path, db: &TestDb, policy: Policy) -> BackfillOptions {
     let mut o = BackfillOptions::new(path, db.settings.clone());
     o.policy = policy;
     o.batch_size = 3;
-    o.progress_bar = Some(false);
+
     o
 }
 

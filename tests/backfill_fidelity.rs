@@ -23,7 +23,7 @@ fn options(path: &std::path::Path, db: &TestDb) -> BackfillOptions {
     let mut o = BackfillOptions::new(path, db.settings.clone());
     o.policy = Policy::RejectRow;
     o.force = true;
-    o.progress_bar = Some(false);
+
     o
 }
 

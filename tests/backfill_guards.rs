@@ -38,7 +38,7 @@ fn legacy_file(dir: &TempDir) -> PathBuf {
 fn options(path: &Path, db: &TestDb) -> BackfillOptions {
     let mut o = BackfillOptions::new(path, db.settings.clone());
     o.batch_size = 50;
-    o.progress_bar = Some(false);
+
     o
 }
 

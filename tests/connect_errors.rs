@@ -17,8 +17,7 @@ async fn errors(settings: &PgSettings) -> Vec<(&'static str, String, Duration)> 
     drop(c);
     let mut out = Vec::new();
     let t = Instant::now();
-    let mut o = cutover::backfill::BackfillOptions::new(&path, settings.clone());
-    o.progress_bar = Some(false);
+    let o = cutover::backfill::BackfillOptions::new(&path, settings.clone());
     let e = cutover::backfill::run(o, std::future::pending())
         .await
         .unwrap_err();
@@ -101,7 +100,6 @@ async fn the_backfill_waits_out_a_postgresql_restart_and_resumes() {
     drop(store);
 
     let mut o = cutover::backfill::BackfillOptions::new(&path, settings.clone());
-    o.progress_bar = Some(false);
     o.force = true;
     o.batch_size = 500;
     // About 4 s of copying: the restart lands mid-run.

@@ -388,7 +388,6 @@ async fn shadow_reads_account_for_rejected_legacy_rows() {
         .unwrap();
     }
     let mut o = cutover::backfill::BackfillOptions::new(&path, db.settings.clone());
-    o.progress_bar = Some(false);
     // Still `off` (the store moves to shadow below); nothing writes meanwhile.
     o.force = true;
     let summary = cutover::backfill::run(o, std::future::pending())
@@ -677,7 +676,7 @@ async fn backfill_under_live_dual_writes_ends_consistent() {
     }
     let mut opts = cutover::backfill::BackfillOptions::new(&path, db.settings.clone());
     opts.batch_size = 500;
-    opts.progress_bar = Some(false);
+
     let summary = cutover::backfill::run(opts, std::future::pending())
         .await
         .unwrap();
@@ -790,9 +789,9 @@ async fn a_write_killed_between_commit_and_secondary_apply_is_replayed_by_the_ne
         drop((s, p));
 
         // The next start replays it.
-        let mut config = cutover::cutover::CutoverConfig::new(&path, db.settings.clone());
+        let mut config = cutover::CutoverConfig::new(&path, db.settings.clone());
         config.replay_interval = Duration::from_millis(50);
-        let c = cutover::cutover::Cutover::start(config).await.unwrap();
+        let c = cutover::Cutover::start(config).await.unwrap();
         let d = c.store();
         assert_eq!(d.stage(), stage);
         let mut replayed = false;

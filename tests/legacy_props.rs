@@ -117,7 +117,7 @@ proptest! {
             let mut o = cutover::backfill::BackfillOptions::new(&path, db.settings.clone());
             o.policy = cutover::row::Policy::RejectRow;
             o.force = true;
-            o.progress_bar = Some(false);
+
             let summary = cutover::backfill::run(o, std::future::pending()).await.unwrap();
             for t in &summary.tables {
                 assert_eq!(

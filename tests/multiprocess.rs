@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cutover::cutover::{Cutover, CutoverConfig};
 use cutover::dual::{DualConfig, DualStore};
 use cutover::internals::Internals;
 use cutover::settings::PgSettings;
 use cutover::stage::Stage;
 use cutover::{Backend, NewJob, PgStore, ScrapedProfile, SqliteStore, Store};
+use cutover::{Cutover, CutoverConfig};
 use serde_json::{json, Value};
 
 const PROCESSES: usize = 3;

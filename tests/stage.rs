@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cutover::cutover::{Cutover, CutoverConfig};
 use cutover::stage::Stage;
+use cutover::{Cutover, CutoverConfig};
 
 fn cli(db: &common::TestDb, sqlite: &std::path::Path, args: &[&str]) -> std::process::Output {
     let url = format!(
@@ -143,8 +143,7 @@ async fn go_live_gates_cannot_be_passed_by_accident() {
 
     // A clean verify made in `off` (before dual writes began) does not count.
     set(&pool, Stage::DualWrite, false).await.unwrap();
-    let mut o = cutover::backfill::BackfillOptions::new(&path, db.settings.clone());
-    o.progress_bar = Some(false);
+    let o = cutover::backfill::BackfillOptions::new(&path, db.settings.clone());
     cutover::backfill::run(o, std::future::pending())
         .await
         .unwrap();

@@ -65,7 +65,7 @@ async fn null_key_rows_are_counted_checked_and_never_repaired_into_a_clean_run()
     let mut o = BackfillOptions::new(&path, db.settings.clone());
     o.force = true;
     o.policy = Policy::RejectRow;
-    o.progress_bar = Some(false);
+
     backfill::run(o, std::future::pending()).await.unwrap();
     let null_entries: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT source_rowid) FROM cutover.rejects \

@@ -20,7 +20,7 @@
 //!
 //! Files: `source.rs` reads SQLite, `target.rs` loads PostgreSQL,
 //! `encode.rs` is the binary `COPY` format, `indexes.rs` handles
-//! `--defer-indexes`, `progress.rs` the bar, logs and metrics.
+//! `--defer-indexes`, `progress.rs` the progress reports, logs and metrics.
 
 mod encode;
 mod indexes;
@@ -30,7 +30,6 @@ mod target;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +39,7 @@ use sqlx::{Connection, PgConnection};
 use crate::audit::{self, Unknown};
 use crate::convert::RejectReason;
 use crate::error::{Backend, DbErrorKind, Error, Result};
-use crate::row::Policy;
+pub use crate::row::Policy;
 use crate::settings::PgSettings;
 use crate::stage::Stage;
 use crate::tables::{self, Table};
@@ -83,8 +82,8 @@ pub struct BackfillOptions {
     pub statement_timeout: Duration,
     /// How long a batch waits for the application to release SQLite's lock.
     pub busy_timeout: Duration,
-    /// Draw a progress bar; `None` draws one when stderr is a terminal.
-    pub progress_bar: Option<bool>,
+    /// Where progress goes (bars, logs); `None`: progress is logged.
+    pub progress: Option<Arc<dyn crate::progress::Progress>>,
     /// After each batch, leave SQLite's lock free for this fraction of the
     /// time the batch held it (at most 50 ms), so the application's writers
     /// get their turn; 0 copies flat out.
@@ -124,7 +123,7 @@ impl BackfillOptions {
             defer_full_text: false,
             statement_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(10),
-            progress_bar: None,
+            progress: None,
             writer_share: 0.25,
             jobs: 2,
             force: false,
@@ -400,14 +399,11 @@ pub async fn run(
             // cut off committed nothing).
             Err(e) if e.is_unavailable() && waited < opts.postgres_wait => {
                 tracing::warn!(error = %e, waited_s = waited.as_secs(), limit_s = opts.postgres_wait.as_secs(), "PostgreSQL unreachable: waiting for it, then resuming from the checkpoint");
-                if opts
-                    .progress_bar
-                    .unwrap_or_else(|| std::io::stderr().is_terminal())
-                {
-                    eprintln!(
+                if let Some(p) = &opts.progress {
+                    p.notice(&format!(
                         "PostgreSQL unreachable ({e}); waiting up to {} s, then resuming from the checkpoint",
                         opts.postgres_wait.as_secs()
-                    );
+                    ));
                 }
                 loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -456,9 +452,7 @@ async fn run_locked(
     if opts.defer_indexes {
         indexes::defer(target.conn().await?, tables, opts.defer_full_text).await?;
     }
-    let bar = opts
-        .progress_bar
-        .unwrap_or_else(|| std::io::stderr().is_terminal());
+    let bar = opts.progress.clone();
     let mut summary = BackfillSummary {
         acknowledged_drift: unknown,
         ..BackfillSummary::default()
@@ -476,7 +470,7 @@ async fn run_locked(
             &source,
             &mut target,
             table,
-            bar,
+            bar.clone(),
             &mut throttle,
             &mut shutdown,
         )
@@ -568,7 +562,7 @@ async fn copy_table(
     source: &Source,
     target: &mut Target,
     table: &'static Table,
-    bar: bool,
+    bar: Option<Arc<dyn crate::progress::Progress>>,
     throttle: &mut Throttle,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(TableSummary, bool)> {
@@ -827,7 +821,7 @@ async fn copy_table(
             }
         }
     }
-    progress.finish();
+    progress.finish(!stopped);
     summary.total_copied = cp.copied;
     summary.total_rejected = cp.rejected;
     summary.seconds = started.elapsed().as_secs_f64();

@@ -1,6 +1,9 @@
-//! Progress of one table: a bar on a terminal, logs otherwise, metrics always.
+//! Progress of one table: to the caller's `Progress` when it gave one, logs
+//! otherwise, metrics always.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+
+use crate::progress::Progress as Sink;
 
 /// Log a line every this many batches when there is no bar.
 const LOG_EVERY: u64 = 20;
@@ -8,7 +11,7 @@ const LOG_EVERY: u64 = 20;
 /// Reports one table's progress.
 pub(crate) struct Progress {
     table: &'static str,
-    bar: Option<ProgressBar>,
+    sink: Option<Arc<dyn Sink>>,
     batches: u64,
     remaining: u64,
     copied: u64,
@@ -17,23 +20,18 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// Starts reporting `table` with `remaining` rows to go.
-    pub fn new(table: &'static str, remaining: u64, bar: bool) -> Self {
-        let bar = bar.then(|| {
-            let b = ProgressBar::new(remaining);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>22} [{bar:30}] {pos}/{len} rows {per_sec} eta {eta} {msg}",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
-            );
-            b.set_prefix(table);
-            b
-        });
+    pub fn new(table: &'static str, remaining: u64, sink: Option<Arc<dyn Sink>>) -> Self {
+        if let Some(s) = &sink {
+            s.start(table, "rows", remaining);
+        }
         metrics::gauge!("cutover_backfill_remaining", "table" => table).set(remaining as f64);
+        for outcome in ["copied", "rejected"] {
+            metrics::counter!("cutover_backfill_rows_total", "table" => table, "outcome" => outcome)
+                .increment(0);
+        }
         Self {
             table,
-            bar,
+            sink,
             batches: 0,
             remaining,
             copied: 0,
@@ -54,12 +52,10 @@ impl Progress {
             .increment(rejected);
         metrics::gauge!("cutover_backfill_remaining", "table" => self.table)
             .set(self.remaining as f64);
-        match &self.bar {
-            Some(b) => {
-                b.inc(copied + rejected);
-                if self.rejected > 0 {
-                    b.set_message(format!("{} rejected", self.rejected));
-                }
+        match &self.sink {
+            Some(s) => {
+                let note = (self.rejected > 0).then(|| format!("{} rejected", self.rejected));
+                s.advance(self.table, copied + rejected, note.as_deref());
             }
             None if self.batches % LOG_EVERY == 1 => tracing::info!(
                 table = self.table,
@@ -72,12 +68,12 @@ impl Progress {
         }
     }
 
-    /// The table is done (or the run stops).
-    pub fn finish(&mut self) {
+    /// The table is done (`done`), or the run stops before its end.
+    pub fn finish(&mut self, done: bool) {
         metrics::gauge!("cutover_backfill_remaining", "table" => self.table)
             .set(self.remaining as f64);
-        if let Some(b) = self.bar.take() {
-            b.finish();
+        if let Some(s) = self.sink.take() {
+            s.finish(self.table, done);
         }
         tracing::info!(
             table = self.table,

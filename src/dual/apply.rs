@@ -101,7 +101,7 @@ impl DualStore {
         for ((op, c, cv), r) in items.into_iter().zip(results) {
             match r {
                 Ok(()) => self.queue_clear(&c, cv.outbox_id),
-                Err(e) => self.secondary_failed(op, &c, &e),
+                Err(e) => self.secondary_failed(op, &c, None, &e),
             }
         }
     }
@@ -292,14 +292,36 @@ impl DualStore {
                 .apply_carried(&c, from, captured.carried.get(&c), fence)
                 .await
             {
-                self.secondary_failed(op, &c, &e);
+                self.secondary_failed(op, &c, e.db_kind(), &e);
             }
         }
     }
 
-    /// Counts and logs a copy to the other side that failed (its entry
-    /// stays in the outbox for the replayer).
-    fn secondary_failed(&self, op: &'static str, c: &Change, e: &dyn std::fmt::Display) {
+    /// Counts and logs a copy to the other side that did not land (its
+    /// entry stays in the outbox for the replayer). In `dualwrite` a row
+    /// whose parent the backfill has not copied yet is refused by
+    /// PostgreSQL's foreign key: that is designed, counted as deferred and
+    /// logged at INFO; anything else is a failure.
+    fn secondary_failed(
+        &self,
+        op: &'static str,
+        c: &Change,
+        kind: Option<crate::error::DbErrorKind>,
+        e: &dyn std::fmt::Display,
+    ) {
+        use crate::error::DbErrorKind;
+        let deferred = self.routing().stage == crate::stage::Stage::DualWrite
+            && kind == Some(DbErrorKind::ForeignKeyViolation);
+        if deferred {
+            self.inner
+                .counters
+                .secondary_deferred
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::SECONDARY_WRITES_DEFERRED, "op" => op, "table" => c.table)
+                .increment(1);
+            tracing::info!(op, table = c.table, key = %c.key, "copy to PostgreSQL deferred: its parent row is not copied yet (the backfill or the replayer brings it)");
+            return;
+        }
         self.inner
             .counters
             .secondary_failures

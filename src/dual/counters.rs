@@ -15,6 +15,9 @@ pub struct Counters {
     pub calls: AtomicU64,
     /// Applies to the secondary side that failed (left in the outbox).
     pub secondary_failures: AtomicU64,
+    /// Copies to PostgreSQL deferred in `dualwrite` because their parent
+    /// row was not copied yet (left in the outbox; designed, not a failure).
+    pub secondary_deferred: AtomicU64,
     /// Outbox entries applied by the replayer.
     pub replayed: AtomicU64,
     /// Shadow comparisons made.
@@ -53,6 +56,8 @@ pub struct CounterSnapshot {
     pub failed_calls: u64,
     /// Failed secondary applies.
     pub secondary_failures: u64,
+    /// Copies deferred in `dualwrite` (parent not copied yet).
+    pub secondary_deferred: u64,
     /// Entries applied by the replayer.
     pub replayed: u64,
     /// Shadow comparisons.
@@ -86,6 +91,7 @@ impl DualStore {
             calls: g(&c.calls),
             failed_calls: g(&c.failed_calls),
             secondary_failures: g(&c.secondary_failures),
+            secondary_deferred: g(&c.secondary_deferred),
             replayed: g(&c.replayed),
             comparisons: g(&c.comparisons),
             mismatches_real: g(&c.mismatches_real),
@@ -99,4 +105,32 @@ impl DualStore {
             conflicts: g(&c.conflicts),
         }
     }
+}
+
+/// A cheap random number for sampling and jitter (not for secrets):
+/// a per-thread xorshift seeded from the standard library's random hasher
+/// keys.
+pub(super) fn random_u64() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x9e37_79b9_7f4a_7c15);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+/// A random number in [0, 1).
+pub(super) fn random_unit() -> f64 {
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -46,7 +46,7 @@ impl DualStore {
             match self.drain(side, 1000).await {
                 Err(e) => tracing::debug!(side = %side, error = %e, "pre-flip drain incomplete"),
                 Ok(n) => {
-                    tracing::info!(side = %side, applied = n, ms = pre.elapsed().as_millis() as u64, "pre-flip drain")
+                    tracing::debug!(side = %side, applied = n, ms = pre.elapsed().as_millis() as u64, "pre-flip drain")
                 }
             }
         }
@@ -130,7 +130,7 @@ impl DualStore {
         self.commit_held(held).await?;
         self.follow(next);
         let pause = started.elapsed();
-        metrics::histogram!(m::FLIP_PAUSE).record(pause.as_secs_f64());
+        m::record_flip_pause(pause.as_secs_f64());
         let _ = stage::record_pause(&pool, pause).await;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         tracing::info!(

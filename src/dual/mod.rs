@@ -159,6 +159,7 @@ impl DualStore {
     /// A dual store over both stores, following the authority as the
     /// SQLite file records it (created from PostgreSQL's on first use).
     pub async fn open(sqlite: SqliteStore, pg: PgStore, config: DualConfig) -> Result<Self> {
+        crate::metrics::zero_dual_store();
         sqlite.ensure_outbox().await?;
         let auth = crate::authority::init(&sqlite, &pg).await?;
         let ledger = Ledger::new(config.ledger_size);

@@ -19,7 +19,7 @@ use super::DualStore;
 impl DualStore {
     pub(super) fn sampled(&self) -> bool {
         let rate = self.inner.config.shadow_sample_rate;
-        rate >= 1.0 || (rate > 0.0 && rand::random::<f64>() < rate)
+        rate >= 1.0 || (rate > 0.0 && super::counters::random_unit() < rate)
     }
 
     /// Compares `primary` (the authoritative answer) with what `other`
@@ -38,9 +38,17 @@ impl DualStore {
         F: Fn(DualStore, Backend) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        debug_assert!(
+            crate::metrics::READ_OPS.contains(&(op, table)),
+            "{op} on {table} is missing from metrics::READ_OPS (its metrics would not start at 0)"
+        );
         let timeout = self.inner.config.shadow_timeout;
         let c = &self.inner.counters;
         let outcome = |o: &'static str| {
+            debug_assert!(
+                m::SHADOW_OUTCOMES.contains(&o),
+                "{o} missing from SHADOW_OUTCOMES"
+            );
             metrics::counter!(m::SHADOW_COMPARISONS, "op" => op, "outcome" => o).increment(1)
         };
         let other = match tokio::time::timeout(timeout, read(self.clone(), other_side)).await {

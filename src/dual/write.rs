@@ -55,7 +55,7 @@ impl DualStore {
             .fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::BUSY_RETRIES, "op" => op, "backend" => side.as_str()).increment(1);
         tracing::info!(op, backend = %side, attempt, error = %e, "write aborted by the database as busy; running it again");
-        let ms = 5 * u64::from(attempt) + rand::random::<u64>() % 10;
+        let ms = 5 * u64::from(attempt) + super::counters::random_u64() % 10;
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
@@ -281,6 +281,11 @@ pub(super) fn runs_again(side: Backend, attempt: u32, e: &Error) -> bool {
 /// there, unless PostgreSQL may have committed it already.
 macro_rules! write_op {
     ($self:ident, $op:literal, |$s:ident| $call:expr) => {{
+        debug_assert!(
+            crate::metrics::WRITE_OPS.contains(&$op),
+            "{} is missing from metrics::WRITE_OPS",
+            $op
+        );
         let out = async {
             let mut attempt = 0;
             loop {

@@ -8,6 +8,6 @@ mod error;
 mod migrate;
 mod store;
 
-pub use migrate::migrate;
+pub use migrate::{migrate, require_current, state as schema_state, SchemaReport, SchemaState};
 pub(crate) use store::with_ready;
 pub use store::{preflight, PgStore, CONNECT_TIMEOUT};

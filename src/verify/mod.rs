@@ -22,7 +22,6 @@ mod repair;
 pub mod side;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -52,8 +51,8 @@ pub struct VerifyOptions {
     pub repair: bool,
     /// Most keys per checksummed range on either side.
     pub chunk_rows: i64,
-    /// Show a progress bar when stderr is a terminal.
-    pub progress: bool,
+    /// Where progress goes (ranges compared per table); `None`: nowhere.
+    pub progress: Option<std::sync::Arc<dyn crate::progress::Progress>>,
     /// Most divergent (and rejected) keys listed per table in the report;
     /// the counts are always exact.
     pub max_listed: usize,
@@ -72,7 +71,7 @@ impl VerifyOptions {
             tables: None,
             repair: false,
             chunk_rows: 1000,
-            progress: false,
+            progress: None,
             max_listed: 100,
             settle: std::time::Duration::from_secs(3),
         }
@@ -407,21 +406,6 @@ async fn rejects(pool: &PgPool, table: &Table) -> Result<HashMap<String, bool>> 
     Ok(rows.into_iter().collect())
 }
 
-fn progress_bar(opts: &VerifyOptions, len: u64, table: &str) -> indicatif::ProgressBar {
-    if opts.progress && std::io::stderr().is_terminal() {
-        let pb = indicatif::ProgressBar::new(len);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{prefix:>22} [{bar:30}] {pos}/{len} ranges {msg}",
-        ) {
-            pb.set_style(style.progress_chars("=> "));
-        }
-        pb.set_prefix(table.to_string());
-        pb
-    } else {
-        indicatif::ProgressBar::hidden()
-    }
-}
-
 /// One verification pass over the selected tables.
 async fn pass(
     opts: &VerifyOptions,
@@ -514,13 +498,18 @@ async fn verify_table(
         &mut fixes,
     )
     .await?;
-    let pb = progress_bar(opts, ranges.len() as u64, table.name);
+    let pb = opts.progress.as_deref();
+    if let Some(p) = pb {
+        p.start(table.name, "ranges", ranges.len() as u64);
+    }
     for (range, (p_hash, p_count)) in ranges.into_iter().zip(pg_hashes) {
         let r = range.clone();
         let (s_hash, s_count) = sqlite
             .call(move |c| side::sqlite_chunk(c, table, &r))
             .await?;
-        pb.inc(1);
+        if let Some(p) = pb {
+            p.advance(table.name, 1, None);
+        }
         if s_hash == p_hash && s_count == p_count {
             continue;
         }
@@ -541,9 +530,17 @@ async fn verify_table(
             &mut report,
             &mut fixes,
         );
-        pb.set_message(format!("{} divergent", report.divergent_rows()));
+        if let Some(p) = pb {
+            p.advance(
+                table.name,
+                0,
+                Some(&format!("{} divergent", report.divergent_rows())),
+            );
+        }
     }
-    pb.finish_and_clear();
+    if let Some(p) = pb {
+        p.finish(table.name, true);
+    }
     report.check_counts(authority);
     Ok((report, fixes))
 }

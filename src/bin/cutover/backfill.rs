@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
+use cutover::backfill::Policy;
 use cutover::backfill::{self, BackfillOptions, BackfillSummary};
-use cutover::row::Policy;
 
 use crate::{Cli, Outcome};
 
@@ -66,11 +66,16 @@ pub struct Args {
     /// while any is left unnamed.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub ignore_unknown: Vec<String>,
+    /// Serve Prometheus metrics (`cutover_backfill_rows_total`,
+    /// `cutover_backfill_remaining`) here while the backfill runs.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs `cutover backfill`.
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     let settings = cli.settings()?;
+    let _metrics = crate::serve_metrics(args.metrics_addr)?;
     let sqlite = settings.require_sqlite()?.to_path_buf();
     let pg = settings.require_postgres()?.clone();
     if !sqlite.exists() {
@@ -99,6 +104,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     opts.postgres_wait = std::time::Duration::from_secs(args.wait_for_postgres);
     opts.ignore_unknown = args.ignore_unknown.clone();
     opts.selected_tables()?;
+    opts.progress = crate::view::Bars::on_terminal();
 
     {
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -106,7 +112,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
             .connect_with(pg.connect_options())
             .await
             .map_err(cutover::Error::from)?;
-        cutover::pg::migrate(&pool).await?;
+        cutover::pg::require_current(&pool).await?;
         let stage = cutover::stage::get(&pool).await;
         pool.close().await;
         // The library refuses without --force; with it, the operator hears

@@ -1,6 +1,5 @@
 //! `cutover demo`: the whole cutover under simulated live traffic.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     workers: usize,
     /// Serve Prometheus metrics here while the demo runs.
-    #[arg(long, default_value = cutover::metrics::DEFAULT_ADDR)]
+    #[arg(long, value_name = "ADDR", default_value = cutover::metrics::DEFAULT_ADDR)]
     metrics_addr: SocketAddr,
     /// Print the report as one JSON object on the last line of stdout.
     #[arg(long)]
@@ -64,15 +63,13 @@ fn print_report(r: &DemoReport) {
         );
     }
     println!(
-        "  flips           max pause {:.1} ms ({} flips: {})",
+        "  flips           max pause {:.1} ms over {} flips",
         r.max_flip_pause_ms,
-        r.flip_pauses_ms.len(),
-        r.flip_pauses_ms
-            .iter()
-            .map(|p| format!("{p:.1}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        r.flip_pauses_ms.len()
     );
+    for (t, p) in r.flip_transitions.iter().zip(&r.flip_pauses_ms) {
+        println!("    {t:<24} {p:>7.1} ms");
+    }
     println!(
         "  shadow reads    {} compared, {} real mismatches, {} lag resolved, {} still changing at the deadline, {} on rejected legacy rows",
         r.shadow_comparisons,
@@ -81,9 +78,14 @@ fn print_report(r: &DemoReport) {
         r.shadow_mismatches_unsettled,
         r.shadow_mismatches_rejected
     );
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     println!(
-        "  outages         {} PostgreSQL restarts, {} fallbacks, {} secondary writes deferred, {} replayed",
-        r.postgres_restarts, r.fallbacks, r.secondary_write_failures, r.outbox_replayed
+        "  outages         {}, {}, {} (parent not copied yet in dualwrite) and {} through the outbox, {} replayed",
+        plural(u64::from(r.postgres_restarts), "PostgreSQL restart", "PostgreSQL restarts"),
+        plural(r.fallbacks, "fallback", "fallbacks"),
+        plural(r.secondary_writes_deferred, "copy deferred", "copies deferred"),
+        plural(r.secondary_write_failures, "failed copy", "failed copies"),
+        r.outbox_replayed
     );
     println!(
         "  backfill        {} copied, {} rejected (kept in cutover.rejects), reconciled: {}",
@@ -110,7 +112,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
         postgres: settings.postgres.clone(),
         metrics_addr: Some(args.metrics_addr),
         workers: args.workers,
-        live_view: std::io::stderr().is_terminal() && !args.json,
+        live_view: (crate::view::drawn() && !args.json).then(|| crate::view::multi().clone()),
         seed: args.seed,
     };
     match &opts.postgres {

@@ -18,23 +18,26 @@ mod export;
 mod generate;
 mod schema;
 mod stage;
+mod status;
 mod verify;
+mod view;
 
 /// Move a live application from SQLite to PostgreSQL with zero downtime and a way back.
 #[derive(Parser, Debug)]
 #[command(name = "cutover", version, about)]
 pub struct Cli {
     /// The legacy SQLite file (else SQLITE_PATH, else .env.migration).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = "Connection")]
     pub sqlite: Option<PathBuf>,
-    /// PostgreSQL URL (else DATABASE_URL or PG_HOST/PG_PORT/PG_USER/PG_PASSWORD/PG_DATABASE).
-    #[arg(long, global = true, value_name = "URL")]
+    /// PostgreSQL URL, postgres://… (else DATABASE_URL or PG_HOST/PG_PORT/PG_USER/PG_PASSWORD/PG_DATABASE).
+    #[arg(long, global = true, value_name = "URL", help_heading = "Connection")]
     pub postgres: Option<String>,
-    /// Settings file read after the environment.
-    #[arg(long, global = true, value_name = "PATH", default_value = cutover::settings::ENV_FILE)]
-    pub env_file: PathBuf,
-    /// Log as JSON lines instead of text.
-    #[arg(long, global = true)]
+    /// Settings file read after the environment [default: .env.migration,
+    /// when present]; a file named here must exist.
+    #[arg(long, global = true, value_name = "PATH", help_heading = "Connection")]
+    pub env_file: Option<PathBuf>,
+    /// Log as JSON lines instead of text (RUST_LOG sets the filter).
+    #[arg(long, global = true, help_heading = "Logging")]
     pub log_json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -58,6 +61,9 @@ pub enum Command {
     Backup(backup::Args),
     /// Generate a legacy database for tests, benches and the demo.
     Generate(generate::Args),
+    /// The whole migration at a glance: stage, processes, outboxes,
+    /// backfill, last verify, rejects, what blocks the next stage.
+    Status(status::Args),
     /// Run the whole cutover under simulated live traffic.
     Demo(demo::Args),
 }
@@ -73,24 +79,20 @@ pub enum Outcome {
 impl Cli {
     /// Settings from flags, environment and the settings file.
     pub fn settings(&self) -> anyhow::Result<cutover::Settings> {
+        if let Some(f) = &self.env_file {
+            if !f.is_file() {
+                anyhow::bail!(
+                    "--env-file {}: no such file (without --env-file, {} is read when present)",
+                    f.display(),
+                    cutover::settings::ENV_FILE
+                );
+            }
+        }
         Ok(cutover::Settings::resolve(&cutover::settings::Overrides {
             sqlite: self.sqlite.clone(),
             postgres: self.postgres.clone(),
-            env_file: Some(self.env_file.clone()),
+            env_file: self.env_file.clone(),
         })?)
-    }
-}
-
-fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -104,13 +106,26 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Export(a) => export::run(&cli, a).await,
         Command::Backup(a) => backup::run(&cli, a).await,
         Command::Generate(a) => generate::run(&cli, a).await,
+        Command::Status(a) => status::run(&cli, a).await,
         Command::Demo(a) => demo::run(&cli, a).await,
     }
 }
 
+/// Serves the metrics on `addr` when given (say where on stderr).
+pub fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<metrics_exporter_prometheus::PrometheusHandle>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let handle = cutover::metrics::install_exporter(addr)?;
+    eprintln!("metrics on http://{addr}/metrics");
+    Ok(Some(handle))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    view::init_logging(cli.log_json);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

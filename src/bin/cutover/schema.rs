@@ -6,11 +6,29 @@ use crate::{Cli, Outcome};
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
-/// Applies `migrations/postgres`; a second run changes nothing.
+/// Applies `migrations/postgres`; a second run changes nothing. Says what
+/// it applied on stdout.
 pub async fn run(cli: &Cli, _args: &Args) -> anyhow::Result<Outcome> {
     let settings = cli.settings()?;
-    let pg = cutover::PgStore::connect(settings.require_postgres()?).await?;
-    cutover::pg::migrate(pg.pool()).await?;
-    tracing::info!(target = %settings.require_postgres()?, "schema is up to date");
+    let target = settings.require_postgres()?;
+    let pg = cutover::PgStore::connect(target).await?;
+    let report = cutover::pg::migrate(pg.pool()).await?;
+    if report.applied.is_empty() {
+        println!(
+            "schema of {} already at version {}: nothing to apply",
+            target.redacted(),
+            report.version
+        );
+    } else {
+        for (v, d) in &report.applied {
+            println!("applied {v:04} {d}");
+        }
+        println!(
+            "schema of {} now at version {} ({} migrations applied)",
+            target.redacted(),
+            report.version,
+            report.applied.len()
+        );
+    }
     Ok(Outcome::Ok)
 }

@@ -32,7 +32,7 @@ enum Action {
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     let settings = cli.settings()?;
     let pg = cutover::PgStore::connect(settings.require_postgres()?).await?;
-    cutover::pg::migrate(pg.pool()).await?;
+    cutover::pg::require_current(pg.pool()).await?;
     match args.action.as_ref().unwrap_or(&Action::Get { json: false }) {
         Action::Get { json } => {
             let st = stage::get(pg.pool()).await?;
