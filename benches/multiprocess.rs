@@ -1,5 +1,5 @@
 //! Several processes on one SQLite file and one PostgreSQL database
-//! (DESIGN §3): write throughput in `live` against bare SQLite, and the flip
+//! (docs/DESIGN.md §3): write throughput in `live` against bare SQLite, and the flip
 //! pause while processes write.
 //!
 //! `cargo bench --bench multiprocess` (PostgreSQL from `DATABASE_URL`,
@@ -11,7 +11,7 @@
 //!   its write lock in the same order).
 //! - **bare sqlite 3x8**: the same load, each process a plain `SqliteStore`,
 //!   all three on one file seeded like the live one (the legacy application:
-//!   the ceiling DESIGN §3 promises not to go below).
+//!   the ceiling docs/DESIGN.md §3 promises not to go below).
 //! - **bare sqlite 3x8, one file per process**: the same again with a copy of
 //!   the file for each process, so no lock is shared between processes (an
 //!   upper bound, not the legacy application).

@@ -51,7 +51,7 @@ pub struct AuditReport {
 }
 
 /// A table or a column of the legacy file that `tables::ALL` does not
-/// describe: nothing of it is copied (DESIGN §4).
+/// describe: nothing of it is copied (docs/DESIGN.md §4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unknown {
     /// The name `--ignore-unknown` takes: `notes` for a table,

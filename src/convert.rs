@@ -1,4 +1,4 @@
-//! Legacy SQLite values → domain values, exactly or not at all (DESIGN §5).
+//! Legacy SQLite values → domain values, exactly or not at all (docs/DESIGN.md §5).
 //!
 //! The legacy file holds whatever the old application wrote: timestamps in
 //! four formats, booleans as integers or words, JSON that does not parse,

@@ -2,7 +2,7 @@
 //!
 //! It owns both stores, the `DualStore` the application calls, the outbox
 //! replayer and the stage watcher. `set_stage` flips the stage for every
-//! process under SQLite's write lock (DESIGN §3): every process follows at
+//! process under SQLite's write lock (docs/DESIGN.md §3): every process follows at
 //! its next write, which reads the authority inside the lock; the watcher
 //! (LISTEN/NOTIFY, polling as the fallback) only makes reads follow sooner.
 
@@ -147,28 +147,41 @@ impl Cutover {
         }
 
         // Heartbeat: `cutover status` lists this process, the stage and
-        // epoch it runs and its view of the outboxes.
+        // epoch it runs and its view of the outboxes. On a connection of
+        // its own, so a process whose pool is busy still reports.
         let heartbeat = crate::status::Heartbeat::new(&config.actor);
         {
             let d = dual.clone();
             let hb = heartbeat.clone();
             let every = config.heartbeat;
+            let options = config.postgres.connect_options();
             let stop = stopped(rx.clone());
             tasks.push(tokio::spawn(async move {
+                use sqlx::Connection;
                 tokio::pin!(stop);
+                let mut conn: Option<sqlx::PgConnection> = None;
                 loop {
-                    let r = d.routing();
-                    let pending = d.outbox_pending().await.ok();
-                    if let Err(e) = hb
-                        .beat(d.pg().pool(), r.stage, r.epoch, r.fallback, pending)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "heartbeat not recorded");
+                    if conn.is_none() {
+                        conn = sqlx::PgConnection::connect_with(&options).await.ok();
+                    }
+                    if let Some(c) = conn.as_mut() {
+                        let r = d.routing();
+                        let pending = d.outbox_pending().await.ok();
+                        if let Err(e) = hb
+                            .beat(&mut *c, r.stage, r.epoch, r.fallback, pending)
+                            .await
+                        {
+                            tracing::debug!(error = %e, "heartbeat not recorded");
+                            conn = None;
+                        }
                     }
                     tokio::select! {
-                        _ = &mut stop => return,
+                        _ = &mut stop => break,
                         _ = tokio::time::sleep(every) => {}
                     }
+                }
+                if let Some(c) = conn {
+                    let _ = c.close().await;
                 }
             }));
         }

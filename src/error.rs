@@ -140,7 +140,7 @@ pub enum Error {
     /// An argument is out of its domain (e.g. a job with no chunks).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// A stored value could not be converted to its domain type (DESIGN §5).
+    /// A stored value could not be converted to its domain type (docs/DESIGN.md §5).
     #[error("{table}: row {key:?}, column {column}: {reason}: {detail}")]
     InvalidValue {
         /// Table read.

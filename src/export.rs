@@ -103,6 +103,7 @@ pub async fn export_with(
         .max_connections(2)
         .connect_with(pg.connect_options())
         .await?;
+    crate::pg::require_current(&pool).await?;
     let conn = tokio_rusqlite::Connection::open(&partial).await?;
     conn.call(|c| -> Result<()> {
         c.execute_batch(crate::sqlite::LEGACY_SCHEMA)?;

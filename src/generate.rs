@@ -5,7 +5,7 @@
 //! text and combining marks, JSON in TEXT columns, timestamps in every format
 //! the application ever wrote, referral counters consistent with their log,
 //! jobs in every status with their chunks. With `dirty > 0` a fraction of the
-//! rows carries one messy value each (DESIGN §5), and the report says exactly
+//! rows carries one messy value each (docs/DESIGN.md §5), and the report says exactly
 //! how many of each kind were planted in which column, so the audit and the
 //! backfill can be checked against it. The first rows of each table take
 //! that table's messy kinds in turn, so every kind appears even in a small

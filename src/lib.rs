@@ -1,37 +1,68 @@
 //! cutover: move a live application from SQLite to PostgreSQL with zero
 //! downtime and a working way back.
 //!
-//! The application talks to a [`Store`]; during the transition it embeds the
-//! library and uses a store that writes both databases and reads from the
-//! side the current stage names, while the backfill copies the history.
+//! The application talks to a [`Store`]. During the move it embeds a
+//! [`Cutover`]: a [`DualStore`] that writes both databases in one order
+//! across every process and reads from the side the current [`Stage`]
+//! names, an outbox replayer, a stage watcher and a heartbeat that
+//! `cutover status` lists. The operator moves the stage with the `cutover`
+//! command (`cutover stage set live`); every process follows. The design
+//! contract is `docs/DESIGN.md`, the code map `ARCHITECTURE.md`.
 //!
-//! # Layout
+//! # Embedding
 //!
-//! - `model`: domain types (users, tweets, analyses, funnel, referrals, jobs).
-//! - `store`: the `Store` trait, every query of the application.
-//! - `sqlite`: `SqliteStore`, the legacy file through rusqlite.
-//! - `pg`: `PgStore`, PostgreSQL through a sqlx pool; the schema migrations.
-//! - `convert`: legacy SQLite values → domain values, exactly or rejected.
-//! - `tables`: the ten tables' shapes, described once.
-//! - `generate`: a legacy database with realistic and messy rows (`cutover generate`).
-//! - `audit`: what a legacy file holds and what each policy would copy or reject.
-//! - `settings`: connection settings (flags > environment > `.env.migration`)
-//!   and the store factory.
-//! - `error`: the one error enum.
-//! - `backfill`, `rejects`: the bulk copy SQLite → PostgreSQL and its rejects ledger.
-//! - `verify`: both databases compared table by table; repair.
-//! - `export`: PostgreSQL → a new legacy SQLite file (the way back).
-//! - `backup`: an online, consistent copy of the live SQLite file.
-//! - `image`, `changes`, `outbox`: row images on either side, the keys a
-//!   write changed, and the outboxes that record them.
-//! - `authority`: the (epoch, stage, fallback) row on both sides that
-//!   orders every process's writes.
-//! - `dual`, `shadow`, `stage`, `cutover`: the dual store, shadow-read
-//!   comparison, the stage and its persistence, the handle an application embeds.
-//! - `metrics`: metric names and the Prometheus exporter.
-//! - `pgserver`: a restartable throwaway PostgreSQL (demo, fault tests).
-//! - `failpoint`: named points where a test can stop the process (fault tests).
-//! - `demo`: the whole cutover under simulated traffic.
+//! ```toml
+//! cutover = { path = "…", default-features = false }   # the library alone
+//! ```
+//!
+//! ```no_run
+//! use cutover::{Cutover, CutoverConfig, Settings, Store};
+//!
+//! # async fn app() -> Result<(), Box<dyn std::error::Error>> {
+//! // Logs (a fallback to SQLite is a WARN) through any `tracing`
+//! // subscriber, metrics through one call before the store starts.
+//! cutover::metrics::install_exporter("127.0.0.1:9464".parse()?)?;
+//!
+//! // SQLITE_PATH, DATABASE_URL or the PG_* variables, `.env.migration`.
+//! let settings = Settings::resolve(&Default::default())?;
+//! let config = CutoverConfig::new(
+//!     settings.require_sqlite()?.to_path_buf(),
+//!     settings.require_postgres()?.clone(),
+//! );
+//! // Refuses until the operator ran `cutover schema` (or set
+//! // `config.migrate = true`): the application's role needs no DDL rights.
+//! let cutover = Cutover::start(config).await?;
+//! let store = cutover.store();
+//! let user = store.get_user("12345").await?;
+//! # let _ = user;
+//! // On exit: waits for the copies in flight.
+//! cutover.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/embed.rs` is the same as a program.
+//!
+//! # Features
+//!
+//! - `cli` (default): the `cutover` command and its tools (demo, generate,
+//!   a throwaway PostgreSQL), with clap, indicatif, anyhow and the rest of
+//!   the command's stack. An application turns it off.
+//!
+//! # Modules
+//!
+//! - [`store`], [`model`]: the `Store` trait (every query of the
+//!   application) and its domain types; [`sqlite`] and [`pg`] implement it.
+//! - [`dual`], [`stage`]: the dual store and the stages; [`Cutover`] owns it.
+//! - [`backfill`], [`verify`], [`export`], [`backup`], [`audit`]: the
+//!   operator's jobs, which the command runs; [`progress`] is how they
+//!   report progress.
+//! - [`status`]: the whole migration at a glance and the heartbeats.
+//! - [`convert`], [`tables`]: the legacy values' conversion rules and the
+//!   tables' shapes.
+//! - [`settings`]: connection settings and the store factory.
+//! - [`metrics`]: metric names and the Prometheus exporter.
+//! - [`error`]: the one error enum.
 
 /// Modules the crate's own tests reach into (feature `internals`, which
 /// only they enable); private otherwise. Items there used only by the

@@ -1,4 +1,4 @@
-//! Metric names (DESIGN §8) and the Prometheus exporter.
+//! Metric names (docs/DESIGN.md §8) and the Prometheus exporter.
 //!
 //! Everything is recorded through the `metrics` facade, so the library works
 //! with whatever recorder the application installs; `install_exporter`

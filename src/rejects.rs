@@ -1,7 +1,7 @@
 //! `cutover.rejects`: legacy rows (or values) that could not be copied exactly.
 //!
 //! The backfill records here every row it rejects and, under
-//! `null-and-record`, every value it replaced by NULL (DESIGN §5). Each entry
+//! `null-and-record`, every value it replaced by NULL (docs/DESIGN.md §5). Each entry
 //! keeps the whole source row as `crate::row::original_image`, so the row can
 //! be restored byte for byte with `crate::row::restore_image`; verify and the
 //! audit read the ledger back through [`list`] and [`counts`].

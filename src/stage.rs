@@ -16,7 +16,7 @@ use sqlx::PgPool;
 
 use crate::error::{Backend, Error, Result};
 
-/// The six stages of DESIGN §2, in order.
+/// The six stages of docs/DESIGN.md §2, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {

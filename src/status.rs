@@ -363,14 +363,17 @@ impl Heartbeat {
     }
 
     /// Records that this process runs `stage` at `epoch` now.
-    pub async fn beat(
+    pub async fn beat<'c, E>(
         &self,
-        pool: &PgPool,
+        exec: E,
         stage: Stage,
         epoch: i64,
         fallback: bool,
         outbox_pending: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<()>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+    {
         sqlx::query(
             "INSERT INTO cutover.processes (id, host, pid, version, actor, stage, epoch, fallback, outbox_pending)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -386,7 +389,7 @@ impl Heartbeat {
         .bind(epoch)
         .bind(fallback)
         .bind(outbox_pending)
-        .execute(pool)
+        .execute(exec)
         .await?;
         Ok(())
     }

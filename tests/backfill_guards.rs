@@ -1,4 +1,4 @@
-//! The backfill's guards (DESIGN §4), on real SQLite files and a real
+//! The backfill's guards (docs/DESIGN.md §4), on real SQLite files and a real
 //! PostgreSQL: it never runs without SQLite's write lock (a legacy file this
 //! user cannot write is refused, naming the file and the permission), and it
 //! runs only in `dualwrite`/`shadow` unless forced (and then it says so).

@@ -1,4 +1,4 @@
-//! Properties of the legacy value parser (`convert`, DESIGN §5): every
+//! Properties of the legacy value parser (`convert`, docs/DESIGN.md §5): every
 //! accepted timestamp form maps to the instant it renders, every accepted
 //! boolean spelling maps to its value, and no input whatever makes a
 //! converter panic or blame another column.

@@ -129,7 +129,7 @@ async fn export_round_trips_and_verifies_clean() {
             "--postgres",
             db.settings.redacted(),
             "--env-file",
-            "/nonexistent",
+            "/dev/null",
         ])
         .arg("export")
         .arg("--out")
@@ -146,7 +146,7 @@ async fn export_round_trips_and_verifies_clean() {
             "--postgres",
             db.settings.redacted(),
             "--env-file",
-            "/nonexistent",
+            "/dev/null",
         ])
         .args(["export", "--force", "--out"])
         .arg(&out)

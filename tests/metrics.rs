@@ -1,4 +1,4 @@
-//! The Prometheus exporter serves the metrics of DESIGN §8 in a form
+//! The Prometheus exporter serves the metrics of docs/DESIGN.md §8 in a form
 //! `promtool check metrics` accepts.
 
 mod common;

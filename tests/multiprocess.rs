@@ -1,5 +1,5 @@
 //! Several application processes on one SQLite file and one PostgreSQL
-//! database (DESIGN §3): child processes of this test binary, each a
+//! database (docs/DESIGN.md §3): child processes of this test binary, each a
 //! `Cutover` with several writers on a few hot keys whose history can be
 //! checked afterwards, while the parent flips the stage shadow ⇄ live every
 //! couple of seconds (and live → rampdown → complete at the end), and
@@ -402,6 +402,36 @@ async fn soak(tiny_pool: bool, restart: bool) {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     flip(&d, Stage::Rampdown, &mut flips, &mut pauses).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    // `cutover status` sees every process, each on the authority's epoch
+    // and stage once its next heartbeat (every 5 s) is in.
+    let pids: Vec<i64> = children.iter().map(|c| i64::from(c.process.id())).collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = cutover::status::read(d.pg().pool(), Some(&path))
+            .await
+            .unwrap();
+        let following = pids
+            .iter()
+            .filter(|pid| {
+                st.processes.iter().any(|p| {
+                    i64::from(p.pid) == **pid
+                        && !p.stopped
+                        && p.epoch == st.epoch
+                        && p.stage == "rampdown"
+                })
+            })
+            .count();
+        if following == pids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status does not show every process following epoch {}: {:?}",
+            st.epoch,
+            st.processes
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     std::fs::write(&stop, b"stop").unwrap();
     let traffic = started.elapsed();
 

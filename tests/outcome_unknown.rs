@@ -1,5 +1,5 @@
 //! A write whose PostgreSQL COMMIT succeeded but whose answer an outage cut
-//! (DESIGN §3): the caller is told the outcome is unknown, SQLite never
+//! (docs/DESIGN.md §3): the caller is told the outcome is unknown, SQLite never
 //! runs the write a second time (no silent duplicate), the ids SQLite hands
 //! out during the fallback do not collide with the ones PostgreSQL used,
 //! and after the return the write is on both sides exactly once.

@@ -105,7 +105,7 @@ fn cli(sqlite: &Path, db: &TestDb, args: &[&str]) -> std::process::Output {
         .arg("--sqlite")
         .arg(sqlite)
         .args(["--postgres", db.settings.redacted()])
-        .args(["--env-file", "/nonexistent/.env.migration"])
+        .args(["--env-file", "/dev/null"])
         .args(args)
         .output()
         .unwrap()

@@ -1,4 +1,4 @@
-//! Backfill: copy the legacy rows SQLite → PostgreSQL while traffic runs (DESIGN §4).
+//! Backfill: copy the legacy rows SQLite → PostgreSQL while traffic runs (docs/DESIGN.md §4).
 //!
 //! Tables are copied in `crate::tables::ALL` order (parents first), each by
 //! keyset pagination on SQLite's rowid. A batch is read and loaded while it
@@ -263,6 +263,10 @@ async fn check_stage(opts: &BackfillOptions) -> Result<Option<Stage>> {
         .max_connections(1)
         .connect_with(opts.postgres.connect_options())
         .await?;
+    if let Err(e) = crate::pg::require_current(&pool).await {
+        pool.close().await;
+        return Err(e);
+    }
     let state = crate::stage::get(&pool).await;
     pool.close().await;
     let stage = state?.stage;

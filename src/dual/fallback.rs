@@ -1,5 +1,5 @@
 //! PostgreSQL unreachable: every process falls back to SQLite, and one
-//! process makes the return for all (DESIGN §3).
+//! process makes the return for all (docs/DESIGN.md §3).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

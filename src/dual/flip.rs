@@ -31,7 +31,7 @@ impl DualStore {
         cur.stage.authoritative() != to.authoritative() || cur.secondary() != to.secondary()
     }
 
-    /// Moves every process to `to`, as DESIGN §3 orders it: under SQLite's
+    /// Moves every process to `to`, as docs/DESIGN.md §3 orders it: under SQLite's
     /// write lock (every process's writes wait), PostgreSQL's authority row
     /// moves first (copies of the old epoch commit before it or not at
     /// all), both outboxes drain (finite: nothing new can enter), the gates

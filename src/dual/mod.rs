@@ -3,7 +3,7 @@
 //! Reads are routed by the routing this process follows, held in an
 //! `ArcSwap`; in `shadow` and `live` a sample is also read from the other
 //! side off the caller's path and compared. Writes route by the authority
-//! read under a lock that keeps it still (DESIGN §3): the order lock,
+//! read under a lock that keeps it still (docs/DESIGN.md §3): the order lock,
 //! shared, when PostgreSQL is authoritative; SQLite's write lock when
 //! SQLite is. The authoritative side writes first; the rows it changed
 //! (reported by the store, and recorded in its outbox in the same

@@ -1,4 +1,4 @@
-//! What this process routes by: the authority it follows (DESIGN §3),
+//! What this process routes by: the authority it follows (docs/DESIGN.md §3),
 //! read by every write under the lock that keeps it still: SQLite's write
 //! lock when SQLite is authoritative, the order lock (shared) when
 //! PostgreSQL is.

@@ -1,4 +1,4 @@
-//! The write path: one order for every process (DESIGN §3).
+//! The write path: one order for every process (docs/DESIGN.md §3).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -97,7 +97,7 @@ impl DualStore {
     /// Lands a committed PostgreSQL write's images in SQLite on a task of
     /// its own, which holds the write's order lock until they are in: the
     /// caller has its answer once PostgreSQL committed (the write and its
-    /// outbox entry are there, DESIGN §3), while no flip, fallback or return
+    /// outbox entry are there, docs/DESIGN.md §3), while no flip, fallback or return
     /// can start before SQLite has the images. One such landing per process
     /// at a time: when one runs, the order lock and images come back and the
     /// caller lands them itself before its answer, so under load writers
@@ -137,7 +137,7 @@ impl DualStore {
     /// lock once and lands every queued write (its own and those queued
     /// while the previous landing ran) in one transaction. Every write
     /// waiting holds the order lock until its images are in, so the order
-    /// of DESIGN §3 is unchanged; one transaction serves many writes.
+    /// of docs/DESIGN.md §3 is unchanged; one transaction serves many writes.
     pub(super) async fn apply_held(
         &self,
         op: &'static str,
@@ -265,7 +265,7 @@ pub(super) fn runs_again(side: Backend, attempt: u32, e: &Error) -> bool {
         && e.db_kind() == Some(crate::DbErrorKind::Busy)
 }
 
-/// A write, in the one order of DESIGN §3. With PostgreSQL authoritative
+/// A write, in the one order of docs/DESIGN.md §3. With PostgreSQL authoritative
 /// (as the authority says under the order lock, shared) the write commits
 /// there side by side with other such writes, and its images then land in
 /// SQLite under SQLite's write lock before the order lock is released (the

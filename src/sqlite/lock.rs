@@ -1,7 +1,7 @@
 //! SQLite's write lock.
 //!
 //! With SQLite authoritative it is the one order every process on the file
-//! shares (DESIGN §3): a write takes it before it touches either database
+//! shares (docs/DESIGN.md §3): a write takes it before it touches either database
 //! and keeps it until SQLite has the write and its outbox entry. With
 //! PostgreSQL authoritative the order lock (`order.rs`) orders the writes
 //! and this lock orders their landing in SQLite. It is taken in three

@@ -7,7 +7,7 @@
 //! order under its write lock. So those writes share this lock, and run
 //! their PostgreSQL transactions side by side; whoever moves the authority
 //! (a flip, a fallback, the return) takes it exclusively, which waits for
-//! the writes in flight and holds off new ones (DESIGN §3).
+//! the writes in flight and holds off new ones (docs/DESIGN.md §3).
 //!
 //! Across processes it is an `flock` on `<db>-cutover.order`, shared or
 //! exclusive. Linux lets new shared holders in while an exclusive one

@@ -249,6 +249,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
         .max_connections(4)
         .connect_with(opts.postgres.connect_options())
         .await?;
+    crate::pg::require_current(&pool).await?;
     let stage: String = sqlx::query_scalar("SELECT stage FROM cutover.state")
         .fetch_one(&pool)
         .await?;
@@ -418,7 +419,7 @@ async fn pass(
     let mut fixes = Vec::new();
     for &table in selected {
         let (r, f) = verify_table(opts, pool, sqlite, table, authority).await?;
-        tracing::info!(
+        tracing::debug!(
             table = table.name,
             sqlite_rows = r.sqlite_rows,
             postgres_rows = r.postgres_rows,

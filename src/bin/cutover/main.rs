@@ -80,7 +80,7 @@ impl Cli {
     /// Settings from flags, environment and the settings file.
     pub fn settings(&self) -> anyhow::Result<cutover::Settings> {
         if let Some(f) = &self.env_file {
-            if !f.is_file() {
+            if !f.exists() {
                 anyhow::bail!(
                     "--env-file {}: no such file (without --env-file, {} is read when present)",
                     f.display(),
