@@ -404,14 +404,19 @@ fn parse_datetime_rest(s: &str, sep: u8, date: NaiveDate) -> Option<(Timestamp, 
 
 /// The form of a timestamp value, or None when it is invalid (for the audit).
 pub fn timestamp_format(raw: Raw<'_>) -> Option<TimestampFormat> {
+    // Only what `timestamp` accepts: PostgreSQL's lower bound included.
+    let in_range = |t: Timestamp| t.timestamp_micros() >= PG_MIN_TIMESTAMP_MICROS;
     match raw {
-        Raw::Integer(v) => from_epoch(v).map(|_| epoch_format(v)),
-        Raw::Real(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
-            from_epoch(f as i64).map(|_| epoch_format(f as i64))
-        }
+        Raw::Integer(v) => from_epoch(v)
+            .filter(|t| in_range(*t))
+            .map(|_| epoch_format(v)),
+        Raw::Real(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => from_epoch(f as i64)
+            .filter(|t| in_range(*t))
+            .map(|_| epoch_format(f as i64)),
         Raw::Text(b) => std::str::from_utf8(b)
             .ok()
             .and_then(parse_timestamp_text)
+            .filter(|(t, _)| in_range(*t))
             .map(|(_, f)| f),
         _ => None,
     }

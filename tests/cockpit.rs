@@ -387,3 +387,19 @@ async fn a_stopped_backfill_reports_its_progress_where_it_stopped() {
         "{ev:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_backfill_serve_metrics_where_asked() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let sqlite = legacy(&dir, 5, 20);
+    // An address already taken: the command says it cannot serve there
+    // (it tried), before touching anything.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for cmd in ["verify", "backfill"] {
+        let (code, out, err) = run(&dir, &sqlite, Some(&db), &[cmd, "--metrics-addr", &addr]);
+        assert_eq!(code, 2, "{cmd}: {out}{err}");
+        assert!(err.contains("cannot serve metrics"), "{cmd}: {err}");
+    }
+}

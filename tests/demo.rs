@@ -47,4 +47,12 @@ async fn short_demo_keeps_every_guarantee() {
     assert_eq!(r.verify_divergent_rows, 0);
     // Flip pauses are reported, not asserted (timing belongs to the benches).
     assert_eq!(r.flip_pauses_ms.len(), r.stages.len() - 1);
+    // Each pause names its transition.
+    assert_eq!(r.flip_transitions.len(), r.flip_pauses_ms.len());
+    assert_eq!(r.flip_transitions[0], "off → dualwrite");
+    assert_eq!(
+        r.flip_transitions[3], "live → shadow",
+        "the rollback: {:?}",
+        r.flip_transitions
+    );
 }
