@@ -160,19 +160,49 @@ impl Cutover {
                 use sqlx::Connection;
                 tokio::pin!(stop);
                 let mut conn: Option<sqlx::PgConnection> = None;
+                let mut baseline = false;
+                let limit = crate::pg::CONNECT_TIMEOUT;
                 loop {
                     if conn.is_none() {
-                        conn = sqlx::PgConnection::connect_with(&options).await.ok();
+                        let attempt = tokio::select! {
+                            _ = &mut stop => break,
+                            c = tokio::time::timeout(limit, sqlx::PgConnection::connect_with(&options)) => c,
+                        };
+                        match attempt {
+                            Ok(Ok(c)) => conn = Some(c),
+                            Ok(Err(e)) => tracing::debug!(error = %crate::Error::from(e), "heartbeat connection not opened"),
+                            Err(_) => tracing::debug!("heartbeat connection not opened within the connect timeout"),
+                        }
                     }
                     if let Some(c) = conn.as_mut() {
                         let r = d.routing();
                         let pending = d.outbox_pending().await.ok();
-                        if let Err(e) = hb
-                            .beat(&mut *c, r.stage, r.epoch, r.fallback, pending)
-                            .await
-                        {
-                            tracing::debug!(error = %e, "heartbeat not recorded");
-                            conn = None;
+                        let beat = async {
+                            hb.beat(&mut *c, r.stage, r.epoch, r.fallback, pending).await?;
+                            // Flip pauses made by other processes (the CLI).
+                            if let Some((id, ms)) = crate::stage::last_pause(&mut *c).await? {
+                                if baseline {
+                                    crate::metrics::record_flip_pause_once(id, ms / 1000.0);
+                                } else {
+                                    crate::metrics::flip_pauses_seen_up_to(id);
+                                }
+                            }
+                            Ok::<_, crate::Error>(())
+                        };
+                        let done = tokio::select! {
+                            _ = &mut stop => break,
+                            r = tokio::time::timeout(limit, beat) => r,
+                        };
+                        match done {
+                            Ok(Ok(())) => baseline = true,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "heartbeat not recorded");
+                                conn = None;
+                            }
+                            Err(_) => {
+                                tracing::debug!("heartbeat timed out");
+                                conn = None;
+                            }
                         }
                     }
                     tokio::select! {

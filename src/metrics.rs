@@ -139,6 +139,27 @@ pub fn zero_dual_store() {
     }
 }
 
+/// The `cutover.stage_history` id of the last flip pause this process
+/// recorded (its own flips, and those the heartbeat saw others make).
+static LAST_PAUSE_ID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Records the pause of the stage change `history_id` unless this process
+/// did already: the flipping process records it at once, every other
+/// process when its heartbeat sees it (a flip made by `cutover stage set`
+/// shows on every application process's dashboard).
+pub fn record_flip_pause_once(history_id: i64, seconds: f64) {
+    use std::sync::atomic::Ordering;
+    if LAST_PAUSE_ID.fetch_max(history_id, Ordering::Relaxed) < history_id {
+        record_flip_pause(seconds);
+    }
+}
+
+/// Starts counting flip pauses after `history_id` (those before the
+/// process started are not its own).
+pub fn flip_pauses_seen_up_to(history_id: i64) {
+    LAST_PAUSE_ID.fetch_max(history_id, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Records a flip pause: the histogram and the max and last gauges.
 pub fn record_flip_pause(seconds: f64) {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -79,6 +79,9 @@ impl std::fmt::Display for PgSettings {
 /// `url` with its password (if any) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
+        // Without `//` after the scheme the parser keeps the rest as an
+        // opaque path, a password included (`jdbc:postgresql://u:pw@h/db`).
+        Ok(u) if u.cannot_be_a_base() => "<unparseable URL>".to_string(),
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
@@ -109,9 +112,16 @@ impl PgSettings {
     pub fn from_url(url: &str) -> Result<Self> {
         let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
         if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+            // Only the scheme is named: the rest may hold a password in a
+            // form no URL parser recognises.
+            let named = scheme
+                .filter(|s| {
+                    s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                })
+                .map_or("no scheme".to_string(), |s| format!("scheme {s}://"));
             return Err(Error::Config(format!(
-                "the PostgreSQL URL {} does not start with postgres:// or postgresql://",
-                redact_url(url)
+                "the PostgreSQL URL must start with postgres:// or postgresql:// (it has {named})"
             )));
         }
         let options = PgConnectOptions::from_str(url).map_err(|_| {

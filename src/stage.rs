@@ -386,10 +386,22 @@ pub async fn watch_channel<F, Fut>(
 }
 
 /// Records the pause writers saw on the latest stage change.
-pub async fn record_pause(pool: &PgPool, pause: std::time::Duration) -> Result<()> {
-    sqlx::query("UPDATE cutover.stage_history SET pause_ms = $1 WHERE id = (SELECT max(id) FROM cutover.stage_history)")
+pub async fn record_pause(pool: &PgPool, pause: std::time::Duration) -> Result<i64> {
+    let id: i64 = sqlx::query_scalar("UPDATE cutover.stage_history SET pause_ms = $1 WHERE id = (SELECT max(id) FROM cutover.stage_history) RETURNING id")
         .bind(pause.as_secs_f64() * 1000.0)
-        .execute(pool)
+        .fetch_one(pool)
         .await?;
-    Ok(())
+    Ok(id)
+}
+
+/// The last recorded stage change's pause: (history id, milliseconds).
+pub async fn last_pause<'c, E>(exec: E) -> Result<Option<(i64, f64)>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    Ok(sqlx::query_as(
+        "SELECT id, pause_ms FROM cutover.stage_history WHERE pause_ms IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(exec)
+    .await?)
 }

@@ -20,6 +20,13 @@ use crate::stage::Stage;
 /// A process is listed as live when its last heartbeat is this recent.
 pub const LIVE_WITHIN: Duration = Duration::from_secs(30);
 
+/// A table's backfill counts as running while its last batch is this recent.
+pub const STALLED_AFTER: Duration = Duration::from_secs(60);
+
+/// A process that heartbeats after the authority moved this long ago and
+/// still runs the old epoch is behind (a follower re-reads within a poll).
+pub const FOLLOW_GRACE: Duration = Duration::from_secs(3);
+
 /// One process that embeds the dual store.
 #[derive(Debug, Clone, Serialize)]
 pub struct Process {
@@ -58,6 +65,8 @@ pub struct TableProgress {
     pub rejected: i64,
     /// The checkpoint says the table is done.
     pub completed: bool,
+    /// A batch of it committed within the last minute (a backfill runs).
+    pub running: bool,
     /// Rows per second over the runs so far.
     pub rows_per_sec: Option<f64>,
     /// Seconds to go at that rate.
@@ -90,8 +99,16 @@ pub struct Status {
     pub fallback: bool,
     /// Epoch recorded in the SQLite file (None: not readable or not yet written).
     pub sqlite_epoch: Option<i64>,
+    /// The SQLite file's authority row says PostgreSQL was unreachable and
+    /// SQLite stands in (the row every write reads; PostgreSQL's says so
+    /// only once the return starts).
+    pub sqlite_fallback: Option<bool>,
+    /// Seconds since the authority last moved (a flip, a fallback, a return).
+    pub authority_age_secs: f64,
+    /// Pause of the last stage change, milliseconds.
+    pub last_flip_pause_ms: Option<f64>,
     /// Processes seen within `LIVE_WITHIN`, and those that went quiet
-    /// without stopping (within the last hour).
+    /// without stopping (within the last 10 minutes).
     pub processes: Vec<Process>,
     /// Entries in PostgreSQL's outbox.
     pub outbox_postgres: i64,
@@ -120,7 +137,11 @@ impl Status {
 
 /// What the status reads from the legacy file: its authority epoch, its
 /// outbox depth and each table's row count.
-type SqliteSide = (Option<i64>, Option<i64>, Vec<(String, Option<i64>)>);
+type SqliteSide = (
+    Option<crate::authority::Authority>,
+    Option<i64>,
+    Vec<(String, Option<i64>)>,
+);
 
 fn sqlite_side(path: &Path) -> SqliteSide {
     use rusqlite::OpenFlags;
@@ -131,10 +152,7 @@ fn sqlite_side(path: &Path) -> SqliteSide {
         return (None, None, Vec::new());
     };
     let _ = c.busy_timeout(Duration::from_secs(2));
-    let epoch = crate::authority::sqlite_read(&c)
-        .ok()
-        .flatten()
-        .map(|a| a.epoch);
+    let epoch = crate::authority::sqlite_read(&c).ok().flatten();
     let outbox = crate::outbox::sqlite_pending(&c).ok();
     let counts = crate::tables::ALL
         .iter()
@@ -154,7 +172,7 @@ fn sqlite_side(path: &Path) -> SqliteSide {
 pub async fn read(pool: &PgPool, sqlite: Option<&Path>) -> Result<Status> {
     crate::pg::require_current(pool).await?;
     let auth = crate::authority::pg_read(pool).await?;
-    let (sqlite_epoch, outbox_sqlite, counts) = match sqlite {
+    let (sqlite_auth, outbox_sqlite, counts) = match sqlite {
         Some(p) if p.exists() => {
             let p = p.to_path_buf();
             tokio::task::spawn_blocking(move || sqlite_side(&p))
@@ -180,7 +198,7 @@ pub async fn read(pool: &PgPool, sqlite: Option<&Path>) -> Result<Status> {
         "SELECT host, pid, version, actor, stage, epoch, fallback, outbox_pending,
                     extract(epoch FROM now() - seen_at)::float8, stopped_at IS NOT NULL
              FROM cutover.processes
-             WHERE seen_at > now() - interval '1 hour'
+             WHERE seen_at > now() - interval '10 minutes'
              ORDER BY host, pid",
     )
     .fetch_all(pool)
@@ -202,13 +220,25 @@ pub async fn read(pool: &PgPool, sqlite: Option<&Path>) -> Result<Status> {
         })
         .collect();
 
+    let authority_age_secs: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - changed_at)::float8 FROM cutover.authority",
+    )
+    .fetch_one(pool)
+    .await?;
+    let last_flip_pause_ms: Option<f64> = sqlx::query_scalar(
+        "SELECT pause_ms FROM cutover.stage_history WHERE pause_ms IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?
+    .flatten();
     let outbox_postgres: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.outbox")
         .fetch_one(pool)
         .await?;
 
-    let checkpoints: Vec<(String, i64, i64, bool, f64)> = sqlx::query_as(
+    let checkpoints: Vec<(String, i64, i64, bool, f64, f64)> = sqlx::query_as(
         "SELECT table_name, rows_copied, rows_rejected, completed,
-                extract(epoch FROM updated_at - started_at)::float8
+                extract(epoch FROM updated_at - started_at)::float8,
+                extract(epoch FROM now() - updated_at)::float8
          FROM cutover.checkpoints",
     )
     .fetch_all(pool)
@@ -218,13 +248,17 @@ pub async fn read(pool: &PgPool, sqlite: Option<&Path>) -> Result<Status> {
         .map(|t| {
             let cp = checkpoints.iter().find(|c| c.0 == t.name);
             let source_rows = counts.iter().find(|c| c.0 == t.name).and_then(|c| c.1);
-            let (copied, rejected, completed, secs) =
-                cp.map_or((0, 0, false, 0.0), |c| (c.1, c.2, c.3, c.4));
+            let (copied, rejected, completed, secs, idle) =
+                cp.map_or((0, 0, false, 0.0, f64::MAX), |c| (c.1, c.2, c.3, c.4, c.5));
+            let running = !completed && idle < STALLED_AFTER.as_secs_f64();
             let rate =
                 (secs > 0.0 && copied + rejected > 0).then(|| (copied + rejected) as f64 / secs);
-            let eta_secs = match (completed, source_rows, rate) {
-                (true, _, _) => Some(0.0),
-                (false, Some(n), Some(r)) => Some(((n - copied - rejected).max(0)) as f64 / r),
+            // An ETA only while batches keep coming: a stopped run has none.
+            let eta_secs = match (completed, running, source_rows, rate) {
+                (true, ..) => Some(0.0),
+                (false, true, Some(n), Some(r)) => {
+                    Some(((n - copied - rejected).max(0)) as f64 / r)
+                }
                 _ => None,
             };
             TableProgress {
@@ -233,6 +267,7 @@ pub async fn read(pool: &PgPool, sqlite: Option<&Path>) -> Result<Status> {
                 copied,
                 rejected,
                 completed,
+                running,
                 rows_per_sec: rate,
                 eta_secs,
             }
@@ -266,9 +301,13 @@ pub async fn read(pool: &PgPool, sqlite: Option<&Path>) -> Result<Status> {
         .find(|s| s.index() == stage.index() + 1);
     let blockers = match next {
         Some(n) if stage < Stage::Live && n >= Stage::Live => {
-            crate::stage::go_live_check(pool, outbox_sqlite.unwrap_or(0))
+            let mut b = crate::stage::go_live_check(pool, outbox_sqlite.unwrap_or(0))
                 .await?
-                .blockers()
+                .blockers();
+            if outbox_sqlite.is_none() {
+                b.push("SQLite's outbox was not read (pass --sqlite or set SQLITE_PATH): it must be empty too".into());
+            }
+            b
         }
         Some(Stage::Shadow) if backfill.iter().any(|t| !t.completed) => {
             vec!["the backfill is not complete (run `cutover backfill`); shadow reads would count every row not copied yet".into()]
@@ -277,10 +316,14 @@ pub async fn read(pool: &PgPool, sqlite: Option<&Path>) -> Result<Status> {
     };
 
     let mut attention = Vec::new();
-    if auth.fallback {
+    let sqlite_fallback = sqlite_auth.map(|a| a.fallback);
+    if auth.fallback
+        || sqlite_fallback == Some(true)
+        || processes.iter().any(|p| !p.stopped && p.fallback)
+    {
         attention.push("fallback active: PostgreSQL was unreachable and SQLite serves as authoritative; the store returns by itself once PostgreSQL answers".into());
     }
-    if let Some(e) = sqlite_epoch.filter(|e| *e != auth.epoch) {
+    if let Some(e) = sqlite_auth.map(|a| a.epoch).filter(|e| *e != auth.epoch) {
         attention.push(format!(
             "SQLite's authority epoch {e} differs from PostgreSQL's {}",
             auth.epoch
@@ -296,7 +339,11 @@ pub async fn read(pool: &PgPool, sqlite: Option<&Path>) -> Result<Status> {
                 "{who} has not reported for {:.0} s (stopped without shutdown, or cannot reach PostgreSQL)",
                 p.seen_secs_ago
             ));
-        } else if p.epoch != auth.epoch && p.seen_secs_ago > 5.0 {
+        } else if p.epoch < auth.epoch
+            && p.seen_secs_ago + FOLLOW_GRACE.as_secs_f64() < authority_age_secs
+        {
+            // It reported well after the authority moved, still on the old
+            // epoch.
             attention.push(format!(
                 "{who} runs epoch {} ({}), the authority is at {} ({stage})",
                 p.epoch, p.stage, auth.epoch
@@ -305,17 +352,25 @@ pub async fn read(pool: &PgPool, sqlite: Option<&Path>) -> Result<Status> {
     }
     if let Some(v) = &last_verify {
         if !v.clean {
-            attention.push(format!(
-                "the last verify found {} divergent rows (run `cutover verify --repair`)",
-                v.divergent_rows
-            ));
+            attention.push(if v.divergent_rows > 0 {
+                format!(
+                    "the last verify found {} divergent rows (run `cutover verify --repair`)",
+                    v.divergent_rows
+                )
+            } else {
+                "the last verify was not clean: its counts do not add up (see `cutover verify`)"
+                    .into()
+            });
         }
     }
     Ok(Status {
         stage: stage.to_string(),
         epoch: auth.epoch,
-        fallback: auth.fallback,
-        sqlite_epoch,
+        fallback: auth.fallback || sqlite_fallback == Some(true),
+        sqlite_epoch: sqlite_auth.map(|a| a.epoch),
+        sqlite_fallback,
+        authority_age_secs,
+        last_flip_pause_ms,
         processes,
         outbox_postgres,
         outbox_sqlite,

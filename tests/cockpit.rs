@@ -253,6 +253,34 @@ async fn status_shows_the_migration_and_exits_1_when_it_needs_attention() {
         "{out}"
     );
 
+    // A process that reports well after the authority moved, still on an
+    // older epoch, is behind; a heartbeat from before the move is not.
+    sqlx::query("UPDATE cutover.authority SET changed_at = now() - interval '20 seconds'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO cutover.processes (id, host, pid, version, stage, epoch, seen_at)
+         VALUES ('laggard', 'elsewhere', 4242, '0', 'dualwrite', 0, now()),
+                ('quiet', 'elsewhere', 4343, '0', 'dualwrite', 0, now() - interval '25 seconds')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (_, out, _) = status(&["status"])();
+    assert!(
+        out.contains("process 4242 on elsewhere runs epoch 0"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("process 4343 on elsewhere runs epoch"),
+        "beat before the move: {out}"
+    );
+    sqlx::query("DELETE FROM cutover.processes WHERE host = 'elsewhere'")
+        .execute(&pool)
+        .await
+        .unwrap();
+
     // A clean stop is recorded.
     c.shutdown().await;
     let (_, out, _) = status(&["status", "--json"])();

@@ -244,6 +244,16 @@ struct Child {
     log: PathBuf,
 }
 
+/// A child left running when the test fails is killed, not left writing.
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.process.try_wait() {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+}
+
 fn spawn_child(id: usize, path: &Path, url: &str, dir: &Path, stop: &Path, tiny: bool) -> Child {
     let log = dir.join(format!("child{id}.log"));
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use cutover::stage::Stage;
 use cutover::{Cutover, CutoverConfig, ScrapedProfile, Store};
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// `N` distinct free addresses (held together while chosen, so none repeats).
+fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
 }
 
 fn encode(s: &str) -> String {
@@ -116,9 +117,7 @@ fn scraped_value(body: &str, line_start: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_answers_every_panel_and_rule() {
     let prometheus = which("prometheus");
-    let app = free_addr();
-    let backfill_addr = free_addr();
-    let prom = free_addr();
+    let [app, backfill_addr, prom] = free_addrs::<3>();
     cutover::metrics::install_exporter(app).unwrap();
 
     let dir = common::TempDir::new();
@@ -246,6 +245,8 @@ async fn a_real_prometheus_answers_every_panel_and_rule() {
             &backfill_addr.to_string(),
             "--max-rows-per-sec",
             "800",
+            "--metrics-linger",
+            "2",
         ],
     )
     .stdout(Stdio::piped())
@@ -320,6 +321,42 @@ async fn a_real_prometheus_answers_every_panel_and_rule() {
         "{pauses:?}"
     );
     assert_eq!(scraped_value(&body, "cutover_stage "), Some(3.0));
+    drop(body);
+
+    // A flip made by the command, as the runbook does it, shows on this
+    // process's flip gauges too (its heartbeat reads the recorded pause).
+    let (o, e) = {
+        let out = common::cutover_cmd(
+            dir.0.path(),
+            &sqlite,
+            Some(&db),
+            &["stage", "set", "rampdown"],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{:?}", common::text(&out));
+        common::text(&out)
+    };
+    let pool = db.pool().await;
+    let cli_pause: f64 = sqlx::query_scalar(
+        "SELECT pause_ms FROM cutover.stage_history WHERE to_stage = 'rampdown' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = fetch(app, "/metrics".into()).await;
+        let last = scraped_value(&body, "cutover_flip_pause_last_seconds ");
+        if last.is_some_and(|l| (l * 1000.0 - cli_pause).abs() < 1e-6) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CLI's flip pause ({cli_pause} ms) never reached this process: last {last:?}; {o}{e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Let Prometheus take a few scrapes of the end state.
     tokio::time::sleep(Duration::from_secs(4)).await;

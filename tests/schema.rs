@@ -203,6 +203,21 @@ async fn a_second_migrate_changes_nothing() {
 fn db_url(db: &TestDb) -> String {
     let mut u = url::Url::parse(&admin_url()).expect("admin URL");
     u.set_path(&format!("/{}", db.name));
+    // A throwaway server's URL may name its database in the query too.
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "dbname" {
+                db.name.clone()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    if !pairs.is_empty() {
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
     u.to_string()
 }
 

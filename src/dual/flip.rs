@@ -130,8 +130,12 @@ impl DualStore {
         self.commit_held(held).await?;
         self.follow(next);
         let pause = started.elapsed();
-        m::record_flip_pause(pause.as_secs_f64());
-        let _ = stage::record_pause(&pool, pause).await;
+        // Recorded once per process: here, or by the heartbeat of a
+        // process that follows (see `metrics::record_flip_pause_once`).
+        match stage::record_pause(&pool, pause).await {
+            Ok(id) => m::record_flip_pause_once(id, pause.as_secs_f64()),
+            Err(_) => m::record_flip_pause(pause.as_secs_f64()),
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         tracing::info!(
             from = %auth.stage,

@@ -133,7 +133,14 @@ impl DualStore {
                 .locked(move |conn| outbox::sqlite_clear(conn, &cc, hw))
                 .await?;
         }
-        tracing::warn!(table = c.table, key = %c.key, reason = %reason, "legacy row changed by the application cannot be copied; recorded in cutover.rejects");
+        if reason == crate::convert::RejectReason::Orphan
+            && self.routing().stage == crate::stage::Stage::DualWrite
+        {
+            // Expected while the backfill has not brought the parents yet.
+            tracing::info!(table = c.table, key = %c.key, "row recorded in cutover.rejects as an orphan: its parent is not in PostgreSQL (not copied yet, or rejected)");
+        } else {
+            tracing::warn!(table = c.table, key = %c.key, reason = %reason, "legacy row changed by the application cannot be copied; recorded in cutover.rejects");
+        }
         Ok(())
     }
 }

@@ -42,18 +42,16 @@ fn latest() -> i64 {
 }
 
 async fn applied(pool: &PgPool) -> Result<Option<Vec<i64>>> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
-            .fetch_one(pool)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
     if !exists {
         return Ok(None);
     }
-    let v: Vec<i64> = sqlx::query_scalar(
-        "SELECT version FROM public._sqlx_migrations WHERE success ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await?;
+    let v: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?;
     Ok(Some(v))
 }
 

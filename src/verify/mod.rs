@@ -286,15 +286,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     let divergent_rows: u64 = tables_out.iter().map(TableReport::divergent_rows).sum();
     let rejected_rows: u64 = tables_out.iter().map(|t| t.rejected_rows).sum();
     for t in &tables_out {
-        for kind in DivergenceKind::ALL {
-            let n = match kind {
-                DivergenceKind::Missing => t.missing,
-                DivergenceKind::Extra => t.extra,
-                DivergenceKind::Field => t.field,
-            };
-            metrics::gauge!("cutover_verify_divergent_rows", "table" => t.table, "kind" => kind.as_str())
-                .set(n as f64);
-        }
+        divergence_gauges(t);
     }
     let tables_out_clean = tables_out.iter().all(TableReport::clean);
     let mut report = VerifyReport {
@@ -407,6 +399,19 @@ async fn rejects(pool: &PgPool, table: &Table) -> Result<HashMap<String, bool>> 
     Ok(rows.into_iter().collect())
 }
 
+/// Sets `cutover_verify_divergent_rows` of one table.
+fn divergence_gauges(t: &TableReport) {
+    for kind in DivergenceKind::ALL {
+        let n = match kind {
+            DivergenceKind::Missing => t.missing,
+            DivergenceKind::Extra => t.extra,
+            DivergenceKind::Field => t.field,
+        };
+        metrics::gauge!("cutover_verify_divergent_rows", "table" => t.table, "kind" => kind.as_str())
+            .set(n as f64);
+    }
+}
+
 /// One verification pass over the selected tables.
 async fn pass(
     opts: &VerifyOptions,
@@ -419,6 +424,8 @@ async fn pass(
     let mut fixes = Vec::new();
     for &table in selected {
         let (r, f) = verify_table(opts, pool, sqlite, table, authority).await?;
+        // As each table is checked, so a scrape during a long verify sees it.
+        divergence_gauges(&r);
         tracing::debug!(
             table = table.name,
             sqlite_rows = r.sqlite_rows,

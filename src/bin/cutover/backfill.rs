@@ -70,12 +70,21 @@ pub struct Args {
     /// `cutover_backfill_remaining`) here while the backfill runs.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With --metrics-addr: keep serving this long after the end, so
+    /// Prometheus scrapes the final values.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 15,
+        requires = "metrics_addr"
+    )]
+    pub metrics_linger: u64,
 }
 
 /// Runs `cutover backfill`.
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     let settings = cli.settings()?;
-    let _metrics = crate::serve_metrics(args.metrics_addr)?;
+    let metrics = crate::serve_metrics(args.metrics_addr)?;
     let sqlite = settings.require_sqlite()?.to_path_buf();
     let pg = settings.require_postgres()?.clone();
     if !sqlite.exists() {
@@ -130,6 +139,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     };
     let summary = backfill::run(opts, shutdown).await?;
     print_summary(&summary);
+    if !summary.interrupted {
+        crate::linger(&metrics, args.metrics_linger).await;
+    }
     if summary.interrupted {
         println!("interrupted: run `cutover backfill` again to resume from the checkpoint");
         return Ok(Outcome::CheckFailed);

@@ -123,6 +123,15 @@ pub fn serve_metrics(
     Ok(Some(handle))
 }
 
+/// Keeps serving the metrics `secs` after the command's end (when it
+/// serves any), so the last values are scraped.
+pub async fn linger(handle: &Option<metrics_exporter_prometheus::PrometheusHandle>, secs: u64) {
+    if handle.is_some() && secs > 0 {
+        eprintln!("serving the final metrics for {secs} s more (--metrics-linger)");
+        tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     view::init_logging(cli.log_json);

@@ -41,13 +41,24 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
                 .map(|e| format!("  (SQLite's copy: epoch {e})"))
                 .unwrap_or_default()
         );
+        if let Some(ms) = st.last_flip_pause_ms {
+            println!(
+                "authority moved {} ago; last stage change paused writers {ms:.1} ms",
+                secs(st.authority_age_secs)
+            );
+        }
         println!(
             "outbox: postgres {}  sqlite {}",
             st.outbox_postgres,
             st.outbox_sqlite
-                .map_or("? (no SQLite file given)".into(), |n| n.to_string())
+                .map_or("? (SQLite file not given or not readable)".into(), |n| n
+                    .to_string())
         );
-        let live = st.processes.iter().filter(|p| !p.stopped).count();
+        let live = st
+            .processes
+            .iter()
+            .filter(|p| !p.stopped && p.seen_secs_ago <= cutover::status::LIVE_WITHIN.as_secs_f64())
+            .count();
         println!("processes: {live} running");
         for p in &st.processes {
             println!(
@@ -70,12 +81,18 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
             } else if t.copied + t.rejected == 0 {
                 "not started".to_string()
             } else {
-                match (t.source_rows, t.eta_secs) {
-                    (Some(n), Some(eta)) if n > 0 => format!(
-                        "{:.0} %  eta {}",
-                        100.0 * (t.copied + t.rejected) as f64 / n as f64,
-                        secs(eta)
-                    ),
+                let pct = t
+                    .source_rows
+                    .filter(|n| *n > 0)
+                    .map(|n| (100.0 * (t.copied + t.rejected) as f64 / n as f64).min(100.0));
+                match (pct, t.eta_secs, t.running) {
+                    (Some(p), Some(eta), true) => format!("{p:.0} %  eta {}", secs(eta)),
+                    (Some(p), _, false) => {
+                        format!("{p:.0} %  not running (run `cutover backfill` to resume)")
+                    }
+                    (None, _, false) => {
+                        "not running (run `cutover backfill` to resume)".to_string()
+                    }
                     _ => "in progress".to_string(),
                 }
             };

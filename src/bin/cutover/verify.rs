@@ -27,12 +27,21 @@ pub struct Args {
     /// while the verify runs.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With --metrics-addr: keep serving this long after the end, so
+    /// Prometheus scrapes the final values.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 15,
+        requires = "metrics_addr"
+    )]
+    pub metrics_linger: u64,
 }
 
 /// Runs `cutover verify`: exit 0 consistent, 1 divergent, 2 error.
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     let settings = cli.settings()?;
-    let _metrics = crate::serve_metrics(args.metrics_addr)?;
+    let metrics = crate::serve_metrics(args.metrics_addr)?;
     let pg = settings.require_postgres()?.clone();
     {
         let store = cutover::PgStore::connect(&pg).await?;
@@ -51,6 +60,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     } else {
         print_report(&report, args.examples);
     }
+    crate::linger(&metrics, args.metrics_linger).await;
     Ok(if report.clean {
         Outcome::Ok
     } else {

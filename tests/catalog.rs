@@ -1,0 +1,297 @@
+//! The declared schema (`cutover::tables`) against what the migrations
+//! build on PostgreSQL and what the legacy SQLite schema holds: columns in
+//! order, types, nullability, lengths, keys, serial keys, foreign keys and
+//! unique columns. Drift between the code and either schema fails here.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use cutover::tables::{Kind, Table, ALL};
+
+fn pg_type(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Text | Kind::Status => &["character varying", "text"],
+        Kind::Timestamp => &["timestamp with time zone"],
+        Kind::Bool => &["boolean"],
+        Kind::Json => &["jsonb"],
+        Kind::Int => &["integer"],
+    }
+}
+
+fn sqlite_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Text | Kind::Status | Kind::Json => "TEXT",
+        Kind::Timestamp => "DATETIME",
+        Kind::Bool => "BOOLEAN",
+        Kind::Int => "INTEGER",
+    }
+}
+
+/// The declared length: `max_len`, and `VARCHAR(50)` for a job status.
+fn declared_len(t: &Table, c: &cutover::tables::Column) -> Option<i32> {
+    let _ = t;
+    c.max_len
+        .map(|n| n as i32)
+        .or((c.kind == Kind::Status).then_some(50))
+}
+
+fn fks(t: &Table) -> BTreeSet<(String, String, String)> {
+    t.foreign_keys
+        .iter()
+        .map(|f| {
+            (
+                f.column.to_string(),
+                f.parent_table.to_string(),
+                f.parent_column.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// name, data type, nullable ("YES"/"NO"), character length, default.
+type CatalogColumn = (String, String, String, Option<i32>, Option<String>);
+
+#[tokio::test]
+async fn the_declared_schema_is_the_migrated_postgresql_catalog() {
+    let db = common::TestDb::migrated().await;
+    let pool = db.pool().await;
+    let mut problems = Vec::new();
+
+    let tables: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let declared: BTreeSet<String> = ALL.iter().map(|t| t.name.to_string()).collect();
+    if tables != declared {
+        problems.push(format!("tables: catalog {tables:?}, declared {declared:?}"));
+    }
+
+    for t in ALL {
+        let cols: Vec<CatalogColumn> = sqlx::query_as(
+            "SELECT column_name::text, data_type::text, is_nullable::text,
+                    character_maximum_length::int, column_default::text
+             FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+        )
+        .bind(t.name)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+        let want: Vec<&str> = t.columns.iter().map(|c| c.name).collect();
+        if names != want {
+            problems.push(format!("{}: columns {names:?}, declared {want:?}", t.name));
+            continue;
+        }
+        for (c, (name, ty, nullable, len, default)) in t.columns.iter().zip(&cols) {
+            if !pg_type(c.kind).contains(&ty.as_str()) {
+                problems.push(format!(
+                    "{}.{name}: type {ty}, declared {:?}",
+                    t.name, c.kind
+                ));
+            }
+            if (nullable == "YES") != c.nullable {
+                problems.push(format!(
+                    "{}.{name}: nullable {nullable}, declared nullable {}",
+                    t.name, c.nullable
+                ));
+            }
+            if *len != declared_len(t, c) {
+                problems.push(format!(
+                    "{}.{name}: length {len:?}, declared {:?}",
+                    t.name,
+                    declared_len(t, c)
+                ));
+            }
+            let serial = default
+                .as_deref()
+                .is_some_and(|d| d.starts_with("nextval("));
+            if *name == t.primary_key && serial != t.serial {
+                problems.push(format!(
+                    "{}: serial key {serial}, declared {}",
+                    t.name, t.serial
+                ));
+            }
+        }
+
+        let pk: Vec<String> = sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE i.indrelid = $1::regclass AND i.indisprimary",
+        )
+        .bind(t.name)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        if pk != [t.primary_key] {
+            problems.push(format!(
+                "{}: primary key {pk:?}, declared {}",
+                t.name, t.primary_key
+            ));
+        }
+
+        let catalog_fks: BTreeSet<(String, String, String)> = sqlx::query_as(
+            "SELECT a.attname::text, p.relname::text, pa.attname::text
+             FROM pg_constraint c
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+             JOIN pg_class p ON p.oid = c.confrelid
+             JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = c.confkey[1]
+             WHERE c.conrelid = $1::regclass AND c.contype = 'f'",
+        )
+        .bind(t.name)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        if catalog_fks != fks(t) {
+            problems.push(format!(
+                "{}: foreign keys {catalog_fks:?}, declared {:?}",
+                t.name,
+                fks(t)
+            ));
+        }
+
+        let unique: BTreeSet<String> = sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_constraint c
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+             WHERE c.conrelid = $1::regclass AND c.contype = 'u' AND cardinality(c.conkey) = 1",
+        )
+        .bind(t.name)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        let want: BTreeSet<String> = t.unique.iter().map(|s| s.to_string()).collect();
+        if unique != want {
+            problems.push(format!("{}: unique {unique:?}, declared {want:?}", t.name));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "schema drift:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_declared_schema_is_the_legacy_sqlite_schema() {
+    let c = rusqlite::Connection::open_in_memory().unwrap();
+    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
+    let mut problems = Vec::new();
+
+    let tables: BTreeSet<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let declared: BTreeSet<String> = ALL.iter().map(|t| t.name.to_string()).collect();
+    if tables != declared {
+        problems.push(format!("tables: legacy {tables:?}, declared {declared:?}"));
+    }
+
+    for t in ALL {
+        // (name, declared type, not null, primary-key position)
+        let cols: Vec<(String, String, bool, i64)> = c
+            .prepare(&format!("PRAGMA table_info(\"{}\")", t.name))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(5)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+        let want: Vec<&str> = t.columns.iter().map(|c| c.name).collect();
+        if names != want {
+            problems.push(format!("{}: columns {names:?}, declared {want:?}", t.name));
+            continue;
+        }
+        for (col, (name, ty, not_null, pk)) in t.columns.iter().zip(&cols) {
+            if !ty.eq_ignore_ascii_case(sqlite_type(col.kind)) {
+                problems.push(format!(
+                    "{}.{name}: type {ty}, declared {:?}",
+                    t.name, col.kind
+                ));
+            }
+            // SQLite does not make a primary key NOT NULL; PostgreSQL does.
+            if *pk == 0 && *not_null == col.nullable {
+                problems.push(format!(
+                    "{}.{name}: NOT NULL {not_null}, declared nullable {}",
+                    t.name, col.nullable
+                ));
+            }
+            if (*pk > 0) != (*name == t.primary_key) {
+                problems.push(format!("{}.{name}: primary key position {pk}", t.name));
+            }
+        }
+        let sql: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [t.name],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if sql.to_ascii_uppercase().contains("AUTOINCREMENT") != t.serial {
+            problems.push(format!(
+                "{}: AUTOINCREMENT differs from serial {}",
+                t.name, t.serial
+            ));
+        }
+
+        let legacy_fks: BTreeSet<(String, String, String)> = c
+            .prepare(&format!("PRAGMA foreign_key_list(\"{}\")", t.name))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(3)?, r.get(2)?, r.get(4)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if legacy_fks != fks(t) {
+            problems.push(format!(
+                "{}: foreign keys {legacy_fks:?}, declared {:?}",
+                t.name,
+                fks(t)
+            ));
+        }
+
+        let mut unique = BTreeSet::new();
+        let indexes: Vec<(String, bool, String)> = c
+            .prepare(&format!("PRAGMA index_list(\"{}\")", t.name))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (index, is_unique, origin) in indexes {
+            if !is_unique || origin != "u" {
+                continue;
+            }
+            let cols: Vec<String> = c
+                .prepare(&format!("PRAGMA index_info(\"{index}\")"))
+                .unwrap()
+                .query_map([], |r| r.get(2))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            if cols.len() == 1 {
+                unique.insert(cols[0].clone());
+            }
+        }
+        let want: BTreeSet<String> = t.unique.iter().map(|s| s.to_string()).collect();
+        if unique != want {
+            problems.push(format!("{}: unique {unique:?}, declared {want:?}", t.name));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "legacy schema drift:\n{}",
+        problems.join("\n")
+    );
+}
