@@ -132,3 +132,139 @@ pub trait Store: Send + Sync + 'static {
     /// A user's jobs, newest first.
     async fn user_jobs(&self, user_id: &str) -> Result<Vec<Job>>;
 }
+
+/// A state change of an analysis job or chunk, described once for both
+/// stores: which rows, from which states, to which, what it stamps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transition {
+    /// `analysis_queue` or `analysis_chunks`.
+    pub table: &'static str,
+    /// Its key column.
+    pub key: &'static str,
+    /// What the caller asked (named in an `InvalidState` error).
+    pub action: &'static str,
+    /// States the row may be in.
+    pub from: &'static [JobStatus],
+    /// The state it moves to.
+    pub to: JobStatus,
+    /// The timestamp column set to now.
+    pub stamp: &'static str,
+    /// The column set to the caller's value (`result`, `error`), if any.
+    pub detail: Option<&'static str>,
+    /// Whether `error` is cleared.
+    pub clears_error: bool,
+    /// A completed chunk counts on its job's `processed_chunks`.
+    pub counts_on_job: bool,
+}
+
+impl Transition {
+    /// The `SET` list, with placeholders `p(2)` for now and `p(3)` for the
+    /// detail (`p(1)` is the key).
+    pub fn set_list(&self, p: impl Fn(usize) -> String) -> String {
+        let mut set = format!("status = '{}', {} = {}", self.to.as_str(), self.stamp, p(2));
+        if let Some(d) = self.detail {
+            set.push_str(&format!(", {d} = {}", p(3)));
+        }
+        if self.clears_error {
+            set.push_str(", error = NULL");
+        }
+        set
+    }
+
+    /// `SET processed_chunks` of the chunk's job, with `p(1)` the chunk id.
+    pub fn count_on_job_sql(p: impl Fn(usize) -> String) -> String {
+        format!(
+            "UPDATE analysis_queue SET processed_chunks = COALESCE(processed_chunks, 0) + 1 \
+             WHERE job_id = (SELECT job_id FROM analysis_chunks WHERE chunk_id = {})",
+            p(1)
+        )
+    }
+}
+
+const CHUNKS: (&str, &str) = ("analysis_chunks", "chunk_id");
+const JOBS: (&str, &str) = ("analysis_queue", "job_id");
+
+const fn transition(
+    (table, key): (&'static str, &'static str),
+    action: &'static str,
+    from: &'static [JobStatus],
+    to: JobStatus,
+    stamp: &'static str,
+    detail: Option<&'static str>,
+    clears_error: bool,
+) -> Transition {
+    Transition {
+        table,
+        key,
+        action,
+        from,
+        to,
+        stamp,
+        detail,
+        clears_error,
+        counts_on_job: false,
+    }
+}
+
+/// `start_chunk`.
+pub(crate) const START_CHUNK: Transition = transition(
+    CHUNKS,
+    "start",
+    &[JobStatus::Pending, JobStatus::Failed],
+    JobStatus::Processing,
+    "started_at",
+    None,
+    true,
+);
+/// `complete_chunk`.
+pub(crate) const COMPLETE_CHUNK: Transition = Transition {
+    counts_on_job: true,
+    ..transition(
+        CHUNKS,
+        "complete",
+        &[JobStatus::Processing],
+        JobStatus::Completed,
+        "completed_at",
+        Some("result"),
+        true,
+    )
+};
+/// `fail_chunk`.
+pub(crate) const FAIL_CHUNK: Transition = transition(
+    CHUNKS,
+    "fail",
+    &[JobStatus::Processing],
+    JobStatus::Failed,
+    "completed_at",
+    Some("error"),
+    false,
+);
+/// `complete_job`.
+pub(crate) const COMPLETE_JOB: Transition = transition(
+    JOBS,
+    "complete",
+    &[JobStatus::Processing],
+    JobStatus::Completed,
+    "completed_at",
+    None,
+    false,
+);
+/// `fail_job`.
+pub(crate) const FAIL_JOB: Transition = transition(
+    JOBS,
+    "fail",
+    &[JobStatus::Pending, JobStatus::Processing],
+    JobStatus::Failed,
+    "completed_at",
+    Some("error"),
+    false,
+);
+
+/// The caller's value a transition stores (`Transition::detail`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Detail<'a> {
+    /// A JSON value (`result`).
+    Json(&'a Value),
+    /// Text (`error`).
+    Text(&'a str),
+}

@@ -1,13 +1,21 @@
 //! The target side: `PgStore` over a PostgreSQL pool, and the schema.
 //!
-//! Mirrors `sqlite/` file for file: `store.rs` implements `Store`, `error.rs`
-//! maps native errors into the shared `DbErrorKind`; `migrate.rs` applies
+//! Mirrors `sqlite/`: `store.rs` implements `Store` (the queries),
+//! `row.rs` decodes rows, `write.rs` is the write transaction with its
+//! change capture (as `sqlite/lock.rs` is SQLite's), `error.rs` maps native
+//! errors into the shared `DbErrorKind`; `connect.rs` opens the pool and
+//! explains a failed first connection; `migrate.rs` applies
 //! `migrations/postgres`.
 
+mod connect;
 mod error;
 mod migrate;
+#[macro_use]
+mod row;
 mod store;
+mod write;
 
+pub use connect::{preflight, CONNECT_TIMEOUT};
 pub use migrate::{migrate, require_current, state as schema_state, SchemaReport, SchemaState};
-pub(crate) use store::with_ready;
-pub use store::{preflight, PgStore, CONNECT_TIMEOUT};
+pub use store::PgStore;
+pub(crate) use write::with_ready;

@@ -10,594 +10,28 @@
 //! Text is ordered with `COLLATE "C"` (bytewise, like SQLite's BINARY), and
 //! "now" is taken in Rust (`model::now`), never from the database clock.
 
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPoolOptions, PgRow};
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::error::{violated_constraint, PoolLimits};
-use crate::changes::{self, Change};
-use crate::convert::RejectReason;
+use super::row::*;
 use crate::error::{Backend, DbErrorKind, Error, Result};
 use crate::model::*;
-use crate::settings::PgSettings;
-use crate::store::Store;
-use crate::tables;
-
-// Column lists as macros so that `concat!` can build `&'static str` queries
-// (sqlx only accepts non-static SQL wrapped in `AssertSqlSafe`).
-macro_rules! user_cols {
-    () => {
-        "id, username, profile_data, profile_picture_url, last_scraped, created_at"
-    };
-}
-macro_rules! tweet_cols {
-    () => {
-        "id, user_id, text, created_at, url, is_reply, metadata, created_in_db"
-    };
-}
-macro_rules! analysis_cols {
-    () => {
-        "id, user_id, traits, interests, communication_style, analyzed_at"
-    };
-}
-macro_rules! progress_cols {
-    () => {
-        "user_id, current_command_index, completed_commands, command_responses, last_updated"
-    };
-}
-macro_rules! completion_cols {
-    () => {
-        "user_id, completed_at, completion_data"
-    };
-}
-macro_rules! code_cols {
-    () => {
-        "code, owner_user_id, usage_count, created_at"
-    };
-}
-macro_rules! job_cols {
-    () => {
-        "job_id, user_id, status, priority, total_chunks, processed_chunks, created_at, \
-         started_at, completed_at, error"
-    };
-}
-macro_rules! chunk_cols {
-    () => {
-        "chunk_id, job_id, chunk_index, tweet_count, status, started_at, completed_at, \
-         result, error"
-    };
-}
+use crate::store::{
+    Detail, Store, Transition, COMPLETE_CHUNK, COMPLETE_JOB, FAIL_CHUNK, FAIL_JOB, START_CHUNK,
+};
 
 /// PostgreSQL as a `Store`.
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
-    limits: PoolLimits,
-    outbox: Arc<AtomicBool>,
-}
-
-impl PgStore {
-    /// Connects a pool with the settings' limits.
-    ///
-    /// When no connection can be opened within the acquire timeout, the error
-    /// says why (refused, authentication, unknown database) and names the
-    /// server by its redacted URL; it never contains the password.
-    pub async fn connect(settings: &PgSettings) -> Result<Self> {
-        preflight(settings).await?;
-        let p = &settings.pool;
-        let pool = PgPoolOptions::new()
-            .max_connections(p.max_connections)
-            .min_connections(p.min_connections)
-            .acquire_timeout(p.acquire_timeout)
-            .idle_timeout(p.idle_timeout)
-            .connect_with(settings.connect_options())
-            .await;
-        let limits = PoolLimits {
-            acquire_timeout: p.acquire_timeout,
-            max_connections: p.max_connections,
-        };
-        match pool {
-            Ok(pool) => Ok(Self {
-                pool,
-                limits,
-                outbox: Arc::new(AtomicBool::new(false)),
-            }),
-            Err(e) => Err(connect_error(settings, e).await),
-        }
-    }
-
-    /// Wraps an existing pool.
-    pub fn from_pool(pool: PgPool) -> Self {
-        let o = pool.options();
-        let limits = PoolLimits {
-            acquire_timeout: o.get_acquire_timeout(),
-            max_connections: o.get_max_connections(),
-        };
-        Self {
-            pool,
-            limits,
-            outbox: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Switches outbox recording on or off: when on, every write records the
-    /// keys it changed in `cutover.outbox` inside its own transaction (the
-    /// capture triggers of migrations 0004 and 0005 do the noting).
-    pub fn set_outbox(&self, on: bool) {
-        self.outbox.store(on, AtomicOrdering::SeqCst);
-    }
-
-    /// Whether writes record their changes in the outbox.
-    pub fn outbox_enabled(&self) -> bool {
-        self.outbox.load(AtomicOrdering::SeqCst)
-    }
-
-    /// The pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    async fn conn(&self) -> Result<PoolConnection<Postgres>> {
-        self.pool.acquire().await.map_err(|e| self.limits.map(e))
-    }
-
-    /// A pooled connection taken ahead of a write, for `with_ready`: None
-    /// when the pool gives none within its acquire timeout (busy, or
-    /// PostgreSQL unreachable); the write then asks again itself, and the
-    /// error it gets decides (a busy pool fails the call, an unreachable
-    /// PostgreSQL leads to the fallback decision).
-    pub(crate) async fn ready(&self) -> Option<PoolConnection<Postgres>> {
-        self.conn().await.ok()
-    }
-
-    async fn begin(&self) -> Result<WriteTx> {
-        let begun = std::time::Instant::now();
-        let ready = READY.try_with(|r| r.borrow_mut().take()).ok().flatten();
-        let mut conn = match ready {
-            Some(c) => c,
-            None => self.conn().await?,
-        };
-        // One round trip: the capture switch travels with the BEGIN.
-        let begin = if self.outbox_enabled() {
-            "BEGIN; SET LOCAL cutover.capture = 'on'"
-        } else {
-            "BEGIN"
-        };
-        sqlx::raw_sql(begin).execute(&mut *conn).await?;
-        Ok(WriteTx {
-            conn: Some(conn),
-            begun,
-        })
-    }
-
-    /// A read-only transaction (no change capture).
-    async fn begin_read(&self) -> Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(|e| self.limits.map(e))
-    }
-
-    /// Commits; when the outbox is on, the same round trip first reads the
-    /// capture triggers' notes of the rows this transaction changed (keys,
-    /// outbox ids, images) and reports them (`noted_changes`).
-    async fn commit(&self, mut tx: WriteTx) -> Result<()> {
-        crate::failpoint::hit("pg.before_commit");
-        changes::commit_sent();
-        if !self.outbox_enabled() {
-            sqlx::raw_sql("COMMIT").execute(&mut *tx).await?;
-            tx.committed();
-            return Ok(());
-        }
-        // The committed images travel with the keys, so the secondary apply
-        // does not depend on reaching PostgreSQL again after the commit. The
-        // capture triggers note each change in `cutover.changed` (migration
-        // 0006); reading it goes with the COMMIT as one simple-protocol
-        // message. The images were taken during the transaction: their age
-        // counts from its BEGIN.
-        let read_at = tx.begun;
-        let rows = sqlx::raw_sql(
-            "SELECT current_setting('cutover.changed', true), \
-             current_setting('cutover.overflow', true); COMMIT",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.committed();
-        crate::failpoint::pause("pg.after_commit").await;
-        if crate::failpoint::cut("pg.after_commit") {
-            return Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "connection cut after COMMIT (failpoint)",
-            ))
-            .into());
-        }
-        // Committed: from here on nothing fails the caller. What cannot be
-        // read stays in the outbox for the replayer.
-        let text = |i: usize| -> String {
-            rows.first()
-                .and_then(|r| r.try_get::<Option<String>, _>(i).ok().flatten())
-                .unwrap_or_default()
-        };
-        let mut reported = noted_changes(&text(0), read_at);
-        if let Ok(txid) = text(1).parse::<i64>() {
-            // Past the notes' limit: the outbox lists every key the
-            // transaction changed, with its last entry; a noted image is
-            // carried only when it is that last entry.
-            let listed: std::result::Result<Vec<(i64, String, String)>, _> = sqlx::query_as(
-                "SELECT max(id), table_name, row_key FROM cutover.outbox WHERE txid = $1 \
-                 GROUP BY table_name, row_key ORDER BY min(id)",
-            )
-            .bind(txid)
-            .fetch_all(&self.pool)
-            .await;
-            let mut noted: std::collections::HashMap<Change, changes::Carried> = reported
-                .drain(..)
-                .filter_map(|(c, carried)| carried.map(|cv| (c, cv)))
-                .collect();
-            for (id, t, k) in listed.unwrap_or_default() {
-                let Some(table) = tables::by_name(&t) else {
-                    continue;
-                };
-                let c = Change::new(table.name, k);
-                let carried = noted.remove(&c).filter(|cv| cv.outbox_id == id);
-                reported.push((c, carried));
-            }
-        }
-        changes::report_carried(reported);
-        Ok(())
-    }
-}
-
-tokio::task_local! {
-    static READY: std::cell::RefCell<Option<PoolConnection<Postgres>>>;
-}
-
-/// Runs `f` with `conn` as the connection its first write transaction
-/// uses: the dual store takes it before the order lock, so a write's wait
-/// for the pool does not hold that lock (a flip would wait for it too).
-pub(crate) async fn with_ready<F: std::future::Future>(
-    conn: Option<PoolConnection<Postgres>>,
-    f: F,
-) -> F::Output {
-    READY.scope(std::cell::RefCell::new(conn), f).await
-}
-
-/// The changes a transaction's capture triggers noted (migration 0006), one
-/// JSON array per line: outbox id, table, key, and the row as `to_jsonb`
-/// rendered it (null when deleted). Each key once, in the order first
-/// changed, with its last entry: the highest id and the row as committed. A
-/// row whose rendering does not decode is reported without its image: the
-/// apply reads it back. A line that does not read is left to the replayer
-/// (its outbox entry stays until applied).
-fn noted_changes(
-    noted: &str,
-    read_at: std::time::Instant,
-) -> Vec<(Change, Option<changes::Carried>)> {
-    let mut order: Vec<Change> = Vec::new();
-    let mut last: std::collections::HashMap<Change, (i64, Value, Vec<String>)> =
-        std::collections::HashMap::new();
-    for line in noted.lines().filter(|l| !l.is_empty()) {
-        // [id, table, key, image, the JSON columns holding SQL NULL]
-        let parsed = serde_json::from_str::<(i64, String, String, Value, Vec<String>)>(line)
-            .or_else(|_| {
-                serde_json::from_str::<(i64, String, String, Value)>(line)
-                    .map(|(a, b, c, d)| (a, b, c, d, Vec::new()))
-            });
-        let Ok((id, t, k, img, sql_nulls)) = parsed else {
-            tracing::warn!(note = line, "unreadable change note; left to the replayer");
-            continue;
-        };
-        let Some(table) = tables::by_name(&t) else {
-            continue;
-        };
-        let c = Change::new(table.name, k);
-        match last.get_mut(&c) {
-            Some(e) => {
-                if id > e.0 {
-                    *e = (id, img, sql_nulls);
-                }
-            }
-            None => {
-                order.push(c.clone());
-                last.insert(c, (id, img, sql_nulls));
-            }
-        }
-    }
-    order
-        .into_iter()
-        .map(|c| {
-            let (id, img, sql_nulls) = last.remove(&c).expect("noted above");
-            let table = tables::by_name(c.table).expect("checked above");
-            let image = match img {
-                Value::Null => Some(None),
-                json => crate::image::image_from_jsonb(table, &json, &sql_nulls).map(Some),
-            };
-            let carried = image.map(|image| changes::Carried {
-                outbox_id: id,
-                image,
-                read_at,
-            });
-            (c, carried)
-        })
-        .collect()
-}
-
-/// A write transaction on a pooled connection, begun and ended by plain
-/// statements (so the commit can read the capture notes in its round
-/// trip). Dropped before it commits, it rolls back on a task of its own
-/// before the connection returns to the pool; a connection that could not be
-/// rolled back is closed.
-struct WriteTx {
-    conn: Option<PoolConnection<Postgres>>,
-    begun: std::time::Instant,
-}
-
-impl WriteTx {
-    /// The COMMIT went through: the connection returns to the pool as is.
-    fn committed(&mut self) {
-        self.conn.take();
-    }
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = PgConnection;
-    fn deref(&self) -> &PgConnection {
-        self.conn.as_ref().expect("transaction still open")
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        self.conn.as_mut().expect("transaction still open")
-    }
-}
-
-impl Drop for WriteTx {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let mut pending = Unfinished(Some(conn));
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Some(c) = pending.0.as_mut() {
-                    if sqlx::raw_sql("ROLLBACK").execute(&mut **c).await.is_ok() {
-                        // Rolled back: the connection returns to the pool.
-                        pending.0.take();
-                    }
-                }
-            });
-        }
-    }
-}
-
-/// A connection whose transaction may still be open: closed when dropped,
-/// never returned to the pool as it is (also when the task meant to roll it
-/// back never runs).
-struct Unfinished(Option<PoolConnection<Postgres>>);
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            c.close_on_drop();
-        }
-    }
-}
-
-/// How long a first connection may take before the server is reported
-/// as not answering.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// One direct connection to the server, within `CONNECT_TIMEOUT`: Ok when
-/// it answers, else an error that says what failed (refused, unknown host,
-/// authentication, missing database — with the fix) and names the server
-/// by its redacted URL. Commands run it before they open their pools, so a
-/// server that is not there is reported at once, not after a pool's
-/// acquire timeout.
-pub async fn preflight(settings: &PgSettings) -> Result<()> {
-    let direct = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        PgConnection::connect_with(&settings.connect_options()),
-    )
-    .await;
-    let cause = match direct {
-        Ok(Ok(c)) => {
-            let _ = c.close().await;
-            return Ok(());
-        }
-        Ok(Err(e)) => explain(settings, &e),
-        Err(_) => format!(
-            "no answer within {} s (a firewall, or the wrong host or port?)",
-            CONNECT_TIMEOUT.as_secs()
-        ),
-    };
-    Err(Error::Database {
-        backend: Backend::Postgres,
-        kind: DbErrorKind::Unavailable,
-        message: format!("cannot connect to {}: {cause}", settings.redacted()),
-    })
-}
-
-/// What a failed connection attempt means, in the operator's terms.
-fn explain(settings: &PgSettings, e: &sqlx::Error) -> String {
-    let o = settings.connect_options();
-    let (host, port) = (o.get_host().to_string(), o.get_port());
-    let user = o.get_username().to_string();
-    let database = o.get_database().unwrap_or(&user).to_string();
-    match e {
-        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
-            "connection refused by {host}:{port}: is PostgreSQL running there and listening on TCP?"
-        ),
-        sqlx::Error::Io(io)
-            if io.to_string().contains("lookup")
-                || io.to_string().contains("resolve")
-                || io.to_string().contains("Name or service not known") =>
-        {
-            format!("unknown host {host:?}: the name does not resolve")
-        }
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("28P01") | Some("28000") => format!(
-                "authentication failed for user {user:?}: check the password (in the URL or PGPASSWORD) and pg_hba.conf"
-            ),
-            Some("3D000") => format!(
-                "database {database:?} does not exist; create it with `createdb -h {host} -p {port} -U {user} {database}` (or CREATE DATABASE \"{database}\")"
-            ),
-            _ => db.message().to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
-/// Explains a failed first connection of a pool. A refused connection
-/// surfaces from the pool as `PoolTimedOut` (sqlx retries until the acquire
-/// timeout), which would read as "pool exhausted"; one direct attempt
-/// recovers the cause.
-async fn connect_error(settings: &PgSettings, e: sqlx::Error) -> Error {
-    let detail = match e {
-        sqlx::Error::PoolTimedOut => match preflight(settings).await {
-            Err(e) => return e,
-            Ok(()) => "no connection was established within the acquire timeout".to_string(),
-        },
-        e => explain(settings, &e),
-    };
-    Error::Database {
-        backend: Backend::Postgres,
-        kind: DbErrorKind::Unavailable,
-        message: format!("cannot connect to {}: {detail}", settings.redacted()),
-    }
-}
-
-// ----- row decoding ------------------------------------------------------------
-
-fn user(r: &PgRow) -> Result<User> {
-    Ok(User {
-        id: r.try_get("id")?,
-        username: r.try_get("username")?,
-        profile_data: r.try_get("profile_data")?,
-        profile_picture_url: r.try_get("profile_picture_url")?,
-        last_scraped: r.try_get("last_scraped")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn tweet(r: &PgRow) -> Result<Tweet> {
-    Ok(Tweet {
-        id: r.try_get("id")?,
-        user_id: r.try_get("user_id")?,
-        text: r.try_get("text")?,
-        created_at: r.try_get("created_at")?,
-        url: r.try_get("url")?,
-        is_reply: r.try_get("is_reply")?,
-        metadata: r.try_get("metadata")?,
-        created_in_db: r.try_get("created_in_db")?,
-    })
-}
-
-fn analysis(r: &PgRow) -> Result<PersonalityAnalysis> {
-    Ok(PersonalityAnalysis {
-        id: r.try_get("id")?,
-        user_id: r.try_get("user_id")?,
-        traits: r.try_get("traits")?,
-        interests: r.try_get("interests")?,
-        communication_style: r.try_get("communication_style")?,
-        analyzed_at: r.try_get("analyzed_at")?,
-    })
-}
-
-fn progress(r: &PgRow) -> Result<FunnelProgress> {
-    Ok(FunnelProgress {
-        user_id: r.try_get("user_id")?,
-        current_command_index: r.try_get("current_command_index")?,
-        completed_commands: r.try_get("completed_commands")?,
-        command_responses: r.try_get("command_responses")?,
-        last_updated: r.try_get("last_updated")?,
-    })
-}
-
-fn completion(r: &PgRow) -> Result<FunnelCompletion> {
-    Ok(FunnelCompletion {
-        user_id: r.try_get("user_id")?,
-        completed_at: r.try_get("completed_at")?,
-        completion_data: r.try_get("completion_data")?,
-    })
-}
-
-fn code(r: &PgRow) -> Result<ReferralCode> {
-    Ok(ReferralCode {
-        code: r.try_get("code")?,
-        owner_user_id: r.try_get("owner_user_id")?,
-        usage_count: r.try_get("usage_count")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn referral(r: &PgRow) -> Result<Referral> {
-    Ok(Referral {
-        id: r.try_get("id")?,
-        referral_code: r.try_get("referral_code")?,
-        referrer_user_id: r.try_get("referrer_user_id")?,
-        referred_user_id: r.try_get("referred_user_id")?,
-        used_at: r.try_get("used_at")?,
-    })
-}
-
-fn usage(r: &PgRow) -> Result<ReferralUsage> {
-    Ok(ReferralUsage {
-        id: r.try_get("id")?,
-        referral_code: r.try_get("referral_code")?,
-        used_by_user_id: r.try_get("used_by_user_id")?,
-        used_at: r.try_get("used_at")?,
-    })
-}
-
-/// The CHECK constraint keeps `status` in the set; a value outside it means
-/// the constraint was dropped, which is reported rather than guessed around.
-fn status(r: &PgRow, table: &'static str, key: String) -> Result<JobStatus> {
-    let s: String = r.try_get("status")?;
-    JobStatus::parse(&s).ok_or_else(|| Error::InvalidValue {
-        table,
-        key,
-        column: "status",
-        reason: RejectReason::CheckViolation,
-        detail: format!("{s:?} is not one of pending, processing, completed, failed"),
-    })
-}
-
-fn job(r: &PgRow) -> Result<Job> {
-    let job_id: i32 = r.try_get("job_id")?;
-    Ok(Job {
-        job_id,
-        user_id: r.try_get("user_id")?,
-        status: status(r, "analysis_queue", job_id.to_string())?,
-        priority: r.try_get("priority")?,
-        total_chunks: r.try_get("total_chunks")?,
-        processed_chunks: r.try_get("processed_chunks")?,
-        created_at: r.try_get("created_at")?,
-        started_at: r.try_get("started_at")?,
-        completed_at: r.try_get("completed_at")?,
-        error: r.try_get("error")?,
-    })
-}
-
-fn chunk(r: &PgRow) -> Result<Chunk> {
-    let chunk_id: i32 = r.try_get("chunk_id")?;
-    Ok(Chunk {
-        chunk_id,
-        job_id: r.try_get("job_id")?,
-        chunk_index: r.try_get("chunk_index")?,
-        tweet_count: r.try_get("tweet_count")?,
-        status: status(r, "analysis_chunks", chunk_id.to_string())?,
-        started_at: r.try_get("started_at")?,
-        completed_at: r.try_get("completed_at")?,
-        result: r.try_get("result")?,
-        error: r.try_get("error")?,
-    })
-}
-
-fn all<T>(rows: &[PgRow], f: fn(&PgRow) -> Result<T>) -> Result<Vec<T>> {
-    rows.iter().map(f).collect()
+    pub(super) pool: PgPool,
+    pub(super) limits: PoolLimits,
+    pub(super) outbox: Arc<AtomicBool>,
 }
 
 // ----- checks inside a transaction ---------------------------------------------
@@ -634,51 +68,73 @@ fn fk_backstop(e: sqlx::Error, fk: &str, missing: impl FnOnce() -> Error) -> Err
     }
 }
 
-/// The queue's two tables, for the shared state-transition check.
-#[derive(Clone, Copy)]
-enum Queue {
-    Jobs,
-    Chunks,
-}
-
-impl Queue {
-    fn table(self) -> &'static str {
-        match self {
-            Queue::Jobs => "analysis_queue",
-            Queue::Chunks => "analysis_chunks",
-        }
-    }
-}
-
-/// Locks a job or chunk row and checks that its status allows `action`.
-async fn lock_status(
-    c: &mut PgConnection,
-    q: Queue,
-    id: i32,
-    allowed: &[JobStatus],
-    action: &'static str,
-) -> Result<()> {
-    let sql = match q {
-        Queue::Jobs => "SELECT status FROM analysis_queue WHERE job_id = $1 FOR UPDATE",
-        Queue::Chunks => "SELECT status FROM analysis_chunks WHERE chunk_id = $1 FOR UPDATE",
-    };
-    let row = sqlx::query(sql).bind(id).fetch_optional(c).await?;
+/// Locks a job or chunk row and checks that its status allows `t`.
+async fn lock_status(c: &mut PgConnection, t: &Transition, id: i32) -> Result<()> {
+    let sql = format!(
+        "SELECT status FROM {} WHERE {} = $1 FOR UPDATE",
+        t.table, t.key
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(c)
+        .await?;
     let Some(row) = row else {
         return Err(Error::NotFound {
-            table: q.table(),
+            table: t.table,
             key: id.to_string(),
         });
     };
     let st: String = row.try_get("status")?;
-    if JobStatus::parse(&st).is_some_and(|s| allowed.contains(&s)) {
+    if JobStatus::parse(&st).is_some_and(|s| t.from.contains(&s)) {
         Ok(())
     } else {
         Err(Error::InvalidState {
-            table: q.table(),
+            table: t.table,
             key: id.to_string(),
             status: st,
-            action,
+            action: t.action,
         })
+    }
+}
+
+impl PgStore {
+    /// One job or chunk state change (`store::Transition`): the row locked
+    /// and its state checked, then changed and returned.
+    async fn transition<T>(
+        &self,
+        t: &Transition,
+        id: i32,
+        detail: Option<Detail<'_>>,
+        cols: &str,
+        decode: fn(&PgRow) -> Result<T>,
+    ) -> Result<T> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        lock_status(&mut tx, t, id).await?;
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {} = $1 RETURNING {cols}",
+            t.table,
+            t.set_list(|i| format!("${i}")),
+            t.key
+        );
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(now);
+        let q = match detail {
+            Some(Detail::Json(v)) => q.bind(v),
+            Some(Detail::Text(s)) => q.bind(s),
+            None => q,
+        };
+        let row = q.fetch_one(&mut *tx).await?;
+        let out = decode(&row)?;
+        if t.counts_on_job {
+            sqlx::query(sqlx::AssertSqlSafe(Transition::count_on_job_sql(|i| {
+                format!("${i}")
+            })))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.commit(tx).await?;
+        Ok(out)
     }
 }
 
@@ -1408,138 +864,31 @@ impl Store for PgStore {
     }
 
     async fn start_chunk(&self, chunk_id: i32) -> Result<Chunk> {
-        let now = now();
-        let mut tx = self.begin().await?;
-        lock_status(
-            &mut tx,
-            Queue::Chunks,
-            chunk_id,
-            &[JobStatus::Pending, JobStatus::Failed],
-            "start",
-        )
-        .await?;
-        let row = sqlx::query(concat!(
-            "UPDATE analysis_chunks SET status = 'processing', started_at = $2, error = NULL \
-             WHERE chunk_id = $1 RETURNING ",
-            chunk_cols!()
-        ))
-        .bind(chunk_id)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let out = chunk(&row)?;
-        self.commit(tx).await?;
-        Ok(out)
+        self.transition(&START_CHUNK, chunk_id, None, chunk_cols!(), chunk)
+            .await
     }
 
     async fn complete_chunk(&self, chunk_id: i32, result: &Value) -> Result<Chunk> {
-        let now = now();
-        let mut tx = self.begin().await?;
-        lock_status(
-            &mut tx,
-            Queue::Chunks,
-            chunk_id,
-            &[JobStatus::Processing],
-            "complete",
-        )
-        .await?;
-        let row = sqlx::query(concat!(
-            "UPDATE analysis_chunks SET status = 'completed', completed_at = $2, result = $3, \
-             error = NULL WHERE chunk_id = $1 RETURNING ",
-            chunk_cols!()
-        ))
-        .bind(chunk_id)
-        .bind(now)
-        .bind(result)
-        .fetch_one(&mut *tx)
-        .await?;
-        let out = chunk(&row)?;
-        sqlx::query(
-            "UPDATE analysis_queue SET processed_chunks = COALESCE(processed_chunks, 0) + 1 \
-             WHERE job_id = $1",
-        )
-        .bind(out.job_id)
-        .execute(&mut *tx)
-        .await?;
-        self.commit(tx).await?;
-        Ok(out)
+        let detail = Some(Detail::Json(result));
+        self.transition(&COMPLETE_CHUNK, chunk_id, detail, chunk_cols!(), chunk)
+            .await
     }
 
     async fn fail_chunk(&self, chunk_id: i32, error: &str) -> Result<Chunk> {
-        let now = now();
-        let mut tx = self.begin().await?;
-        lock_status(
-            &mut tx,
-            Queue::Chunks,
-            chunk_id,
-            &[JobStatus::Processing],
-            "fail",
-        )
-        .await?;
-        let row = sqlx::query(concat!(
-            "UPDATE analysis_chunks SET status = 'failed', completed_at = $2, error = $3 \
-             WHERE chunk_id = $1 RETURNING ",
-            chunk_cols!()
-        ))
-        .bind(chunk_id)
-        .bind(now)
-        .bind(error)
-        .fetch_one(&mut *tx)
-        .await?;
-        let out = chunk(&row)?;
-        self.commit(tx).await?;
-        Ok(out)
+        let detail = Some(Detail::Text(error));
+        self.transition(&FAIL_CHUNK, chunk_id, detail, chunk_cols!(), chunk)
+            .await
     }
 
     async fn complete_job(&self, job_id: i32) -> Result<Job> {
-        let now = now();
-        let mut tx = self.begin().await?;
-        lock_status(
-            &mut tx,
-            Queue::Jobs,
-            job_id,
-            &[JobStatus::Processing],
-            "complete",
-        )
-        .await?;
-        let row = sqlx::query(concat!(
-            "UPDATE analysis_queue SET status = 'completed', completed_at = $2 \
-             WHERE job_id = $1 RETURNING ",
-            job_cols!()
-        ))
-        .bind(job_id)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let out = job(&row)?;
-        self.commit(tx).await?;
-        Ok(out)
+        self.transition(&COMPLETE_JOB, job_id, None, job_cols!(), job)
+            .await
     }
 
     async fn fail_job(&self, job_id: i32, error: &str) -> Result<Job> {
-        let now = now();
-        let mut tx = self.begin().await?;
-        lock_status(
-            &mut tx,
-            Queue::Jobs,
-            job_id,
-            &[JobStatus::Pending, JobStatus::Processing],
-            "fail",
-        )
-        .await?;
-        let row = sqlx::query(concat!(
-            "UPDATE analysis_queue SET status = 'failed', completed_at = $2, error = $3 \
-             WHERE job_id = $1 RETURNING ",
-            job_cols!()
-        ))
-        .bind(job_id)
-        .bind(now)
-        .bind(error)
-        .fetch_one(&mut *tx)
-        .await?;
-        let out = job(&row)?;
-        self.commit(tx).await?;
-        Ok(out)
+        let detail = Some(Detail::Text(error));
+        self.transition(&FAIL_JOB, job_id, detail, job_cols!(), job)
+            .await
     }
 
     async fn jobs_by_status(&self, st: JobStatus, limit_n: u32) -> Result<Vec<Job>> {
@@ -1569,54 +918,5 @@ impl Store for PgStore {
         .fetch_all(&mut *c)
         .await?;
         all(&rows, job)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::noted_changes;
-
-    #[test]
-    fn noted_changes_keep_each_key_once_with_its_last_image() {
-        let user = |name: &str| {
-            format!(
-                r#"{{"id": "u1", "username": "{name}", "created_at": "2026-12-01T07:17:31.457775+00:00", "last_scraped": null, "profile_data": {{"a": 1}}, "profile_picture_url": null}}"#
-            )
-        };
-        let noted = [
-            format!(r#"[7, "users", "u1", {}]"#, user("first")),
-            r#"[8, "tweets", "t1", null]"#.to_string(),
-            format!(r#"[9, "users", "u1", {}]"#, user("second")),
-            r#"[10, "tweets", "t2", {"id": "t2"}]"#.to_string(),
-            r#"[11, "nowhere", "x", null]"#.to_string(),
-            "not json".to_string(),
-            r#"[12, "users", "u2", {"id": "u2"}]"#.to_string(),
-        ]
-        .join("\n")
-            + "\n";
-        let at = std::time::Instant::now();
-        let got = noted_changes(&noted, at);
-        let keys: Vec<_> = got.iter().map(|(c, _)| (c.table, c.key.as_str())).collect();
-        assert_eq!(
-            keys,
-            [
-                ("users", "u1"),
-                ("tweets", "t1"),
-                ("tweets", "t2"),
-                ("users", "u2")
-            ]
-        );
-        let u1 = got[0].1.as_ref().expect("carried");
-        assert_eq!(u1.outbox_id, 9);
-        let img = u1.image.as_ref().expect("not deleted");
-        assert!(img.contains(&crate::row::Cell::Text("second".to_string())));
-        let t1 = got[1].1.as_ref().expect("carried");
-        assert_eq!((t1.outbox_id, t1.image.is_none()), (8, true), "deleted");
-        assert!(got[2].1.is_none(), "not noted: read back by the apply");
-        assert!(
-            got[3].1.is_none(),
-            "a rendering that does not decode is read back"
-        );
-        assert!(noted_changes("", at).is_empty());
     }
 }

@@ -29,7 +29,9 @@ use crate::convert::format_timestamp;
 use crate::error::{Backend, Error, Result};
 use crate::model::*;
 use crate::sqlite::row::{self, FromCells};
-use crate::store::Store;
+use crate::store::{
+    Store, Transition, COMPLETE_CHUNK, COMPLETE_JOB, FAIL_CHUNK, FAIL_JOB, START_CHUNK,
+};
 use crate::tables;
 
 /// Options for opening the SQLite file.
@@ -423,6 +425,61 @@ fn for_change<T: FromCells>(c: &Connection, id: i32) -> Result<T> {
         table: T::TABLE.name,
         key: id.to_string(),
     })
+}
+
+/// A job or chunk row, whose state the shared transitions check.
+trait Queued: FromCells {
+    fn status(&self) -> JobStatus;
+}
+
+impl Queued for Job {
+    fn status(&self) -> JobStatus {
+        self.status
+    }
+}
+
+impl Queued for Chunk {
+    fn status(&self) -> JobStatus {
+        self.status
+    }
+}
+
+/// The caller's value a transition stores, owned for the write's thread.
+enum Owned {
+    Json(Value),
+    Text(String),
+}
+
+/// One job or chunk state change (`store::Transition`), inside the write:
+/// the row read and its state checked, then changed and returned.
+fn transition<T: Queued>(
+    tx: &Connection,
+    t: &Transition,
+    id: i32,
+    detail: Option<&Owned>,
+) -> Result<T> {
+    let row: T = for_change(tx, id)?;
+    if !t.from.contains(&row.status()) {
+        return Err(invalid_state(t.table, id, row.status(), t.action));
+    }
+    let sql = format!(
+        "UPDATE {} SET {} WHERE {} = ?1",
+        t.table,
+        t.set_list(|i| format!("?{i}")),
+        t.key
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let at = ts(&now());
+    match detail {
+        Some(Owned::Json(v)) => stmt.execute(params![id, at, json(v)])?,
+        Some(Owned::Text(e)) => stmt.execute(params![id, at, e])?,
+        None => stmt.execute(params![id, at])?,
+    };
+    if t.counts_on_job {
+        tx.prepare_cached(&Transition::count_on_job_sql(|i| format!("?{i}")))?
+            .execute([id])?;
+    }
+    stored(tx, id)
 }
 
 fn invalid_state(table: &'static str, id: i32, status: JobStatus, action: &'static str) -> Error {
@@ -940,111 +997,31 @@ impl Store for SqliteStore {
     }
 
     async fn start_chunk(&self, chunk_id: i32) -> Result<Chunk> {
-        self.write(move |tx| {
-            let chunk: Chunk = for_change(tx, chunk_id)?;
-            if !matches!(chunk.status, JobStatus::Pending | JobStatus::Failed) {
-                return Err(invalid_state(
-                    "analysis_chunks",
-                    chunk_id,
-                    chunk.status,
-                    "start",
-                ));
-            }
-            tx.prepare_cached(
-                "UPDATE analysis_chunks SET status = 'processing', started_at = ?2, error = NULL \
-                 WHERE chunk_id = ?1",
-            )?
-            .execute(params![chunk_id, ts(&now())])?;
-            stored(tx, chunk_id)
-        })
-        .await
+        self.write(move |tx| transition(tx, &START_CHUNK, chunk_id, None))
+            .await
     }
 
     async fn complete_chunk(&self, chunk_id: i32, result: &Value) -> Result<Chunk> {
-        let result = result.clone();
-        self.write(move |tx| {
-            let chunk: Chunk = for_change(tx, chunk_id)?;
-            if chunk.status != JobStatus::Processing {
-                return Err(invalid_state(
-                    "analysis_chunks",
-                    chunk_id,
-                    chunk.status,
-                    "complete",
-                ));
-            }
-            tx.prepare_cached(
-                "UPDATE analysis_chunks SET status = 'completed', completed_at = ?2, \
-                 result = ?3, error = NULL WHERE chunk_id = ?1",
-            )?
-            .execute(params![chunk_id, ts(&now()), json(&result)])?;
-            tx.prepare_cached(
-                "UPDATE analysis_queue SET processed_chunks = COALESCE(processed_chunks, 0) + 1 \
-                 WHERE job_id = ?1",
-            )?
-            .execute([chunk.job_id])?;
-            stored(tx, chunk_id)
-        })
-        .await
+        let detail = Some(Owned::Json(result.clone()));
+        self.write(move |tx| transition(tx, &COMPLETE_CHUNK, chunk_id, detail.as_ref()))
+            .await
     }
 
     async fn fail_chunk(&self, chunk_id: i32, error: &str) -> Result<Chunk> {
-        let error = error.to_string();
-        self.write(move |tx| {
-            let chunk: Chunk = for_change(tx, chunk_id)?;
-            if chunk.status != JobStatus::Processing {
-                return Err(invalid_state(
-                    "analysis_chunks",
-                    chunk_id,
-                    chunk.status,
-                    "fail",
-                ));
-            }
-            tx.prepare_cached(
-                "UPDATE analysis_chunks SET status = 'failed', completed_at = ?2, error = ?3 \
-                 WHERE chunk_id = ?1",
-            )?
-            .execute(params![chunk_id, ts(&now()), error])?;
-            stored(tx, chunk_id)
-        })
-        .await
+        let detail = Some(Owned::Text(error.to_string()));
+        self.write(move |tx| transition(tx, &FAIL_CHUNK, chunk_id, detail.as_ref()))
+            .await
     }
 
     async fn complete_job(&self, job_id: i32) -> Result<Job> {
-        self.write(move |tx| {
-            let job: Job = for_change(tx, job_id)?;
-            if job.status != JobStatus::Processing {
-                return Err(invalid_state(
-                    "analysis_queue",
-                    job_id,
-                    job.status,
-                    "complete",
-                ));
-            }
-            tx.prepare_cached(
-                "UPDATE analysis_queue SET status = 'completed', completed_at = ?2 \
-                 WHERE job_id = ?1",
-            )?
-            .execute(params![job_id, ts(&now())])?;
-            stored(tx, job_id)
-        })
-        .await
+        self.write(move |tx| transition(tx, &COMPLETE_JOB, job_id, None))
+            .await
     }
 
     async fn fail_job(&self, job_id: i32, error: &str) -> Result<Job> {
-        let error = error.to_string();
-        self.write(move |tx| {
-            let job: Job = for_change(tx, job_id)?;
-            if !matches!(job.status, JobStatus::Pending | JobStatus::Processing) {
-                return Err(invalid_state("analysis_queue", job_id, job.status, "fail"));
-            }
-            tx.prepare_cached(
-                "UPDATE analysis_queue SET status = 'failed', completed_at = ?2, error = ?3 \
-                 WHERE job_id = ?1",
-            )?
-            .execute(params![job_id, ts(&now()), error])?;
-            stored(tx, job_id)
-        })
-        .await
+        let detail = Some(Owned::Text(error.to_string()));
+        self.write(move |tx| transition(tx, &FAIL_JOB, job_id, detail.as_ref()))
+            .await
     }
 
     async fn jobs_by_status(&self, status: JobStatus, limit: u32) -> Result<Vec<Job>> {
