@@ -319,7 +319,7 @@ impl DualStore {
                 .fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::SECONDARY_WRITES_DEFERRED, "op" => op, "table" => c.table)
                 .increment(1);
-            tracing::info!(op, table = c.table, key = %c.key, "copy to PostgreSQL deferred: its parent row is not copied yet (the backfill or the replayer brings it)");
+            tracing::info!(op, table = c.table, key = %c.key, "copy to PostgreSQL deferred: its parent row is not in PostgreSQL yet; its copy waits in the outbox ahead of this one");
             return;
         }
         self.inner

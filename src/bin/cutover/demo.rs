@@ -80,7 +80,7 @@ fn print_report(r: &DemoReport) {
     );
     let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     println!(
-        "  outages         {}, {}, {} (parent not copied yet in dualwrite) and {} through the outbox, {} replayed",
+        "  outages         {}, {}, {} (behind their parent's copy, in dualwrite) and {} through the outbox, {} replayed",
         plural(u64::from(r.postgres_restarts), "PostgreSQL restart", "PostgreSQL restarts"),
         plural(r.fallbacks, "fallback", "fallbacks"),
         plural(r.secondary_writes_deferred, "copy deferred", "copies deferred"),
