@@ -295,3 +295,77 @@ fn the_declared_schema_is_the_legacy_sqlite_schema() {
         problems.join("\n")
     );
 }
+
+/// Each table's `cutover_capture` trigger arguments, from the catalog.
+async fn capture_args(pool: &sqlx::PgPool) -> std::collections::BTreeMap<String, Vec<String>> {
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT c.relname::text, t.tgargs FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+         WHERE t.tgname = 'cutover_capture' AND NOT t.tgisinternal",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(t, a)| {
+            (
+                t,
+                a.split(|b| *b == 0)
+                    .filter(|x| !x.is_empty())
+                    .map(|x| String::from_utf8_lossy(x).into_owned())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_capture_triggers_follow_the_declared_schema() {
+    let db = common::TestDb::migrated().await;
+    let pool = db.pool().await;
+    // Every declared table is captured with its key and its nullable JSON
+    // columns (whose SQL NULL the notes must tell from JSON null).
+    let args = capture_args(&pool).await;
+    for t in ALL {
+        let mut want = vec![t.name.to_string(), t.primary_key.to_string()];
+        want.extend(
+            t.columns
+                .iter()
+                .filter(|c| c.kind == Kind::Json && c.nullable)
+                .map(|c| c.name.to_string()),
+        );
+        assert_eq!(args.get(t.name), Some(&want), "{}", t.name);
+    }
+    assert_eq!(args.len(), ALL.len(), "{args:?}");
+
+    // A trigger gone (or changed by hand) is found, named, and put back by
+    // `cutover schema` (pg::migrate) from the declaration.
+    sqlx::query("DROP TRIGGER cutover_capture ON tweets")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER cutover_capture ON users;
+         CREATE TRIGGER cutover_capture AFTER INSERT OR UPDATE OR DELETE ON users
+         FOR EACH ROW EXECUTE FUNCTION cutover.capture('users', 'id')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let e = cutover::pg::require_current(&pool)
+        .await
+        .expect_err("a missing capture trigger is refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("tweets") && msg.contains("cutover schema"),
+        "{msg}"
+    );
+    let report = cutover::pg::migrate(&pool).await.unwrap();
+    assert!(report.applied.is_empty());
+    assert_eq!(
+        report.capture_installed,
+        vec!["users".to_string(), "tweets".to_string()],
+        "{report:?}"
+    );
+    cutover::pg::require_current(&pool).await.unwrap();
+    assert_eq!(capture_args(&pool).await, args);
+}

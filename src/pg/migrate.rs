@@ -19,6 +19,9 @@ pub struct SchemaReport {
     pub applied: Vec<(i64, String)>,
     /// The schema's version now.
     pub version: i64,
+    /// Tables whose change-capture trigger this run created or replaced
+    /// (generated from the declared schema).
+    pub capture_installed: Vec<String>,
 }
 
 /// Where a database's schema stands against the migrations this build has.
@@ -74,10 +77,21 @@ pub async fn state(pool: &PgPool) -> Result<SchemaState> {
     })
 }
 
-/// Fails, naming `cutover schema`, unless every migration is applied.
+/// Fails, naming `cutover schema`, unless every migration is applied and
+/// every declared table has its capture trigger as the schema gives it.
 pub async fn require_current(pool: &PgPool) -> Result<()> {
     match state(pool).await? {
-        SchemaState::Current(_) => Ok(()),
+        SchemaState::Current(_) => {
+            let stale = super::capture::stale(pool).await?;
+            if stale.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Config(format!(
+                    "the change capture of {} is not installed as this build declares it: run `cutover schema`",
+                    stale.join(", ")
+                )))
+            }
+        }
         SchemaState::Missing => Err(Error::Config(
             "PostgreSQL has no cutover schema yet: run `cutover schema` first".into(),
         )),
@@ -95,6 +109,7 @@ pub async fn migrate(pool: &PgPool) -> Result<SchemaReport> {
         kind: DbErrorKind::Other,
         message: format!("applying migrations/postgres: {e}"),
     })?;
+    let triggers = super::capture::install(pool).await?;
     Ok(SchemaReport {
         applied: MIGRATOR
             .iter()
@@ -102,5 +117,6 @@ pub async fn migrate(pool: &PgPool) -> Result<SchemaReport> {
             .map(|m| (m.version, m.description.to_string()))
             .collect(),
         version: latest(),
+        capture_installed: triggers.iter().map(|t| t.to_string()).collect(),
     })
 }

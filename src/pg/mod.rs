@@ -7,6 +7,7 @@
 //! explains a failed first connection; `migrate.rs` applies
 //! `migrations/postgres`.
 
+mod capture;
 mod connect;
 mod error;
 mod migrate;

@@ -13,6 +13,12 @@ pub async fn run(cli: &Cli, _args: &Args) -> anyhow::Result<Outcome> {
     let target = settings.require_postgres()?;
     let pg = cutover::PgStore::connect(target).await?;
     let report = cutover::pg::migrate(pg.pool()).await?;
+    if !report.capture_installed.is_empty() {
+        println!(
+            "change capture installed on {}",
+            report.capture_installed.join(", ")
+        );
+    }
     if report.applied.is_empty() {
         println!(
             "schema of {} already at version {}: nothing to apply",
