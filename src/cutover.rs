@@ -1,10 +1,12 @@
 //! `Cutover`: the handle an application embeds during the move.
 //!
 //! It owns both stores, the `DualStore` the application calls, the outbox
-//! replayer and the stage watcher. `set_stage` flips the stage for every
-//! process under SQLite's write lock (docs/DESIGN.md §3): every process follows at
-//! its next write, which reads the authority inside the lock; the watcher
-//! (LISTEN/NOTIFY, polling as the fallback) only makes reads follow sooner.
+//! replayer, the stage watcher and the heartbeat `cutover status` lists.
+//! `set_stage` flips the stage for every process under the order lock and
+//! SQLite's write lock, both exclusive (docs/DESIGN.md §3): every process
+//! follows at its next write, which reads the authority under the lock
+//! that keeps it still; the watcher (LISTEN/NOTIFY, polling as the
+//! fallback) only makes reads follow sooner.
 
 use std::time::Duration;
 
@@ -235,7 +237,7 @@ impl Cutover {
         self.dual.stage()
     }
 
-    /// Changes the stage for every process: under SQLite's write lock,
+    /// Changes the stage for every process: under the order lock and SQLite's write lock,
     /// drains both outboxes, checks the go-live gates (unless `force`),
     /// persists and announces it (see `DualStore::set_stage`). Returns the
     /// pause writers saw.

@@ -2,7 +2,9 @@
 //!
 //! Everything is recorded through the `metrics` facade, so the library works
 //! with whatever recorder the application installs; `install_exporter`
-//! installs the Prometheus one and serves it over HTTP.
+//! installs the Prometheus one and serves it over HTTP. The recorder must
+//! be in place before `Cutover::start` (`DualStore::open`), which creates
+//! the dual store's counters and gauges at 0.
 
 use std::net::SocketAddr;
 

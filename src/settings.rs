@@ -107,6 +107,30 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `url` pointing at `database`: the path replaced and a `dbname`
+/// parameter dropped (it would win over the path when the URL is used
+/// again, e.g. handed to a child process). An unparseable URL is returned
+/// as it is.
+pub fn url_with_database(url: &str, database: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{database}"));
+            let kept: Vec<(String, String)> = u
+                .query_pairs()
+                .filter(|(k, _)| k != "dbname")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            if kept.is_empty() {
+                u.set_query(None);
+            } else {
+                u.query_pairs_mut().clear().extend_pairs(kept);
+            }
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
 impl PgSettings {
     /// Parses a `postgres://` URL. The error never repeats the URL.
     pub fn from_url(url: &str) -> Result<Self> {
@@ -186,25 +210,7 @@ impl PgSettings {
     pub fn with_database(&self, database: &str) -> Self {
         let mut s = self.clone();
         s.options = s.options.database(database);
-        s.redacted = match url::Url::parse(&s.redacted) {
-            Ok(mut u) => {
-                u.set_path(&format!("/{database}"));
-                // A `dbname` parameter would win over the path when the URL
-                // is used again (e.g. handed to a child process).
-                let kept: Vec<(String, String)> = u
-                    .query_pairs()
-                    .filter(|(k, _)| k != "dbname")
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
-                if kept.is_empty() {
-                    u.set_query(None);
-                } else {
-                    u.query_pairs_mut().clear().extend_pairs(kept);
-                }
-                u.to_string()
-            }
-            Err(_) => s.redacted,
-        };
+        s.redacted = url_with_database(&s.redacted, database);
         s
     }
 

@@ -2,7 +2,7 @@
 //! databases without changing either.
 //!
 //! Stage and epoch (PostgreSQL's authority row and SQLite's), the processes
-//! that heartbeat into `cutover.processes` (see [`heartbeat`]), both outbox
+//! that heartbeat into `cutover.processes` (see [`Heartbeat`]), both outbox
 //! depths, backfill progress per table with an ETA, the last verify, rejects
 //! by reason, and what blocks the next stage. [`Status::attention`] lists
 //! what an operator must look at; it is empty when all is well.

@@ -49,6 +49,72 @@ fn fks(t: &Table) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// What one schema (`side`) shows against the declaration, the same checks
+/// for PostgreSQL's catalog and the legacy SQLite schema.
+struct Drift {
+    side: &'static str,
+    problems: Vec<String>,
+}
+
+impl Drift {
+    fn new(side: &'static str) -> Self {
+        Self {
+            side,
+            problems: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, p: String) {
+        self.problems.push(p);
+    }
+
+    /// The set of tables.
+    fn tables(&mut self, found: BTreeSet<String>) {
+        let declared: BTreeSet<String> = ALL.iter().map(|t| t.name.to_string()).collect();
+        if found != declared {
+            let side = self.side;
+            self.push(format!("tables: {side} {found:?}, declared {declared:?}"));
+        }
+    }
+
+    /// Column names in order; false when they differ (the per-column
+    /// checks then have nothing to pair).
+    fn column_names<'a>(&mut self, t: &Table, found: impl Iterator<Item = &'a str>) -> bool {
+        let names: Vec<&str> = found.collect();
+        let want: Vec<&str> = t.columns.iter().map(|c| c.name).collect();
+        if names != want {
+            self.push(format!("{}: columns {names:?}, declared {want:?}", t.name));
+        }
+        names == want
+    }
+
+    fn foreign_keys(&mut self, t: &Table, found: BTreeSet<(String, String, String)>) {
+        if found != fks(t) {
+            self.push(format!(
+                "{}: foreign keys {found:?}, declared {:?}",
+                t.name,
+                fks(t)
+            ));
+        }
+    }
+
+    fn unique(&mut self, t: &Table, found: BTreeSet<String>) {
+        let want: BTreeSet<String> = t.unique.iter().map(|s| s.to_string()).collect();
+        if found != want {
+            self.push(format!("{}: unique {found:?}, declared {want:?}", t.name));
+        }
+    }
+
+    fn assert_none(self) {
+        assert!(
+            self.problems.is_empty(),
+            "{} schema drift:\n{}",
+            self.side,
+            self.problems.join("\n")
+        );
+    }
+}
+
 /// name, data type, nullable ("YES"/"NO"), character length, default.
 type CatalogColumn = (String, String, String, Option<i32>, Option<String>);
 
@@ -56,7 +122,7 @@ type CatalogColumn = (String, String, String, Option<i32>, Option<String>);
 async fn the_declared_schema_is_the_migrated_postgresql_catalog() {
     let db = common::TestDb::migrated().await;
     let pool = db.pool().await;
-    let mut problems = Vec::new();
+    let mut problems = Drift::new("catalog");
 
     let tables: BTreeSet<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
@@ -67,10 +133,7 @@ async fn the_declared_schema_is_the_migrated_postgresql_catalog() {
     .unwrap()
     .into_iter()
     .collect();
-    let declared: BTreeSet<String> = ALL.iter().map(|t| t.name.to_string()).collect();
-    if tables != declared {
-        problems.push(format!("tables: catalog {tables:?}, declared {declared:?}"));
-    }
+    problems.tables(tables);
 
     for t in ALL {
         let cols: Vec<CatalogColumn> = sqlx::query_as(
@@ -83,10 +146,7 @@ async fn the_declared_schema_is_the_migrated_postgresql_catalog() {
         .fetch_all(&pool)
         .await
         .unwrap();
-        let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
-        let want: Vec<&str> = t.columns.iter().map(|c| c.name).collect();
-        if names != want {
-            problems.push(format!("{}: columns {names:?}, declared {want:?}", t.name));
+        if !problems.column_names(t, cols.iter().map(|c| c.0.as_str())) {
             continue;
         }
         for (c, (name, ty, nullable, len, default)) in t.columns.iter().zip(&cols) {
@@ -150,13 +210,7 @@ async fn the_declared_schema_is_the_migrated_postgresql_catalog() {
         .unwrap()
         .into_iter()
         .collect();
-        if catalog_fks != fks(t) {
-            problems.push(format!(
-                "{}: foreign keys {catalog_fks:?}, declared {:?}",
-                t.name,
-                fks(t)
-            ));
-        }
+        problems.foreign_keys(t, catalog_fks);
 
         let unique: BTreeSet<String> = sqlx::query_scalar(
             "SELECT a.attname::text FROM pg_constraint c
@@ -169,23 +223,16 @@ async fn the_declared_schema_is_the_migrated_postgresql_catalog() {
         .unwrap()
         .into_iter()
         .collect();
-        let want: BTreeSet<String> = t.unique.iter().map(|s| s.to_string()).collect();
-        if unique != want {
-            problems.push(format!("{}: unique {unique:?}, declared {want:?}", t.name));
-        }
+        problems.unique(t, unique);
     }
-    assert!(
-        problems.is_empty(),
-        "schema drift:\n{}",
-        problems.join("\n")
-    );
+    problems.assert_none();
 }
 
 #[test]
 fn the_declared_schema_is_the_legacy_sqlite_schema() {
     let c = rusqlite::Connection::open_in_memory().unwrap();
     c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
-    let mut problems = Vec::new();
+    let mut problems = Drift::new("legacy");
 
     let tables: BTreeSet<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
@@ -194,10 +241,7 @@ fn the_declared_schema_is_the_legacy_sqlite_schema() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let declared: BTreeSet<String> = ALL.iter().map(|t| t.name.to_string()).collect();
-    if tables != declared {
-        problems.push(format!("tables: legacy {tables:?}, declared {declared:?}"));
-    }
+    problems.tables(tables);
 
     for t in ALL {
         // (name, declared type, not null, primary-key position)
@@ -208,10 +252,7 @@ fn the_declared_schema_is_the_legacy_sqlite_schema() {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
-        let want: Vec<&str> = t.columns.iter().map(|c| c.name).collect();
-        if names != want {
-            problems.push(format!("{}: columns {names:?}, declared {want:?}", t.name));
+        if !problems.column_names(t, cols.iter().map(|c| c.0.as_str())) {
             continue;
         }
         for (col, (name, ty, not_null, pk)) in t.columns.iter().zip(&cols) {
@@ -253,13 +294,7 @@ fn the_declared_schema_is_the_legacy_sqlite_schema() {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        if legacy_fks != fks(t) {
-            problems.push(format!(
-                "{}: foreign keys {legacy_fks:?}, declared {:?}",
-                t.name,
-                fks(t)
-            ));
-        }
+        problems.foreign_keys(t, legacy_fks);
 
         let mut unique = BTreeSet::new();
         let indexes: Vec<(String, bool, String)> = c
@@ -284,16 +319,9 @@ fn the_declared_schema_is_the_legacy_sqlite_schema() {
                 unique.insert(cols[0].clone());
             }
         }
-        let want: BTreeSet<String> = t.unique.iter().map(|s| s.to_string()).collect();
-        if unique != want {
-            problems.push(format!("{}: unique {unique:?}, declared {want:?}", t.name));
-        }
+        problems.unique(t, unique);
     }
-    assert!(
-        problems.is_empty(),
-        "legacy schema drift:\n{}",
-        problems.join("\n")
-    );
+    problems.assert_none();
 }
 
 /// Each table's `cutover_capture` trigger arguments, from the catalog.

@@ -16,16 +16,7 @@ use cutover::{
 
 fn legacy(dir: &common::TempDir, users: u64, tweets: u64) -> std::path::PathBuf {
     let path = dir.file("legacy.db");
-    cutover::generate::generate(
-        &path,
-        &cutover::generate::GenerateOptions {
-            users,
-            tweets,
-            dirty: 0.0,
-            seed: 7,
-        },
-    )
-    .unwrap();
+    common::generated(&path, users, tweets, 0.0, 7);
     path
 }
 
@@ -429,5 +420,63 @@ async fn verify_and_backfill_serve_metrics_where_asked() {
         let (code, out, err) = run(&dir, &sqlite, Some(&db), &[cmd, "--metrics-addr", &addr]);
         assert_eq!(code, 2, "{cmd}: {out}{err}");
         assert!(err.contains("cannot serve metrics"), "{cmd}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_serves_its_divergence_until_scraped() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let sqlite = legacy(&dir, 5, 20);
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    // PostgreSQL holds none of the 20 tweets: verify finds them missing and
+    // keeps serving that for a scrape after it ends.
+    let child = common::cutover_cmd(
+        dir.0.path(),
+        &sqlite,
+        Some(&db),
+        &[
+            "verify",
+            "--metrics-addr",
+            &addr.to_string(),
+            "--metrics-linger",
+            "3",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let _child = KillOnDrop(child);
+    let line = "cutover_verify_divergent_rows{table=\"tweets\",kind=\"missing\"} ";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let value = loop {
+        let body = tokio::task::spawn_blocking(move || common::http_get(addr, "/metrics"))
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if let Some(v) = body
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never served: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(value, 20.0);
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

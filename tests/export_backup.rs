@@ -125,12 +125,7 @@ async fn export_round_trips_and_verifies_clean() {
         .unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");
     let bin = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args([
-            "--postgres",
-            db.settings.redacted(),
-            "--env-file",
-            "/dev/null",
-        ])
+        .args(["--postgres", &db.url(), "--env-file", "/dev/null"])
         .arg("export")
         .arg("--out")
         .arg(&out)
@@ -142,12 +137,7 @@ async fn export_round_trips_and_verifies_clean() {
         .await
         .unwrap();
     let bin = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args([
-            "--postgres",
-            db.settings.redacted(),
-            "--env-file",
-            "/dev/null",
-        ])
+        .args(["--postgres", &db.url(), "--env-file", "/dev/null"])
         .args(["export", "--force", "--out"])
         .arg(&out)
         .output()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use cutover::dual::{DualConfig, DualStore};
@@ -12,17 +12,7 @@ use cutover::stage::Stage;
 use cutover::{PgStore, ScrapedProfile, SqliteStore, Store};
 
 fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    common::http_get(addr, "/metrics").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,21 +34,8 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// GET over HTTP/1.0 (no chunked bodies); the body.
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
-}
-
 async fn fetch(addr: SocketAddr, path: String) -> String {
-    tokio::task::spawn_blocking(move || get(addr, &path).unwrap_or_default())
+    tokio::task::spawn_blocking(move || common::http_get(addr, &path).unwrap_or_default())
         .await
         .unwrap()
 }
@@ -123,16 +109,7 @@ async fn a_real_prometheus_answers_every_panel_and_rule() {
     let dir = common::TempDir::new();
     let db = common::TestDb::migrated().await;
     let sqlite = dir.file("legacy.db");
-    cutover::generate::generate(
-        &sqlite,
-        &cutover::generate::GenerateOptions {
-            users: 60,
-            tweets: 3_000,
-            dirty: 0.01,
-            seed: 3,
-        },
-    )
-    .unwrap();
+    common::generated(&sqlite, 60, 3_000, 0.01, 3);
     let mut config = CutoverConfig::new(&sqlite, db.settings.clone());
     config.dual.shadow_sample_rate = 1.0;
     config.heartbeat = Duration::from_millis(500);

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{admin_url, TestDb};
+use common::TestDb;
 use sqlx::{PgPool, Row};
 
 /// The ```sql block under "3. **Create PostgreSQL Schema**" of the plan, as written there.
@@ -199,28 +199,6 @@ async fn a_second_migrate_changes_nothing() {
     pool.close().await;
 }
 
-/// A URL for the test database (the harness's admin URL with another path).
-fn db_url(db: &TestDb) -> String {
-    let mut u = url::Url::parse(&admin_url()).expect("admin URL");
-    u.set_path(&format!("/{}", db.name));
-    // A throwaway server's URL may name its database in the query too.
-    let pairs: Vec<(String, String)> = u
-        .query_pairs()
-        .map(|(k, v)| {
-            let v = if k == "dbname" {
-                db.name.clone()
-            } else {
-                v.into_owned()
-            };
-            (k.into_owned(), v)
-        })
-        .collect();
-    if !pairs.is_empty() {
-        u.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    u.to_string()
-}
-
 /// `cutover` with a clean environment, run from an empty directory so no
 /// `.env.migration` of the developer's is read.
 fn cutover_cmd(dir: &std::path::Path) -> Command {
@@ -244,7 +222,7 @@ fn cutover_cmd(dir: &std::path::Path) -> Command {
 async fn cutover_schema_runs_twice() {
     let db = TestDb::new().await;
     let dir = common::TempDir::new();
-    let url = db_url(&db);
+    let url = db.url();
     for run in 1..=2 {
         let out = cutover_cmd(dir.0.path())
             .args(["schema", "--postgres", &url])

@@ -9,13 +9,7 @@ use cutover::stage::Stage;
 use cutover::{Cutover, CutoverConfig};
 
 fn cli(db: &common::TestDb, sqlite: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let url = format!(
-        "postgres://{}",
-        db.settings
-            .redacted()
-            .trim_start_matches("postgres://")
-            .trim_start_matches("postgresql://")
-    );
+    let url = db.url();
     std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(["--postgres", &url, "--sqlite"])
         .arg(sqlite)

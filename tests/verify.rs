@@ -104,7 +104,7 @@ fn cli(sqlite: &Path, db: &TestDb, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cutover"))
         .arg("--sqlite")
         .arg(sqlite)
-        .args(["--postgres", db.settings.redacted()])
+        .args(["--postgres", &db.url()])
         .args(["--env-file", "/dev/null"])
         .args(args)
         .output()

@@ -95,6 +95,12 @@ impl TestDb {
         db
     }
 
+    /// The URL of the test database, password included (for a command
+    /// run as a child process).
+    pub fn url(&self) -> String {
+        cutover::settings::url_with_database(&admin_url(), &self.name)
+    }
+
     /// A small pool on the test database.
     pub async fn pool(&self) -> sqlx::PgPool {
         sqlx::postgres::PgPoolOptions::new()
@@ -211,7 +217,7 @@ pub fn cutover_cmd(
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"));
     cmd.current_dir(dir).arg("--sqlite").arg(sqlite);
     if let Some(db) = db {
-        cmd.arg("--postgres").arg(db.settings.redacted());
+        cmd.arg("--postgres").arg(db.url());
     }
     cmd.args(args)
         .env_remove("DATABASE_URL")
@@ -240,4 +246,34 @@ pub async fn copied(db: &TestDb) -> (i64, i64, i64) {
     .unwrap();
     pool.close().await;
     n
+}
+
+/// The body of `GET path` on `addr`, over HTTP/1.0 (no chunked bodies).
+#[allow(dead_code)]
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+/// A generated legacy file at `path`.
+#[allow(dead_code)]
+pub fn generated(path: &std::path::Path, users: u64, tweets: u64, dirty: f64, seed: u64) {
+    cutover::generate::generate(
+        path,
+        &cutover::generate::GenerateOptions {
+            users,
+            tweets,
+            dirty,
+            seed,
+        },
+    )
+    .expect("generate a legacy file");
 }

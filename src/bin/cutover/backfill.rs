@@ -66,25 +66,14 @@ pub struct Args {
     /// while any is left unnamed.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub ignore_unknown: Vec<String>,
-    /// Serve Prometheus metrics (`cutover_backfill_rows_total`,
-    /// `cutover_backfill_remaining`) here while the backfill runs.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// With --metrics-addr: keep serving this long after the end, so
-    /// Prometheus scrapes the final values.
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 15,
-        requires = "metrics_addr"
-    )]
-    pub metrics_linger: u64,
+    #[command(flatten)]
+    pub metrics: crate::metrics_flags::MetricsArgs,
 }
 
 /// Runs `cutover backfill`.
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     let settings = cli.settings()?;
-    let metrics = crate::serve_metrics(args.metrics_addr)?;
+    let metrics = args.metrics.serve()?;
     let sqlite = settings.require_sqlite()?.to_path_buf();
     let pg = settings.require_postgres()?.clone();
     if !sqlite.exists() {
@@ -140,7 +129,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     let summary = backfill::run(opts, shutdown).await?;
     print_summary(&summary);
     if !summary.interrupted {
-        crate::linger(&metrics, args.metrics_linger).await;
+        metrics.linger().await;
     }
     if summary.interrupted {
         println!("interrupted: run `cutover backfill` again to resume from the checkpoint");

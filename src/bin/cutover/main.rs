@@ -16,6 +16,7 @@ mod backup;
 mod demo;
 mod export;
 mod generate;
+mod metrics_flags;
 mod schema;
 mod stage;
 mod status;
@@ -108,27 +109,6 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Generate(a) => generate::run(&cli, a).await,
         Command::Status(a) => status::run(&cli, a).await,
         Command::Demo(a) => demo::run(&cli, a).await,
-    }
-}
-
-/// Serves the metrics on `addr` when given (say where on stderr).
-pub fn serve_metrics(
-    addr: Option<std::net::SocketAddr>,
-) -> anyhow::Result<Option<metrics_exporter_prometheus::PrometheusHandle>> {
-    let Some(addr) = addr else {
-        return Ok(None);
-    };
-    let handle = cutover::metrics::install_exporter(addr)?;
-    eprintln!("metrics on http://{addr}/metrics");
-    Ok(Some(handle))
-}
-
-/// Keeps serving the metrics `secs` after the command's end (when it
-/// serves any), so the last values are scraped.
-pub async fn linger(handle: &Option<metrics_exporter_prometheus::PrometheusHandle>, secs: u64) {
-    if handle.is_some() && secs > 0 {
-        eprintln!("serving the final metrics for {secs} s more (--metrics-linger)");
-        tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
     }
 }
 

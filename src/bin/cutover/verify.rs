@@ -23,25 +23,14 @@ pub struct Args {
     /// lists up to 100 per table).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub examples: usize,
-    /// Serve Prometheus metrics (`cutover_verify_divergent_rows`) here
-    /// while the verify runs.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// With --metrics-addr: keep serving this long after the end, so
-    /// Prometheus scrapes the final values.
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 15,
-        requires = "metrics_addr"
-    )]
-    pub metrics_linger: u64,
+    #[command(flatten)]
+    pub metrics: crate::metrics_flags::MetricsArgs,
 }
 
 /// Runs `cutover verify`: exit 0 consistent, 1 divergent, 2 error.
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     let settings = cli.settings()?;
-    let metrics = crate::serve_metrics(args.metrics_addr)?;
+    let metrics = args.metrics.serve()?;
     let pg = settings.require_postgres()?.clone();
     {
         let store = cutover::PgStore::connect(&pg).await?;
@@ -60,7 +49,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     } else {
         print_report(&report, args.examples);
     }
-    crate::linger(&metrics, args.metrics_linger).await;
+    metrics.linger().await;
     Ok(if report.clean {
         Outcome::Ok
     } else {
