@@ -423,6 +423,9 @@ async fn shadow_reads_wait_out_a_key_still_in_the_outbox() {
         let d = dual_with(&path, &db.settings, Stage::Live, config).await;
         let id = format!("lag{n}");
         d.upsert_profile(&profile(&id)).await.unwrap();
+        // In `live` the caller has its answer once PostgreSQL committed; the
+        // copy to SQLite lands just after. Wait for it so both sides agree.
+        d.settle().await;
         d.get_user(&id).await.unwrap();
         let c0 = counters_when(&d, |c| c.comparisons >= 1).await;
         assert_eq!(decided(&c0), 0, "both sides agree at first: {c0:?}");
