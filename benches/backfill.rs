@@ -1,169 +1,48 @@
-//! Backfill throughput against `psql \copy` of the same rows.
+//! Backfill end to end against `psql \copy`, on `cutover generate` files.
 //!
-//! Builds a legacy file of realistic tweets (140–280 characters with emoji,
-//! URLs and mentions, a few hundred bytes of JSON metadata, Twitter-format
-//! dates), backfills it into a fresh PostgreSQL database with the plan's
-//! indexes in place, then loads the very same converted rows from CSV with
-//! `psql -c '\copy tweets FROM ... CSV'` into the same schema, indexes in
-//! place too, and reports rows/s for both and their ratio (median of runs).
+//! `DATABASE_URL=postgres://... cargo bench --bench backfill`, with
+//! `BENCH_TWEETS` (default 100000; BENCHMARKS.md quotes 1000000),
+//! `BENCH_RUNS` (3), `BENCH_DIRTY` (0.02), `BENCH_LOAD_SECS` (20; 0 skips
+//! the load phase). Needs `psql`.
 //!
-//! `DATABASE_URL=postgres://... cargo bench --bench backfill` (optional:
-//! `BENCH_ROWS`, default 100000; `BENCH_RUNS`, default 3). Needs `psql`.
+//! Each run starts from the plan's schema with every index in place and:
+//! - runs `cutover backfill` (this build's binary, as a child process) on
+//!   the clean file: wall time end to end, every index present and valid
+//!   when it reports done, and its peak RSS;
+//! - the same on the dirty file (`BENCH_DIRTY` of its rows hold a messy
+//!   value): source rows per second, rejects included;
+//! - `psql \copy` of the very rows the backfill wrote (exported as CSV once)
+//!   into the same schema, indexes in place, table by table in the same
+//!   order.
+//!
+//! Then the load phase, on the clean file: the demo's application traffic
+//! (8 workers, `cutover::demo::one_round`) for `BENCH_LOAD_SECS` in `off`,
+//! then in `dualwrite` while a backfill runs; the p99 of the rounds that
+//! write, in each. Medians of the runs; ratios from the same run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cutover::backfill::{self, BackfillOptions};
 use cutover::settings::PgSettings;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use sqlx::{Connection, PgConnection};
 
-const USERS: usize = 1_000;
-const WORDS: &[&str] = &[
-    "just",
-    "shipped",
-    "the",
-    "new",
-    "release",
-    "and",
-    "it",
-    "feels",
-    "great",
-    "to",
-    "finally",
-    "see",
-    "this",
-    "live",
-    "thanks",
-    "everyone",
-    "who",
-    "helped",
-    "café",
-    "naïve",
-    "日本語",
-    "مرحبا",
-    "weekend",
-    "coffee",
-    "thread",
-    "why",
-    "does",
-    "nobody",
-    "talk",
-    "about",
-    "this",
-];
-const EMOJI: &[&str] = &["🚀", "🔥", "😂", "❤️", "👍🏽", "🎉", "🤔", "👨‍👩‍👧"];
-
-fn tweet_text(rng: &mut StdRng) -> String {
-    let target = rng.random_range(140..=280);
-    let mut s = String::new();
-    while s.chars().count() < target {
-        match rng.random_range(0..10) {
-            0 => s.push_str(&format!("@user{} ", rng.random_range(0..USERS))),
-            1 => s.push_str(&format!("https://t.co/{:x} ", rng.random::<u64>())),
-            2 => s.push_str(EMOJI[rng.random_range(0..EMOJI.len())]),
-            3 => s.push_str(&format!("#{} ", WORDS[rng.random_range(0..WORDS.len())])),
-            _ => {
-                s.push_str(WORDS[rng.random_range(0..WORDS.len())]);
-                s.push(' ');
-            }
-        }
-    }
-    s.chars().take(target).collect()
-}
-
-fn twitter_date(rng: &mut StdRng) -> String {
-    let secs = rng.random_range(1_400_000_000i64..1_700_000_000);
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap()
-        .format("%a %b %d %H:%M:%S +0000 %Y")
-        .to_string()
-}
-
-fn build_file(path: &Path, rows: usize) {
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut c = rusqlite::Connection::open(path).unwrap();
-    c.execute_batch(cutover::sqlite::LEGACY_SCHEMA).unwrap();
-    let tx = c.transaction().unwrap();
-    {
-        let mut u = tx
-            .prepare("INSERT INTO users (id, username, profile_data, created_at) VALUES (?1, ?2, ?3, CURRENT_TIMESTAMP)")
-            .unwrap();
-        for i in 0..USERS {
-            u.execute(rusqlite::params![
-                format!("{}", 10_000_000 + i),
-                format!("user{i}"),
-                format!(r#"{{"followers": {}, "bio": "hello"}}"#, i * 7),
-            ])
-            .unwrap();
-        }
-        let mut t = tx
-            .prepare(
-                "INSERT INTO tweets (id, user_id, text, created_at, url, is_reply, metadata, created_in_db)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .unwrap();
-        for i in 0..rows {
-            let id = 1_500_000_000_000_000_000u64 + i as u64;
-            let user = 10_000_000 + rng.random_range(0..USERS);
-            let metadata = serde_json::json!({
-                "lang": "en",
-                "retweet_count": rng.random_range(0..5000),
-                "favorite_count": rng.random_range(0..50000),
-                "source": "<a href=\"http://twitter.com/download/iphone\" rel=\"nofollow\">Twitter for iPhone</a>",
-                "entities": {
-                    "hashtags": [WORDS[rng.random_range(0..WORDS.len())]],
-                    "user_mentions": [{"screen_name": format!("user{}", rng.random_range(0..USERS)), "id": rng.random::<u32>()}],
-                    "urls": [{"expanded_url": format!("https://example.com/{}", rng.random::<u32>())}]
-                },
-                "possibly_sensitive": false
-            });
-            t.execute(rusqlite::params![
-                id.to_string(),
-                user.to_string(),
-                tweet_text(&mut rng),
-                twitter_date(&mut rng),
-                format!("https://twitter.com/user/status/{id}"),
-                rng.random_range(0..2),
-                metadata.to_string(),
-                1_700_000_000_000i64 + i as i64,
-            ])
-            .unwrap();
-        }
-    }
-    tx.commit().unwrap();
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn exec(conn: &mut PgConnection, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
         .execute(conn)
         .await
-        .unwrap();
-}
-
-async fn fresh_db(admin: &PgSettings, name: &str) -> PgSettings {
-    let mut c = PgConnection::connect_with(&admin.connect_options())
-        .await
-        .unwrap();
-    exec(
-        &mut c,
-        &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-    )
-    .await;
-    exec(
-        &mut c,
-        &format!("CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'"),
-    )
-    .await;
-    let s = admin.with_database(name);
-    let pool = sqlx::PgPool::connect_with(s.connect_options())
-        .await
-        .unwrap();
-    cutover::pg::migrate(&pool).await.unwrap();
-    pool.close().await;
-    s
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -171,7 +50,62 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn psql(url: &str, cmd: &str) -> Duration {
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cutover")
+}
+
+/// Runs the CLI; returns (wall seconds, peak RSS in MB) and panics on failure.
+fn cli(sqlite: &Path, url: &str, args: &[&str]) -> (f64, f64) {
+    let started = Instant::now();
+    let mut child = Command::new(bin())
+        .args(["--env-file", "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .arg("--sqlite")
+        .arg(sqlite)
+        .args(["--postgres", url])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the cutover binary");
+    // VmHWM is the process's peak RSS so far: the last reading before it
+    // exits is its peak.
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let out = loop {
+        if let Ok(s) = std::fs::read_to_string(&status_file) {
+            if let Some(kb) = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        out.status.success(),
+        "cutover {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (started.elapsed().as_secs_f64(), peak_kb as f64 / 1024.0)
+}
+
+fn psql(url: &str, cmd: &str) -> f64 {
     let started = Instant::now();
     let out = Command::new("psql")
         .arg(url)
@@ -183,122 +117,263 @@ fn psql(url: &str, cmd: &str) -> Duration {
         "psql: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    started.elapsed()
+    started.elapsed().as_secs_f64()
 }
 
-async fn backfill_tweets(sqlite: &Path, pg: &PgSettings, writer_share: f64) -> f64 {
-    backfill_tweets_with(sqlite, pg, writer_share, false).await
+fn table_names() -> Vec<&'static str> {
+    cutover::tables::ALL.iter().map(|t| t.name).collect()
 }
 
-/// Rows per second end to end: with `defer`, the indexes' rebuild is inside
-/// the timing.
-async fn backfill_tweets_with(
-    sqlite: &Path,
-    pg: &PgSettings,
-    writer_share: f64,
-    defer: bool,
-) -> f64 {
+/// Empties the plan's tables and the backfill's bookkeeping; VACUUM so
+/// each run starts alike.
+async fn reset(pg: &PgSettings) {
     let mut c = PgConnection::connect_with(&pg.connect_options())
         .await
         .unwrap();
-    exec(&mut c, "TRUNCATE tweets").await;
-    exec(&mut c, "DELETE FROM cutover.rejects").await;
     exec(
         &mut c,
-        "DELETE FROM cutover.checkpoints WHERE table_name = 'tweets'",
+        &format!("TRUNCATE {} CASCADE", table_names().join(", ")),
     )
     .await;
-    exec(&mut c, "VACUUM ANALYZE tweets").await;
-    let mut o = BackfillOptions::new(sqlite, pg.clone());
-    o.tables = Some(vec!["tweets".into()]);
+    exec(
+        &mut c,
+        "DELETE FROM cutover.checkpoints; DELETE FROM cutover.rejects; DELETE FROM cutover.outbox",
+    )
+    .await;
+    exec(&mut c, "VACUUM ANALYZE").await;
+    c.close().await.ok();
+}
 
-    o.writer_share = writer_share;
-    o.batch_size = 5000;
-    o.defer_indexes = defer;
-    // A fresh database with no application: the stage stays `off`.
-    o.force = true;
-    let started = Instant::now();
-    let s = backfill::run(o, std::future::pending()).await.unwrap();
-    let wall = started.elapsed().as_secs_f64();
-    assert!(s.reconciled());
-    let t = &s.tables[0];
-    assert_eq!(t.rejected_total(), 0);
-    eprintln!(
-        "  backfill{}: {:.2} s copy ({:.2} s wall with index rebuild), of which SQLite read+convert {:.2} s, PostgreSQL {:.2} s",
-        if defer { " --defer-indexes" } else { "" },
-        t.seconds, wall, t.sqlite_seconds, t.postgres_seconds
+/// Secondary indexes of the plan's tables: (total, valid).
+async fn indexes(pg: &PgSettings) -> (i64, i64) {
+    let mut c = PgConnection::connect_with(&pg.connect_options())
+        .await
+        .unwrap();
+    let r: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE x.indisvalid AND x.indisready)
+         FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid
+         JOIN pg_namespace n ON n.oid = t.relnamespace
+         WHERE n.nspname = 'public' AND t.relname = ANY($1)",
+    )
+    .bind(table_names())
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    c.close().await.ok();
+    r
+}
+
+async fn source_rows(sqlite: &Path) -> u64 {
+    let c = rusqlite::Connection::open(sqlite).unwrap();
+    table_names()
+        .iter()
+        .map(|t| {
+            c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap() as u64
+        })
+        .sum()
+}
+
+/// The demo's traffic on `sqlite` for `secs` (8 workers, one `Cutover`);
+/// returns the latencies (ms) of the rounds that wrote.
+async fn load(sqlite: PathBuf, pg: PgSettings, secs: f64, stop: Arc<AtomicBool>) -> Vec<f64> {
+    let c = Arc::new(
+        cutover::Cutover::start(cutover::CutoverConfig::new(&sqlite, pg))
+            .await
+            .unwrap(),
     );
-    if defer {
-        t.copied as f64 / wall
-    } else {
-        t.rows_per_sec()
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (c, lat, stop) = (c.clone(), lat.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let store = c.store();
+            let mut rng = StdRng::seed_from_u64(w as u64 * 7919);
+            let mut i = 0;
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let started = Instant::now();
+                let wrote = cutover::demo::one_round(&store, &mut rng, w, i)
+                    .await
+                    .unwrap();
+                if wrote {
+                    lat.lock()
+                        .unwrap()
+                        .push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
     }
+    for w in workers {
+        w.await.unwrap();
+    }
+    Arc::try_unwrap(c).ok().unwrap().shutdown().await;
+    let v = lat.lock().unwrap().clone();
+    v
 }
 
 fn main() {
     let url = std::env::var("DATABASE_URL")
         .expect("set DATABASE_URL to a PostgreSQL server the bench may create a database on");
-    let rows: usize = std::env::var("BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let tweets: u64 = env("BENCH_TWEETS", 100_000);
+    let runs: usize = env("BENCH_RUNS", 3);
+    let dirty: f64 = env("BENCH_DIRTY", 0.02);
+    let load_secs: f64 = env("BENCH_LOAD_SECS", 20.0);
+    let users = (tweets / 100).max(100);
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = dir.path().join("bench.db");
-    let csv = dir.path().join("tweets.csv");
-    eprintln!("building a legacy file of {rows} tweets…");
-    build_file(&sqlite, rows);
-
+    let clean = dir.path().join("clean.db");
+    let messy = dir.path().join("dirty.db");
+    eprintln!("generating {tweets} tweets, clean and {dirty} dirty…");
+    for (path, d) in [(&clean, 0.0), (&messy, dirty)] {
+        cutover::generate::generate(
+            path,
+            &cutover::generate::GenerateOptions {
+                users,
+                tweets,
+                dirty: d,
+                seed: 7,
+            },
+        )
+        .unwrap();
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let admin = PgSettings::from_url(&url).unwrap();
-        let name = format!("cutover_bench_{}", std::process::id());
-        let pg = fresh_db(&admin, &name).await;
-        let mut users = BackfillOptions::new(&sqlite, pg.clone());
-        users.tables = Some(vec!["users".into()]);
+    let admin = PgSettings::from_url(&url).unwrap();
+    let name = format!("cutover_bench_{}", std::process::id());
+    let pg = rt.block_on(async {
+        let mut c = PgConnection::connect_with(&admin.connect_options())
+            .await
+            .unwrap();
+        exec(
+            &mut c,
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )
+        .await;
+        exec(
+            &mut c,
+            &format!("CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'"),
+        )
+        .await;
+        admin.with_database(&name)
+    });
+    let db_url = cutover::settings::url_with_database(&url, &name);
+    cli(&clean, &db_url, &["schema"]);
+    cli(&clean, &db_url, &["stage", "set", "dualwrite"]);
+    let (clean_rows, dirty_rows) =
+        rt.block_on(async { (source_rows(&clean).await, source_rows(&messy).await) });
+    let all_indexes = rt.block_on(indexes(&pg));
 
-    users.force = true;
-        backfill::run(users, std::future::pending()).await.unwrap();
-        let db_url = pg.redacted().to_string();
-
-        let mut ours = Vec::new();
-        let mut ours_shared = Vec::new();
-        let mut ours_deferred = Vec::new();
-        let mut theirs = Vec::new();
-        for run in 0..runs {
-            ours.push(backfill_tweets(&sqlite, &pg, 0.0).await);
-            ours_shared.push(backfill_tweets(&sqlite, &pg, 0.25).await);
-            ours_deferred.push(backfill_tweets_with(&sqlite, &pg, 0.0, true).await);
-            if run == 0 {
-                // The same converted rows, as CSV, for \copy.
-                psql(&db_url, &format!("\\copy tweets TO '{}' CSV", csv.display()));
+    let csv_dir = dir.path().join("csv");
+    std::fs::create_dir(&csv_dir).unwrap();
+    let (mut ours, mut theirs, mut ours_dirty, mut rss) = (vec![], vec![], vec![], vec![]);
+    for run in 0..runs {
+        rt.block_on(reset(&pg));
+        let (wall, mb) = cli(&clean, &db_url, &["backfill"]);
+        assert_eq!(
+            rt.block_on(indexes(&pg)),
+            all_indexes,
+            "every index present and valid when the backfill is done"
+        );
+        ours.push(clean_rows as f64 / wall);
+        rss.push(mb);
+        if run == 0 {
+            for t in table_names() {
+                psql(
+                    &db_url,
+                    &format!("\\copy {t} TO '{}' CSV", csv_dir.join(t).display()),
+                );
             }
-            let mut c = PgConnection::connect_with(&pg.connect_options()).await.unwrap();
-            exec(&mut c, "TRUNCATE tweets").await;
-            exec(&mut c, "VACUUM ANALYZE tweets").await;
-            let took = psql(&db_url, &format!("\\copy tweets FROM '{}' CSV", csv.display()));
-            theirs.push(rows as f64 / took.as_secs_f64());
-            eprintln!(
-                "run {run}: backfill {:.0} rows/s (writer share 0.25: {:.0}; --defer-indexes, rebuild included: {:.0}), psql \\copy {:.0} rows/s",
-                ours[run], ours_shared[run], ours_deferred[run], theirs[run]
+        }
+        rt.block_on(reset(&pg));
+        let (dwall, _) = cli(&messy, &db_url, &["backfill"]);
+        ours_dirty.push(dirty_rows as f64 / dwall);
+
+        rt.block_on(reset(&pg));
+        let mut took = 0.0;
+        for t in table_names() {
+            took += psql(
+                &db_url,
+                &format!("\\copy {t} FROM '{}' CSV", csv_dir.join(t).display()),
             );
         }
-        let (a, b, s, d) = (
-            median(ours),
-            median(theirs),
-            median(ours_shared),
-            median(ours_deferred),
+        theirs.push(clean_rows as f64 / took);
+        eprintln!(
+            "run {run}: backfill {:.0} rows/s ({wall:.1} s, peak RSS {mb:.0} MB), dirty {:.0} rows/s, psql \\copy {:.0} rows/s ({took:.1} s): {:.2}x",
+            ours[run], ours_dirty[run], theirs[run], ours[run] / theirs[run]
         );
-        println!("tweets: {rows} rows, indexes in place, median of {runs} runs");
-        println!("  cutover backfill (--writer-share 0):    {a:>10.0} rows/s  ({:.2}x psql \\copy)", a / b);
-        println!("  cutover backfill (default share 0.25):  {s:>10.0} rows/s  ({:.2}x psql \\copy)", s / b);
-        println!("  cutover backfill --defer-indexes:        {d:>10.0} rows/s  ({:.2}x psql \\copy; index rebuild included)", d / b);
-        println!("  psql \\copy from CSV:                    {b:>10.0} rows/s");
+    }
+    let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
+    let dirty_ratios: Vec<f64> = ours_dirty.iter().zip(&ours).map(|(a, b)| a / b).collect();
+    println!("{tweets} tweets ({clean_rows} source rows over the ten tables), every index in place at the start and present at the end, median of {runs} runs");
+    println!(
+        "  cutover backfill, clean:   {:>9.0} rows/s  {:.2}x psql \\copy (per run {:?})",
+        median(ours.clone()),
+        median(ratios.clone()),
+        ratios
+            .iter()
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "  cutover backfill, {:.0} % dirty: {:>9.0} rows/s  {:.2}x the clean rate (per run {:?})",
+        dirty * 100.0,
+        median(ours_dirty),
+        median(dirty_ratios.clone()),
+        dirty_ratios
+            .iter()
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "  psql \\copy:                {:>9.0} rows/s",
+        median(theirs)
+    );
+    println!(
+        "  backfill peak RSS:         {:>9.0} MB (max of runs {:.0})",
+        median(rss.clone()),
+        rss.iter().cloned().fold(0.0, f64::max)
+    );
 
-        let mut c = PgConnection::connect_with(&admin.connect_options()).await.unwrap();
-        exec(&mut c, &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+    if load_secs > 0.0 {
+        rt.block_on(async {
+            reset(&pg).await;
+            let work = dir.path().join("load.db");
+            std::fs::copy(&clean, &work).unwrap();
+            cli(&work, &db_url, &["stage", "set", "off"]);
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut off = load(work.clone(), pg.clone(), load_secs, stop.clone()).await;
+            cli(&work, &db_url, &["stage", "set", "dualwrite"]);
+            let running = {
+                let (w, u) = (work.clone(), db_url.clone());
+                tokio::task::spawn_blocking(move || cli(&w, &u, &["backfill"]))
+            };
+            let started = Instant::now();
+            let (stop2, w2, p2) = (stop.clone(), work.clone(), pg.clone());
+            let loaded = tokio::spawn(async move { load(w2, p2, 3600.0, stop2).await });
+            let (bwall, _) = running.await.unwrap();
+            stop.store(true, Ordering::Relaxed);
+            let mut during = loaded.await.unwrap();
+            let (p_off, p_during) = (percentile(&mut off, 0.99), percentile(&mut during, 0.99));
+            println!(
+                "  application rounds that write, p99: {p_off:.1} ms in off ({} rounds), {p_during:.1} ms in dualwrite during the backfill ({} rounds, {:.1} s): {:.2}x",
+                off.len(),
+                during.len(),
+                started.elapsed().as_secs_f64().max(bwall),
+                p_during / p_off
+            );
+        });
+    }
+    rt.block_on(async {
+        let mut c = PgConnection::connect_with(&admin.connect_options())
+            .await
+            .unwrap();
+        exec(
+            &mut c,
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )
+        .await;
     });
 }

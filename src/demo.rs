@@ -176,10 +176,16 @@ const WORDS: [&str; 12] = [
     "football",
 ];
 
-async fn one_round(store: &dyn Store, rng: &mut StdRng, w: usize, i: u64) -> Result<()> {
+/// One round of the demo's application traffic by worker `w` (its `i`th):
+/// scraping (a profile and five tweets), timelines, searches, the funnel,
+/// referrals, the analysis queue or an analysis, drawn at random. Returns
+/// whether the round wrote (the timeline and search rounds only read).
+pub async fn one_round(store: &dyn Store, rng: &mut StdRng, w: usize, i: u64) -> Result<bool> {
     let user = format!("demo-w{w}-u{}", rng.random_range(0..8));
     let now = now();
-    match rng.random_range(0..100) {
+    let draw = rng.random_range(0..100);
+    let wrote = !(20..=54).contains(&draw);
+    match draw {
         0..=19 => {
             store
                 .upsert_profile(&ScrapedProfile {
@@ -297,7 +303,7 @@ async fn one_round(store: &dyn Store, rng: &mut StdRng, w: usize, i: u64) -> Res
             }
         }
     }
-    Ok(())
+    Ok(wrote)
 }
 
 fn worker(

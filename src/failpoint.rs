@@ -27,6 +27,14 @@
 //!   SQLite and has not written it yet.
 //! - `dual.before_copy_to_sqlite`: a copy to SQLite holds the image a
 //!   PostgreSQL write committed and has not written it yet.
+//!
+//! Gates ([`arm_gate`]), for tests that run the code in their own process:
+//! the first task to reach an armed gate waits there until the test
+//! releases it. Gate points:
+//! - `backfill.after_read`: a batch was read from SQLite, nothing loaded.
+//! - `backfill.before_commit`: a batch's rows are in PostgreSQL, not committed.
+//! - `backfill.before_recheck`: a batch committed; its keys are not yet
+//!   checked against SQLite again.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -83,4 +91,61 @@ pub fn cut(name: &str) -> bool {
         return true;
     }
     false
+}
+
+/// A gate armed by a test: see [`arm_gate`].
+pub struct Gate {
+    name: String,
+    reached: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    used: std::sync::atomic::AtomicBool,
+}
+
+impl Gate {
+    /// Waits until a task reaches the gate.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the task waiting at the gate go on (or the next to reach it).
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+}
+
+static GATES: std::sync::Mutex<Vec<std::sync::Arc<Gate>>> = std::sync::Mutex::new(Vec::new());
+static ANY_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Arms the gate `name`: the first task to reach it (see [`gate`]) waits
+/// there until [`Gate::release`]. Later arrivals pass.
+pub fn arm_gate(name: &str) -> std::sync::Arc<Gate> {
+    let g = std::sync::Arc::new(Gate {
+        name: name.to_string(),
+        reached: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+        used: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut gates = GATES.lock().expect("gates");
+    gates.retain(|x| x.name != name);
+    gates.push(g.clone());
+    ANY_GATE.store(true, std::sync::atomic::Ordering::SeqCst);
+    g
+}
+
+/// Waits here when a test armed the gate `name` (once); otherwise costs one
+/// atomic load.
+pub async fn gate(name: &str) {
+    if !ANY_GATE.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let g = {
+        let gates = GATES.lock().expect("gates");
+        gates.iter().find(|g| g.name == name).cloned()
+    };
+    if let Some(g) = g {
+        if !g.used.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            g.reached.notify_one();
+            g.release.notified().await;
+        }
+    }
 }

@@ -296,6 +296,50 @@ where
     Ok(())
 }
 
+/// Class of the PostgreSQL advisory locks that order copies of one key
+/// (`pg_advisory_xact_lock(class, hashtext('table:key'))`): every copy of a
+/// row from SQLite to PostgreSQL takes it before it reads SQLite, and so
+/// does the backfill before it deletes a row it may have brought back.
+pub const COPY_LOCK_CLASS: i32 = 0x6375;
+
+/// Takes the copy lock of `table`'s row `key` (its text form) until the
+/// transaction ends; then, with `lock_timeout`, sets the transaction's
+/// `lock_timeout` (after the copy lock is held: waiting for another copy
+/// of the same key is not what it bounds).
+pub async fn pg_lock_copy<'e, E>(
+    exec: E,
+    table: &str,
+    key: &str,
+    lock_timeout: Option<std::time::Duration>,
+) -> Result<()>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let lock = format!("{table}:{key}");
+    match lock_timeout {
+        None => {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(COPY_LOCK_CLASS)
+                .bind(lock)
+                .execute(exec)
+                .await?;
+        }
+        // The subquery (kept apart by OFFSET 0) takes the lock first.
+        Some(t) => {
+            sqlx::query(
+                "SELECT set_config('lock_timeout', $3, true)
+                 FROM (SELECT pg_advisory_xact_lock($1, hashtext($2)) OFFSET 0) l",
+            )
+            .bind(COPY_LOCK_CLASS)
+            .bind(lock)
+            .bind(format!("{}ms", t.as_millis().max(1)))
+            .execute(exec)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Deletes a row from PostgreSQL; true when it existed.
 pub async fn pg_delete<'e, E>(exec: E, table: &'static Table, key: &Key) -> Result<bool>
 where

@@ -662,14 +662,21 @@ async fn a_hung_postgres_times_out_and_releases_the_sqlite_lock() {
     assert_eq!(n, 2_001);
 }
 
+/// By default each copied table's secondary indexes (the full-text GIN one
+/// included) are dropped for its copy and built again once it is copied,
+/// every one present and valid when the run reports done; one a killed run
+/// left dropped is built too. `defer_full_text = false` keeps the GIN index
+/// in place, `defer_indexes = false` all of them, and a run with few rows
+/// left (under `defer_min_rows`) drops none.
 #[tokio::test]
-async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
+async fn each_tables_indexes_are_dropped_for_its_copy_and_built_again() {
     let dir = TempDir::new();
     let path = big_db(&dir, 1_000);
     let db = dualwrite_db().await;
     let mut conn = connect(&db).await;
     let list = "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1";
     let oid = "SELECT 'idx_tweets_text'::regclass::oid::bigint";
+    let invalid = "SELECT count(*) FROM pg_index WHERE NOT (indisvalid AND indisready)";
     let before: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
     let gin_before: i64 = sqlx::query_scalar(oid).fetch_one(&mut conn).await.unwrap();
     // As a killed run would leave it: one index dropped and recorded.
@@ -683,45 +690,65 @@ async fn defer_indexes_drops_and_rebuilds_secondary_indexes() {
         .unwrap();
 
     let mut opts = options(&path, &db, Policy::RejectRow);
-    opts.defer_indexes = true;
+    opts.defer_min_rows = 0;
     opts.batch_size = 200;
     opts.tables = Some(vec!["users".into(), "tweets".into()]);
     let summary = backfill(opts.clone()).await;
     assert!(summary.reconciled(), "{summary:#?}");
-    let rebuilt = &summary.indexes_rebuilt;
-    assert!(
-        rebuilt.contains(&"idx_tweets_created".to_string()),
-        "{rebuilt:?}"
-    );
-    assert!(
-        rebuilt.contains(&"idx_tweets_user_created".to_string()),
-        "{rebuilt:?}"
-    );
-    // The full-text index stayed in place through the copy.
-    assert!(
-        !rebuilt.contains(&"idx_tweets_text".to_string()),
-        "{rebuilt:?}"
+    let mut rebuilt = summary.indexes_rebuilt.clone();
+    rebuilt.sort();
+    assert_eq!(
+        rebuilt,
+        [
+            "idx_tweets_created",
+            "idx_tweets_text",
+            "idx_tweets_user_created"
+        ]
     );
     let gin_after: i64 = sqlx::query_scalar(oid).fetch_one(&mut conn).await.unwrap();
-    assert_eq!(gin_after, gin_before);
+    assert_ne!(gin_after, gin_before, "the GIN index was built again");
     let after: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
     assert_eq!(after, before);
-
-    // With --defer-full-text it is dropped and rebuilt too.
-    opts.defer_full_text = true;
-    let summary = backfill(opts).await;
-    assert!(summary
-        .indexes_rebuilt
-        .contains(&"idx_tweets_text".to_string()));
-    let gin_rebuilt: i64 = sqlx::query_scalar(oid).fetch_one(&mut conn).await.unwrap();
-    assert_ne!(gin_rebuilt, gin_before);
-    let after: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
-    assert_eq!(after, before);
+    let bad: i64 = sqlx::query_scalar(invalid)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(bad, 0, "every index valid");
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.deferred_indexes")
         .fetch_one(&mut conn)
         .await
         .unwrap();
     assert_eq!(left, 0);
+
+    // A second copy (the checkpoints say done: reset them) with the
+    // full-text index kept in place.
+    let reset = "TRUNCATE tweets; DELETE FROM cutover.checkpoints WHERE table_name = 'tweets'; ANALYZE tweets";
+    sqlx::raw_sql(reset).execute(&mut conn).await.unwrap();
+    opts.defer_full_text = false;
+    let summary = backfill(opts.clone()).await;
+    let mut rebuilt = summary.indexes_rebuilt.clone();
+    rebuilt.sort();
+    assert_eq!(rebuilt, ["idx_tweets_created", "idx_tweets_user_created"]);
+    let gin_kept: i64 = sqlx::query_scalar(oid).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(gin_kept, gin_after, "the GIN index stayed in place");
+
+    // All kept in place.
+    sqlx::raw_sql(reset).execute(&mut conn).await.unwrap();
+    opts.defer_indexes = false;
+    let summary = backfill(opts.clone()).await;
+    assert!(summary.indexes_rebuilt.is_empty(), "{summary:#?}");
+
+    // Few rows left against what PostgreSQL holds: none dropped.
+    sqlx::raw_sql("DELETE FROM tweets WHERE id IN (SELECT id FROM tweets ORDER BY id LIMIT 10); DELETE FROM cutover.checkpoints WHERE table_name = 'tweets'; ANALYZE tweets")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    opts.defer_indexes = true;
+    opts.defer_min_rows = 10_000;
+    let summary = backfill(opts).await;
+    assert!(summary.indexes_rebuilt.is_empty(), "{summary:#?}");
+    let after: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut conn).await.unwrap();
+    assert_eq!(after, before);
 }
 
 /// Batches of a round load side by side and commit in order: when the first

@@ -281,6 +281,7 @@ async fn a_failed_run_with_defer_indexes_rebuilds_every_index() {
     let before = indexes().await;
     let mut o = options(&path, &db);
     o.defer_indexes = true;
+    o.defer_min_rows = 0;
     let r = backfill::run(o, std::future::pending()).await;
     assert!(r.is_err(), "the run failed: {r:?}");
     assert_eq!(indexes().await, before, "every index is back");

@@ -1034,3 +1034,55 @@ async fn a_flip_made_beside_its_own_writers_gets_a_connection() {
         );
     }
 }
+
+/// A copy to PostgreSQL that meets a table locked against writes (as a
+/// backfill's plain index build locks it) gives up after
+/// `copy_lock_timeout` and waits in the outbox: the caller is not held
+/// behind the lock, the next copies to that table go straight to the
+/// outbox for `copy_busy_pause` (counted as deferred, not failed), and once
+/// the lock is gone the replayer copies them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copies_that_meet_a_locked_table_wait_in_the_outbox_not_the_caller() {
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let d = dual_on(&dir.file("t.db"), &db.settings, Stage::DualWrite).await;
+    let pool = db.pool().await;
+    let mut build = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE users IN SHARE MODE")
+        .execute(&mut *build)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for i in 0..5 {
+            d.upsert_profile(&profile(&format!("locked{i}")))
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .expect("the application's writes are not held behind PostgreSQL's lock");
+    let c = d.counters();
+    assert_eq!(
+        (c.secondary_deferred, c.secondary_failures, c.failed_calls),
+        (5, 0, 0),
+        "{c:?}"
+    );
+    let in_pg: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE id LIKE 'locked%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(in_pg, 0);
+    build.rollback().await.unwrap();
+    for _ in 0..50 {
+        d.drain(Backend::Sqlite, 100).await.unwrap();
+        if d.outbox_pending().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let in_pg: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE id LIKE 'locked%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(in_pg, 5, "replayed once the lock is gone");
+}

@@ -73,6 +73,7 @@ async fn numbers_out_of_jsonb_range_are_rejected_rows_and_the_rest_stay_exact() 
     let mut o = BackfillOptions::new(&path, db.settings.clone());
     o.policy = Policy::RejectRow;
     o.defer_indexes = true;
+    o.defer_min_rows = 0;
     // The file alone, no application: the stage stays `off`.
     o.force = true;
     let summary = backfill::run(o, std::future::pending()).await.unwrap();

@@ -1,55 +1,64 @@
-//! `--defer-indexes`: drop secondary indexes before the copy, rebuild after.
+//! Secondary indexes dropped for a table's copy and built again right after.
 //!
-//! Loading into a table without its secondary B-tree indexes and building
-//! them once at the end is cheaper than maintaining them row by row. A GIN
-//! (full-text) index is the exception unless asked for (`--defer-full-text`):
-//! during the copy it takes rows through its pending list, merged in big
-//! sorted runs, while a `CONCURRENTLY` rebuild of it runs single-threaded
-//! and, on 1M of the plan's tweets, took ~52 s to save ~39 s of copy. Each
-//! dropped index's definition is recorded in `cutover.deferred_indexes` in the same
-//! transaction as the drop, so a run killed in between rebuilds it when it
-//! resumes. Indexes are rebuilt with `CREATE INDEX CONCURRENTLY`, which does
-//! not block the application's writes (and cannot run inside a transaction).
-//! Primary keys and unique indexes stay: the copy relies on them.
+//! Loading into a table without its secondary indexes and building them once
+//! is far cheaper than maintaining them row by row, above all the full-text
+//! GIN index. So, by default, each table's non-unique indexes (B-tree and
+//! GIN) are dropped before its first batch and built again as soon as its
+//! copy ends, all of a table's indexes side by side, each on a connection
+//! of its own with a large `maintenance_work_mem`.
+//!
+//! While PostgreSQL is not authoritative (`off`, `dualwrite`, `shadow`) the
+//! build is a plain `CREATE INDEX`: it blocks writes to that one table for
+//! the build, which only the dual store's copies make, and those give up
+//! after a short lock timeout and wait in the outbox for the replayer
+//! (`DualConfig::copy_lock_timeout`); shadow reads are not blocked. In a
+//! stage where PostgreSQL is authoritative (a forced run) the build is
+//! `CONCURRENTLY`, which never blocks the application.
+//!
+//! Each dropped index's definition is recorded in `cutover.deferred_indexes`
+//! in the same transaction as the drop, so a run killed in between builds it
+//! when it resumes (any run builds every recorded index before it ends, on
+//! every way out). Primary keys and unique indexes stay: the copy relies on
+//! them.
 
 use sqlx::{Connection, PgConnection};
 
 use crate::error::Result;
+use crate::settings::PgSettings;
 use crate::tables::Table;
 
-/// Drops the non-unique, non-primary B-tree indexes of `tables` (and their
-/// GIN indexes with `full_text`), recording each. Returns the names dropped.
+/// Drops the non-unique, non-primary B-tree indexes of `table` (and its GIN
+/// indexes with `full_text`), recording each. Returns the names dropped.
 pub(crate) async fn defer(
     conn: &mut PgConnection,
-    tables: &[&'static Table],
+    table: &'static Table,
     full_text: bool,
 ) -> Result<Vec<String>> {
-    let names: Vec<String> = tables.iter().map(|t| t.name.to_string()).collect();
-    let found: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT i.relname::text, t.relname::text, pg_get_indexdef(i.oid)
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.relname::text, pg_get_indexdef(i.oid)
          FROM pg_index x
          JOIN pg_class i ON i.oid = x.indexrelid
          JOIN pg_class t ON t.oid = x.indrelid
          JOIN pg_namespace n ON n.oid = t.relnamespace
          JOIN pg_am am ON am.oid = i.relam
-         WHERE n.nspname = current_schema() AND t.relname = ANY($1)
+         WHERE n.nspname = current_schema() AND t.relname = $1
            AND NOT x.indisunique AND NOT x.indisprimary
            AND (am.amname = 'btree' OR (am.amname = 'gin' AND $2))
          ORDER BY i.relname",
     )
-    .bind(names)
+    .bind(table.name)
     .bind(full_text)
     .fetch_all(&mut *conn)
     .await?;
     let mut dropped = Vec::new();
-    for (index, table, definition) in found {
+    for (index, definition) in found {
         let mut tx = conn.begin().await?;
         sqlx::query(
             "INSERT INTO cutover.deferred_indexes (index_name, table_name, definition)
              VALUES ($1, $2, $3) ON CONFLICT (index_name) DO NOTHING",
         )
         .bind(&index)
-        .bind(&table)
+        .bind(table.name)
         .bind(&definition)
         .execute(&mut *tx)
         .await?;
@@ -59,62 +68,107 @@ pub(crate) async fn defer(
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(index = %index, table = %table, "secondary index dropped until the copy ends");
+        tracing::info!(index = %index, table = table.name, "secondary index dropped until the table is copied");
         dropped.push(index);
     }
     Ok(dropped)
 }
 
-/// Rebuilds every recorded index (also those a killed run left dropped).
-/// Returns the names rebuilt.
-pub(crate) async fn rebuild(conn: &mut PgConnection) -> Result<Vec<String>> {
+/// How an index is built again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Build {
+    /// `CREATE INDEX`: blocks writes to the table while it runs.
+    Plain,
+    /// `CREATE INDEX CONCURRENTLY`: blocks nothing, takes longer.
+    Concurrently,
+}
+
+/// Builds every recorded index of `table` (of every table when `None`,
+/// also those a killed run left dropped), side by side, each on a
+/// connection of its own. Returns the names built.
+pub(crate) async fn rebuild(
+    settings: &PgSettings,
+    conn: &mut PgConnection,
+    table: Option<&str>,
+    build: Build,
+) -> Result<Vec<String>> {
     let recorded: Vec<(String, String)> = sqlx::query_as(
-        "SELECT index_name, definition FROM cutover.deferred_indexes ORDER BY index_name",
+        "SELECT index_name, definition FROM cutover.deferred_indexes
+         WHERE $1::text IS NULL OR table_name = $1
+         ORDER BY (definition LIKE '% USING gin %') DESC, index_name",
     )
+    .bind(table)
     .fetch_all(&mut *conn)
     .await?;
-    let mut rebuilt = Vec::new();
-    if !recorded.is_empty() {
-        // Index builds sort in memory up to maintenance_work_mem; the 64 MB
-        // default makes a GIN build over a large table spill and crawl.
-        // Raised for this session only, never lowered.
-        sqlx::query(
-            "SELECT set_config('maintenance_work_mem', '1GB', false)
-             WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('1GB')",
-        )
+    let builds = recorded.into_iter().map(|(index, definition)| async move {
+        let mut c = PgConnection::connect_with(&settings.connect_options()).await?;
+        let r = build_one(&mut c, &index, &definition, build).await;
+        let _ = c.close().await;
+        r.map(|()| index)
+    });
+    let mut built = Vec::new();
+    let mut first_error = None;
+    for r in futures_util::future::join_all(builds).await {
+        match r {
+            Ok(index) => built.push(index),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(built),
+    }
+}
+
+async fn build_one(
+    conn: &mut PgConnection,
+    index: &str,
+    definition: &str,
+    build: Build,
+) -> Result<()> {
+    // Index builds sort in memory up to maintenance_work_mem; the 64 MB
+    // default makes a GIN build over a large table spill and crawl. Raised
+    // for this session only, never lowered.
+    sqlx::query(
+        "SELECT set_config('maintenance_work_mem', '1GB', false)
+         WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('1GB')",
+    )
+    .execute(&mut *conn)
+    .await?;
+    // An interrupted CONCURRENTLY build leaves an invalid index behind.
+    let valid: Option<bool> = sqlx::query_scalar(
+        "SELECT x.indisvalid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+         JOIN pg_namespace n ON n.oid = i.relnamespace
+         WHERE n.nspname = current_schema() AND i.relname = $1",
+    )
+    .bind(index)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if valid == Some(false) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP INDEX CONCURRENTLY IF EXISTS \"{index}\""
+        )))
         .execute(&mut *conn)
         .await?;
     }
-    for (index, definition) in recorded {
-        // A CONCURRENTLY build interrupted half-way leaves an invalid index behind.
-        let valid: Option<bool> = sqlx::query_scalar(
-            "SELECT x.indisvalid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-             JOIN pg_namespace n ON n.oid = i.relnamespace
-             WHERE n.nspname = current_schema() AND i.relname = $1",
-        )
-        .bind(&index)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if valid == Some(false) {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP INDEX CONCURRENTLY IF EXISTS \"{index}\""
-            )))
+    if valid != Some(true) {
+        let started = std::time::Instant::now();
+        let create = match build {
+            Build::Plain => definition.to_string(),
+            Build::Concurrently => {
+                definition.replacen("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1)
+            }
+        };
+        sqlx::query(sqlx::AssertSqlSafe(create))
             .execute(&mut *conn)
             .await?;
-        }
-        if valid != Some(true) {
-            let started = std::time::Instant::now();
-            let create = definition.replacen("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1);
-            sqlx::query(sqlx::AssertSqlSafe(create))
-                .execute(&mut *conn)
-                .await?;
-            tracing::info!(index = %index, seconds = started.elapsed().as_secs_f64(), "index rebuilt");
-        }
-        sqlx::query("DELETE FROM cutover.deferred_indexes WHERE index_name = $1")
-            .bind(&index)
-            .execute(&mut *conn)
-            .await?;
-        rebuilt.push(index);
+        tracing::info!(index = %index, seconds = started.elapsed().as_secs_f64(), concurrently = build == Build::Concurrently, "index built");
     }
-    Ok(rebuilt)
+    sqlx::query("DELETE FROM cutover.deferred_indexes WHERE index_name = $1")
+        .bind(index)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

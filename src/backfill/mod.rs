@@ -1,14 +1,18 @@
 //! Backfill: copy the legacy rows SQLite → PostgreSQL while traffic runs (docs/DESIGN.md §4).
 //!
 //! Tables are copied in `crate::tables::ALL` order (parents first), each by
-//! keyset pagination on SQLite's rowid. A batch is read and loaded while it
-//! holds SQLite's write lock, so it never races a live write to the same
-//! rows; its PostgreSQL side runs under a statement timeout, and a batch that
-//! times out rolls back, releases the lock and is retried at half the size,
-//! so a slow PostgreSQL never stalls the application's SQLite writes for long.
-//! Rows, rejects and the table's checkpoint commit in one transaction, so a
-//! killed run resumes with no duplicate and no gap; an advisory lock keeps a
-//! second run out.
+//! keyset pagination on SQLite's rowid. A batch is read from a SQLite
+//! snapshot, holding no lock, so the application's writers never wait for
+//! it. The race with live writes is made safe by how the batch loads:
+//! insert-only (a row PostgreSQL holds already came from a live write, which
+//! is newer), and, once the batch committed, its rows are checked against
+//! SQLite again: a row the application deleted meanwhile, which the batch
+//! may have brought back, is deleted from PostgreSQL under the same per-key
+//! lock the dual writes' copies take (`target::settle_gone`). The PostgreSQL
+//! side of a batch runs under a statement timeout, and a batch that times
+//! out rolls back and is retried at half the size. Rows, rejects and the
+//! table's checkpoint commit in one transaction, so a killed run resumes
+//! with no duplicate and no gap; an advisory lock keeps a second run out.
 //!
 //! It runs only in `dualwrite` or `shadow` (see [`stage_refusal`];
 //! `BackfillOptions::force` overrides), and only on a connection that can
@@ -19,8 +23,9 @@
 //! `cutover.acknowledged_drift` and in the summary.
 //!
 //! Files: `source.rs` reads SQLite, `target.rs` loads PostgreSQL,
-//! `encode.rs` is the binary `COPY` format, `indexes.rs` handles
-//! `--defer-indexes`, `progress.rs` the progress reports, logs and metrics.
+//! `encode.rs` is the binary `COPY` format, `indexes.rs` drops a table's
+//! secondary indexes for its copy and builds them again, `progress.rs` the
+//! progress reports, logs and metrics.
 
 mod encode;
 mod indexes;
@@ -53,9 +58,6 @@ pub const LOCK_KEY: i64 = 0x0063_7574_6f76_6572;
 /// Timed-out attempts in a row at batch size 1 before the run gives up.
 const MAX_ATTEMPTS_AT_ONE: u32 = 5;
 
-/// The longest pause left to SQLite writers between two batches.
-const MAX_WRITER_PAUSE: Duration = Duration::from_millis(50);
-
 /// Failed attempts in a row of a batch that raced a concurrent write.
 const MAX_RACE_RETRIES: u32 = 5;
 
@@ -66,7 +68,7 @@ pub struct BackfillOptions {
     pub sqlite_path: PathBuf,
     /// The PostgreSQL target.
     pub postgres: PgSettings,
-    /// Rows per batch (and so the longest a batch holds SQLite's write lock).
+    /// Rows per batch.
     pub batch_size: usize,
     /// Only these tables (in `tables::ALL` order); all when `None`.
     pub tables: Option<Vec<String>>,
@@ -74,19 +76,29 @@ pub struct BackfillOptions {
     pub policy: Policy,
     /// Throttle: at most this many source rows per second.
     pub max_rows_per_sec: Option<u64>,
-    /// Drop secondary B-tree indexes during the copy and rebuild them after.
+    /// Drop each table's secondary indexes for its copy and build them again
+    /// as soon as it is copied (default; see `indexes.rs` for the locks a
+    /// build takes). False keeps them in place, maintained row by row.
     pub defer_indexes: bool,
-    /// With `defer_indexes`, drop and rebuild the GIN (full-text) indexes too.
+    /// With `defer_indexes`, the GIN (full-text) indexes too (default).
     pub defer_full_text: bool,
+    /// With `defer_indexes`, a table's indexes are dropped only when at
+    /// least this many of its rows are left to copy, and at least half as
+    /// many as PostgreSQL holds already (a re-run that picks up a few new
+    /// rows keeps them in place).
+    pub defer_min_rows: u64,
     /// `statement_timeout` of the PostgreSQL side of a batch.
     pub statement_timeout: Duration,
-    /// How long a batch waits for the application to release SQLite's lock.
+    /// SQLite's busy timeout on the backfill's connection (its reads do
+    /// not wait for writers in WAL mode; a rollback-journal file may make
+    /// them wait for a writer's commit).
     pub busy_timeout: Duration,
     /// Where progress goes (bars, logs); `None`: progress is logged.
     pub progress: Option<Arc<dyn crate::progress::Progress>>,
-    /// After each batch, leave SQLite's lock free for this fraction of the
-    /// time the batch held it (at most 50 ms), so the application's writers
-    /// get their turn; 0 copies flat out.
+    /// After each round of batches, pause for this fraction of the time the
+    /// round took, leaving CPU and disk to the application; 0 (the default)
+    /// copies flat out. (Batches hold no SQLite lock: writers never wait
+    /// for them either way.)
     pub writer_share: f64,
     /// Batches of one round loaded side by side, each on its own
     /// PostgreSQL connection, for tables whose only unique value is their
@@ -119,12 +131,13 @@ impl BackfillOptions {
             tables: None,
             policy: Policy::RejectRow,
             max_rows_per_sec: None,
-            defer_indexes: false,
-            defer_full_text: false,
+            defer_indexes: true,
+            defer_full_text: true,
+            defer_min_rows: 10_000,
             statement_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(10),
             progress: None,
-            writer_share: 0.25,
+            writer_share: 0.0,
             jobs: 2,
             force: false,
             postgres_wait: Duration::from_secs(60),
@@ -158,13 +171,17 @@ impl BackfillOptions {
 pub struct TableSummary {
     /// Table name.
     pub table: &'static str,
-    /// Rows in the SQLite table when the copy reached its end (counted under
-    /// the write lock); `None` when the run stopped before that.
+    /// Rows in the SQLite table when the copy reached its end; `None` when
+    /// the run stopped before that.
     pub source_rows: Option<u64>,
     /// Rows copied by this run (written, or found already present).
     pub copied: u64,
     /// Of `copied`, rows a live write had already put in PostgreSQL.
     pub already_present: u64,
+    /// Rows the application deleted after their batch read them: no longer
+    /// counted as copied, and removed from PostgreSQL where the batch
+    /// brought them back.
+    pub deleted_meanwhile: u64,
     /// Rows rejected by this run, by reason.
     pub rejected: BTreeMap<RejectReason, u64>,
     /// Values nulled (and recorded) under `null-and-record` in copied rows.
@@ -175,9 +192,9 @@ pub struct TableSummary {
     pub total_rejected: u64,
     /// Wall-clock seconds spent on the table.
     pub seconds: f64,
-    /// Of `seconds`, reading and converting in SQLite (under the lock).
+    /// Of `seconds`, reading and converting in SQLite.
     pub sqlite_seconds: f64,
-    /// Of `seconds`, the PostgreSQL side of batches (under the lock).
+    /// Of `seconds`, the PostgreSQL side of batches.
     pub postgres_seconds: f64,
 }
 
@@ -214,8 +231,10 @@ pub struct BackfillSummary {
     pub interrupted: bool,
     /// Serial tables' sequences, set past the highest id: (table, value).
     pub sequences: Vec<(&'static str, i64)>,
-    /// Secondary indexes rebuilt at the end.
+    /// Secondary indexes dropped for the copy and built again.
     pub indexes_rebuilt: Vec<String>,
+    /// Wall-clock seconds spent building them.
+    pub index_seconds: f64,
     /// Wall-clock seconds of the whole run.
     pub seconds: f64,
     /// The stage the run was forced to run in (`force`, outside
@@ -388,9 +407,17 @@ pub async fn run(
         let attempt = async {
             let lock = RunLock::take(&opts.postgres).await?;
             let result = match check_stage(&opts).await {
-                Ok(forced_stage) => run_locked(&opts, &tables, shutdown.as_mut())
-                    .await
-                    .map(|s| BackfillSummary { forced_stage, ..s }),
+                Ok(forced_stage) => {
+                    // Plain index builds block writes to the table: only
+                    // where PostgreSQL is not authoritative.
+                    let build = match forced_stage {
+                        Some(s) if s >= Stage::Live => indexes::Build::Concurrently,
+                        _ => indexes::Build::Plain,
+                    };
+                    run_locked(&opts, &tables, build, shutdown.as_mut())
+                        .await
+                        .map(|s| BackfillSummary { forced_stage, ..s })
+                }
                 Err(e) => Err(e),
             };
             lock.release().await;
@@ -430,6 +457,7 @@ pub async fn run(
 async fn run_locked(
     opts: &BackfillOptions,
     tables: &[&'static Table],
+    build: indexes::Build,
     shutdown: impl Future<Output = ()>,
 ) -> Result<BackfillSummary> {
     tokio::pin!(shutdown);
@@ -453,9 +481,6 @@ async fn run_locked(
         );
         target::record_acknowledged(target.conn().await?, &unknown).await?;
     }
-    if opts.defer_indexes {
-        indexes::defer(target.conn().await?, tables, opts.defer_full_text).await?;
-    }
     let bar = opts.progress.clone();
     let mut summary = BackfillSummary {
         acknowledged_drift: unknown,
@@ -468,6 +493,15 @@ async fn run_locked(
         // and again while it grows batch by batch (a single-transaction load
         // never shows it rows to vacuum); it is switched back on, and the
         // table analyzed, when the table is done, stopped or failed.
+        let deferred = opts.defer_indexes && {
+            let cp = target::checkpoint(target.conn().await?, table).await?;
+            let left = source.count_after(table, cp.last_rowid).await?;
+            let held = target::estimated_rows(target.conn().await?, table).await?;
+            left >= opts.defer_min_rows && left as f64 >= held * 0.5
+        };
+        if deferred {
+            indexes::defer(target.conn().await?, table, opts.defer_full_text).await?;
+        }
         target::pause_autovacuum(target.conn().await?, table).await?;
         let copied = copy_table(
             opts,
@@ -479,6 +513,21 @@ async fn run_locked(
             &mut shutdown,
         )
         .await;
+        if matches!(copied, Ok((_, false))) && deferred {
+            // The table is copied: its indexes are built again now, before
+            // the next table starts (a stopped or failed run builds them on
+            // its way out, below).
+            let started = Instant::now();
+            if let Some(p) = &bar {
+                p.notice(&format!("{}: copied; building its indexes again", table.name));
+            }
+            let built = indexes::rebuild(&opts.postgres, target.conn().await?, Some(table.name), build).await?;
+            if !built.is_empty() {
+                tracing::info!(table = table.name, indexes = ?built, seconds = started.elapsed().as_secs_f64(), "indexes built again");
+                summary.index_seconds += started.elapsed().as_secs_f64();
+            }
+            summary.indexes_rebuilt.extend(built);
+        }
         let resumed = async { target::resume_autovacuum(target.conn().await?, table).await };
         if let Err(e) = resumed.await {
             tracing::warn!(table = table.name, error = %e, "could not switch autovacuum back on; the next backfill run does");
@@ -500,17 +549,16 @@ async fn run_locked(
     Ok(())
     }
     .await;
-    // Rebuilt on every way out (an interruption, a failure): the
-    // application needs them, and a resumed run with --defer-indexes drops
-    // them again. When PostgreSQL cannot take it now, the next run (any
+    // Built on every way out (an interruption, a failure): the
+    // application needs them, and a resumed run drops them again. When PostgreSQL cannot take it now, the next run (any
     // run) rebuilds what is recorded, and this one says so.
     let rebuilt = match target.conn().await {
-        Ok(c) => indexes::rebuild(c).await,
+        Ok(c) => indexes::rebuild(&opts.postgres, c, None, build).await,
         Err(e) => Err(e),
     };
     match (copied, rebuilt) {
         (Ok(()), Ok(names)) => {
-            summary.indexes_rebuilt = names;
+            summary.indexes_rebuilt.extend(names);
             Ok(summary)
         }
         (Ok(()), Err(e)) => Err(e),
@@ -521,7 +569,7 @@ async fn run_locked(
             Err(e)
         }
         (Err(e), Err(re)) => {
-            tracing::error!(error = %re, "the indexes --defer-indexes dropped could not be rebuilt now; the next backfill run rebuilds them (recorded in cutover.deferred_indexes)");
+            tracing::error!(error = %re, "the indexes dropped for the copy could not be built again now; the next backfill run builds them (recorded in cutover.deferred_indexes)");
             Err(e)
         }
     }
@@ -597,15 +645,13 @@ async fn copy_table(
             stopped = true;
             break;
         }
-        // One round: its batches are read under one SQLite lock, held until
-        // they are all loaded (or failed).
-        let locked_at = Instant::now();
+        // One round: its batches are read from SQLite, then loaded side by
+        // side; no SQLite lock is held at any point.
+        let round_at = Instant::now();
         let first = source
             .read_batch(table, cp.last_rowid, size, opts.policy, losers.clone())
             .await?;
         if first.read == 0 {
-            // Nothing left: the count was taken under the lock, now released.
-            source.release().await?;
             summary.source_rows = first.source_total;
             target::mark_completed(target.conn().await?, table).await?;
             break;
@@ -615,9 +661,8 @@ async fn copy_table(
         } else {
             1
         };
-        // The rest of the round's batches, and a connection for each; on a
-        // failure the lock is released before the error returns.
-        let round = async {
+        // The rest of the round's batches, and a connection for each.
+        let (batches, conns) = async {
             let mut batches = vec![(cp.last_rowid, first)];
             while batches.len() < width {
                 let after = batches[batches.len() - 1]
@@ -625,7 +670,7 @@ async fn copy_table(
                     .last_rowid
                     .expect("a batch that read rows has a last rowid");
                 let next = source
-                    .read_more(table, after, size, opts.policy, losers.clone())
+                    .read_batch(table, after, size, opts.policy, losers.clone())
                     .await?;
                 if next.read == 0 {
                     break;
@@ -635,15 +680,9 @@ async fn copy_table(
             let conns = target.take(batches.len()).await?;
             Ok::<_, Error>((batches, conns))
         }
-        .await;
-        summary.sqlite_seconds += locked_at.elapsed().as_secs_f64();
-        let (batches, conns) = match round {
-            Ok(r) => r,
-            Err(e) => {
-                source.release().await?;
-                return Err(e);
-            }
-        };
+        .await?;
+        summary.sqlite_seconds += round_at.elapsed().as_secs_f64();
+        crate::failpoint::gate("backfill.after_read").await;
         let loading_at = Instant::now();
         let loading = target::Loading {
             source,
@@ -678,14 +717,12 @@ async fn copy_table(
             ))
             .await;
         summary.postgres_seconds += loading_at.elapsed().as_secs_f64();
-        // The lock is released whatever happened in PostgreSQL.
-        source.release().await?;
-        let held = locked_at.elapsed();
         // Batches commit in order, so the first failure ends what committed.
         let mut failed: Option<(i64, Option<i64>, Option<Error>)> = None;
         let mut read_total = 0;
+        let mut committed_rows = Vec::new();
         for (conn, after, read, last, r) in results {
-            let loaded = match r {
+            let mut loaded = match r {
                 Ok(Ok(l)) if failed.is_none() => l,
                 Ok(Ok(_)) => unreachable!("a batch committed after one that did not"),
                 Ok(Err(e)) => {
@@ -704,6 +741,7 @@ async fn copy_table(
             };
             target.put(conn);
             read_total += read;
+            committed_rows.extend(std::mem::take(&mut loaded.rows));
             cp.last_rowid = last.expect("a batch that read rows has a last rowid");
             cp.copied += loaded.copied();
             cp.rejected += loaded.rejected_total();
@@ -713,21 +751,38 @@ async fn copy_table(
             for (r, n) in &loaded.rejected {
                 *summary.rejected.entry(*r).or_default() += n;
             }
-            debug_assert_eq!(read, loaded.copied() + loaded.rejected_total());
+            debug_assert_eq!(
+                read,
+                loaded.copied() + loaded.rejected_total() + loaded.gone
+            );
+            summary.deleted_meanwhile += loaded.gone;
             progress.batch(loaded.copied(), loaded.rejected_total());
         }
+        // What committed is checked against SQLite again: rows the
+        // application deleted since the batch read them go from PostgreSQL
+        // too (the batch may have brought them back).
+        if !committed_rows.is_empty() {
+            crate::failpoint::gate("backfill.before_recheck").await;
+            let gone = source.gone(table, committed_rows).await?;
+            if !gone.is_empty() {
+                let n = gone.len() as u64;
+                let removed =
+                    target::settle_gone(target.conn().await?, source, table, gone).await?;
+                tracing::info!(table = table.name, rows = n, removed, "rows deleted or rewritten by the application while their batch loaded; settled against SQLite");
+                cp.copied -= n.min(cp.copied);
+                summary.copied -= n.min(summary.copied);
+                summary.deleted_meanwhile += n;
+            }
+        }
+        let took = round_at.elapsed();
         if failed.is_none() {
-            // SQLite has no queue for its lock: a writer waiting in its busy
-            // handler only gets in if the lock stays free for a while, so
-            // leave it free for a share of the time it was held.
-            let pause = held.mul_f64(opts.writer_share).min(MAX_WRITER_PAUSE);
+            let pause = took.mul_f64(opts.writer_share);
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
         } else {
-            // PostgreSQL is in trouble: back off as long as the attempt held
-            // the lock, which also lets the application's writers through.
-            tokio::time::sleep(held.min(Duration::from_secs(1))).await;
+            // PostgreSQL is in trouble: back off as long as the attempt took.
+            tokio::time::sleep(took.min(Duration::from_secs(1))).await;
         }
         match failed {
             None => {

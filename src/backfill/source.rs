@@ -1,9 +1,11 @@
-//! The SQLite side of the backfill: batches read under the write lock.
+//! The SQLite side of the backfill: batches read from a snapshot.
 //!
-//! Each batch opens `BEGIN IMMEDIATE`, which takes SQLite's write lock, so no
-//! live write can change the rows between the read and the moment their
-//! copy commits in PostgreSQL; [`Source::release`] ends the transaction (it
-//! never wrote anything, so it rolls back). Rows are read in rowid order by
+//! A batch is one `SELECT`, which reads one snapshot of the file and takes
+//! no write lock: the application's writers never wait for the backfill.
+//! A live write may change or delete a batch's rows while the batch loads;
+//! [`Source::gone`] finds, after the batch committed, the rows that are no
+//! longer what was read, and the caller settles them against PostgreSQL
+//! (see `target::settle_gone`). Rows are read in rowid order by
 //! keyset (`rowid > last`), converted with `crate::row::convert_row` and
 //! encoded for `COPY` right here, on the connection's thread, so the async
 //! side only receives owned bytes.
@@ -42,6 +44,30 @@ pub(crate) struct SourceRow {
     pub range: Range<usize>,
     /// Values nulled under `null-and-record`, to record if the row is copied.
     pub nulled: Vec<RejectRecord>,
+    /// The key as SQLite stored it, to tell later whether the row is still there.
+    pub stored_key: StoredKey,
+}
+
+/// A key exactly as SQLite stored it (type and bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum StoredKey {
+    Null,
+    Int(i64),
+    Real(u64),
+    Text(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl From<Raw<'_>> for StoredKey {
+    fn from(r: Raw<'_>) -> Self {
+        match r {
+            Raw::Null => StoredKey::Null,
+            Raw::Integer(i) => StoredKey::Int(i),
+            Raw::Real(f) => StoredKey::Real(f.to_bits()),
+            Raw::Text(t) => StoredKey::Text(t.to_vec()),
+            Raw::Blob(b) => StoredKey::Blob(b.to_vec()),
+        }
+    }
 }
 
 /// One batch as read from SQLite.
@@ -57,14 +83,16 @@ pub(crate) struct Batch {
     pub read: u64,
     /// The highest rowid read.
     pub last_rowid: Option<i64>,
-    /// When nothing was left: the table's row count, taken under the lock.
+    /// When nothing was left: the table's row count, in the same snapshot.
     pub source_total: Option<u64>,
 }
 
 /// Rows that lose a key to another row after conversion: rowid → (column, winner rowid).
 pub(crate) type Losers = HashMap<i64, (&'static str, i64)>;
 
-/// The legacy file, opened for reading with the right to take the write lock.
+/// The legacy file, opened for reading (the right to take its write lock is
+/// checked once, at the start: a file the application cannot lock is not one
+/// it writes through this path).
 pub(crate) struct Source {
     conn: tokio_rusqlite::Connection,
 }
@@ -83,8 +111,8 @@ fn no_write_lock(path: &str, what: &str) -> Error {
         "cannot take SQLite's write lock on {path} ({what}): the file, or its directory, is \
          read-only for this user; the backfill needs write permission on the file and on its \
          directory (where SQLite keeps the -wal, -shm and journal files; no table is written) \
-         because it holds the write lock during each batch, so that no application write races \
-         it, and never runs without it: run it as the application's user"
+         because it reads in the same locking protocol as the application's writers, which \
+         it checks here once: run it as the application's user"
     ))
 }
 
@@ -236,9 +264,23 @@ impl Source {
             .map_err(Error::from)
     }
 
-    /// Takes the write lock and reads, converts and encodes up to `limit`
-    /// rows after rowid `after`. The lock stays held until [`Source::release`],
-    /// except when the read fails (then it is released here).
+    /// Rows after rowid `after`.
+    pub async fn count_after(&self, table: &'static Table, after: i64) -> Result<u64> {
+        self.conn
+            .call(move |c| -> Result<u64> {
+                let n: i64 = c.query_row(
+                    &format!("SELECT count(*) FROM {} WHERE rowid > ?1", table.name),
+                    [after],
+                    |r| r.get(0),
+                )?;
+                Ok(n as u64)
+            })
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Reads, converts and encodes up to `limit` rows after rowid `after`,
+    /// from one snapshot, holding no lock.
     pub async fn read_batch(
         &self,
         table: &'static Table,
@@ -248,36 +290,56 @@ impl Source {
         losers: Arc<Losers>,
     ) -> Result<Batch> {
         self.conn
-            .call(move |c| -> Result<Batch> {
-                c.execute_batch("BEGIN IMMEDIATE")?;
-                let out = read_locked(c, table, after, limit, policy, &losers);
-                if out.is_err() {
-                    let _ = c.execute_batch("ROLLBACK");
-                }
-                out
+            .call(move |c| read_snapshot(c, table, after, limit, policy, &losers))
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Of a committed batch's rows (rowid, key as stored), the keys of those
+    /// whose rowid is gone or holds another key now: rows a live write
+    /// deleted (or re-keyed) after the batch read them. One range scan.
+    pub async fn gone(
+        &self,
+        table: &'static Table,
+        rows: Vec<(i64, StoredKey, String)>,
+    ) -> Result<Vec<String>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.conn
+            .call(move |c| -> Result<Vec<String>> {
+                let (lo, hi) = (rows[0].0, rows[rows.len() - 1].0);
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT rowid, {} FROM {} WHERE rowid >= ?1 AND rowid <= ?2 ORDER BY rowid",
+                    table.primary_key, table.name
+                ))?;
+                let now: HashMap<i64, StoredKey> = st
+                    .query_map([lo, hi], |r| {
+                        Ok((r.get(0)?, StoredKey::from(Raw::from(r.get_ref(1)?))))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|(rowid, stored, _)| now.get(rowid) != Some(stored))
+                    .map(|(_, _, key)| key)
+                    .collect())
             })
             .await
             .map_err(Error::from)
     }
 
-    /// As `read_batch`, continuing inside the lock a previous `read_batch`
-    /// took (rows after `after`, the last rowid that one read).
-    pub async fn read_more(
-        &self,
-        table: &'static Table,
-        after: i64,
-        limit: usize,
-        policy: Policy,
-        losers: Arc<Losers>,
-    ) -> Result<Batch> {
-        self.conn
-            .call(move |c| read_locked(c, table, after, limit, policy, &losers))
-            .await
-            .map_err(Error::from)
+    /// Runs `f` on the source's connection (outside any transaction).
+    pub async fn with_conn<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.conn.call(move |c| f(c)).await.map_err(Error::from)
     }
 
-    /// Images of rows read in the current (locked) batch, to record them as
-    /// rejects found on the PostgreSQL side (orphans).
+    /// Images of rows read in a batch, to record them as rejects found on
+    /// the PostgreSQL side (orphans, clashes); a row a live write deleted
+    /// since is left out (it is no longer there to reject).
     pub async fn images(
         &self,
         table: &'static Table,
@@ -294,12 +356,9 @@ impl Source {
                 let mut out = Vec::with_capacity(rowids.len());
                 for rowid in rowids {
                     let mut rows = st.query([rowid])?;
-                    let row = rows.next()?.ok_or_else(|| {
-                        sqlite_err(format!(
-                            "{}: rowid {rowid} vanished while the batch held the write lock",
-                            table.name
-                        ))
-                    })?;
+                    let Some(row) = rows.next()? else {
+                        continue;
+                    };
                     let raws: Vec<Raw<'_>> = (0..table.columns.len())
                         .map(|i| row.get_ref(i).map(Raw::from))
                         .collect::<rusqlite::Result<_>>()?;
@@ -320,19 +379,6 @@ impl Source {
     pub async fn drift(&self) -> Result<Vec<crate::audit::Unknown>> {
         self.conn
             .call(|c| crate::audit::drift(c))
-            .await
-            .map_err(Error::from)
-    }
-
-    /// Ends the batch's transaction, releasing the write lock.
-    pub async fn release(&self) -> Result<()> {
-        self.conn
-            .call(|c| -> Result<()> {
-                if !c.is_autocommit() {
-                    c.execute_batch("ROLLBACK")?;
-                }
-                Ok(())
-            })
             .await
             .map_err(Error::from)
     }
@@ -369,7 +415,7 @@ impl Source {
     }
 }
 
-fn read_locked(
+fn read_snapshot(
     c: &mut rusqlite::Connection,
     table: &'static Table,
     after: i64,
@@ -446,6 +492,7 @@ fn read_locked(
             continue;
         }
         let start = batch.buf.len();
+        let stored_key = StoredKey::from(raws[key_at]);
         encode::encode_row(&mut batch.buf, &conv.cells, &raws);
         let nulled = conv.nulled.iter().map(|e| reject(e, true)).collect();
         batch.rows.push(SourceRow {
@@ -460,6 +507,7 @@ fn read_locked(
                 .collect(),
             range: start..batch.buf.len(),
             nulled,
+            stored_key,
         });
     }
     drop(rows);

@@ -11,6 +11,14 @@
 //! present are counted as copied and left out (a live dual write is newer
 //! than the legacy copy). A concurrent write landing between the check and
 //! the `COPY` makes the `COPY` fail; the caller then retries the batch.
+//!
+//! The batch was read from a SQLite snapshot without holding the write
+//! lock, so the application may have deleted some of its rows meanwhile,
+//! and their copies may have reached PostgreSQL before the batch did: the
+//! batch brings such a row back. [`settle_gone`] runs after the batch
+//! commits on the rows no longer there, as a dual write's copy would: under
+//! the key's copy lock, it reads SQLite again and deletes from PostgreSQL
+//! what SQLite no longer holds.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -37,6 +45,12 @@ pub(crate) struct Loaded {
     pub rejected: BTreeMap<RejectReason, u64>,
     /// Values nulled under `null-and-record` in copied rows.
     pub nulled: u64,
+    /// Rows a live write deleted from SQLite before the batch could reject
+    /// them (neither copied nor rejected: they are no longer source rows).
+    pub gone: u64,
+    /// The copied rows (inserted or present): rowid, key as SQLite stored
+    /// it, key as PostgreSQL holds it; checked again once the batch committed.
+    pub rows: Vec<(i64, super::source::StoredKey, String)>,
 }
 
 impl Loaded {
@@ -137,6 +151,9 @@ pub(crate) async fn load_batch(
     let Order { before, done } = order;
     let mut tx = conn.begin().await?;
     let out = load_in(&mut tx, load, after, batch, before).await;
+    if out.is_ok() {
+        crate::failpoint::gate("backfill.before_commit").await;
+    }
     let committed = match out {
         Ok(out) => tx.commit().await.map(|()| out).map_err(Error::from),
         Err(e) => {
@@ -245,13 +262,19 @@ async fn load_in(
         }
     }
     if !orphans.is_empty() {
-        let images = source
-            .images(
-                table,
-                orphans.iter().map(|(n, ..)| rows[*n].rowid).collect(),
-            )
-            .await?;
-        for ((_, column, detail), (rowid, key, image)) in orphans.into_iter().zip(images) {
+        let mut images = images_by_rowid(
+            source,
+            table,
+            orphans.iter().map(|(n, ..)| rows[*n].rowid).collect(),
+        )
+        .await?;
+        for (n, column, detail) in orphans {
+            let Some((key, image)) = images.remove(&rows[n].rowid) else {
+                // Deleted by the application since the batch read it.
+                out.gone += 1;
+                continue;
+            };
+            let rowid = rows[n].rowid;
             rejects.push(RejectRecord {
                 table: table.name.to_string(),
                 row_key: key,
@@ -270,6 +293,7 @@ async fn load_in(
     // and is newer. Another unique value PostgreSQL holds under another key
     // is a clash, not the same row: rejected as `unique_violation`.
     let mut clashes = Vec::new();
+    let mut present = Vec::new();
     for (i, col) in unique_columns(table).into_iter().enumerate() {
         let kind = table.column(col).map_or(Kind::Text, |c| c.kind);
         let wanted = distinct(
@@ -290,6 +314,7 @@ async fn load_in(
                 dropped[n] = true;
                 if i == 0 {
                     out.present += 1;
+                    present.push(n);
                 } else {
                     clashes.push((
                         n,
@@ -304,13 +329,18 @@ async fn load_in(
         }
     }
     if !clashes.is_empty() {
-        let images = source
-            .images(
-                table,
-                clashes.iter().map(|(n, ..)| rows[*n].rowid).collect(),
-            )
-            .await?;
-        for ((_, column, detail), (rowid, key, image)) in clashes.into_iter().zip(images) {
+        let mut images = images_by_rowid(
+            source,
+            table,
+            clashes.iter().map(|(n, ..)| rows[*n].rowid).collect(),
+        )
+        .await?;
+        for (n, column, detail) in clashes {
+            let Some((key, image)) = images.remove(&rows[n].rowid) else {
+                out.gone += 1;
+                continue;
+            };
+            let rowid = rows[n].rowid;
             rejects.push(RejectRecord {
                 table: table.name.to_string(),
                 row_key: key,
@@ -351,6 +381,19 @@ async fn load_in(
     for &n in &kept {
         out.nulled += rows[n].nulled.len() as u64;
     }
+    let mut copied: Vec<usize> = kept.iter().copied().chain(present).collect();
+    copied.sort_unstable();
+    out.rows = copied
+        .iter()
+        .map(|&n| {
+            let r = &rows[n];
+            (
+                r.rowid,
+                r.stored_key.clone(),
+                r.uniques[0].clone().unwrap_or_default(),
+            )
+        })
+        .collect();
     for r in &rejects {
         *out.rejected.entry(r.reason).or_default() += 1;
     }
@@ -390,6 +433,122 @@ async fn load_in(
         }
     }
     Ok(out)
+}
+
+/// Images of batch rows by rowid (rows deleted since are absent).
+async fn images_by_rowid(
+    source: &Source,
+    table: &'static Table,
+    rowids: Vec<i64>,
+) -> Result<std::collections::HashMap<i64, (String, serde_json::Value)>> {
+    Ok(source
+        .images(table, rowids)
+        .await?
+        .into_iter()
+        .map(|(rowid, key, image)| (rowid, (key, image)))
+        .collect())
+}
+
+/// Settles the keys of a committed batch's rows that a live write deleted
+/// (or re-keyed) after the batch read them: each key's copy lock is taken
+/// (the lock every dual write's copy of that key takes, see
+/// `crate::image::pg_lock_copy`), SQLite is read again, and the keys SQLite
+/// no longer holds are deleted from PostgreSQL, where the batch may have
+/// brought them back. A copy of a later write to the same key waits for
+/// this transaction and then reads SQLite itself, so nothing newer is
+/// deleted. The checkpoint's copied total drops by the rows gone (they are
+/// no longer source rows). Returns how many keys SQLite no longer holds.
+pub(crate) async fn settle_gone(
+    conn: &mut PgConnection,
+    source: &Source,
+    table: &'static Table,
+    mut keys: Vec<String>,
+) -> Result<u64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    keys.sort();
+    keys.dedup();
+    let mut attempt = 0;
+    loop {
+        match settle_once(conn, source, table, &keys).await {
+            // A parent whose children's deletes are still on their way to
+            // PostgreSQL: they land within moments; then it goes too.
+            Err(e) if e.db_kind() == Some(DbErrorKind::ForeignKeyViolation) && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(Error::Database {
+                    backend: Backend::Postgres,
+                    kind: e.db_kind().unwrap_or(DbErrorKind::Other),
+                    message: format!(
+                        "{}: removing rows the application deleted while their batch loaded ({} keys): {e}",
+                        table.name,
+                        keys.len()
+                    ),
+                })
+            }
+            Ok(n) => return Ok(n),
+        }
+    }
+}
+
+async fn settle_once(
+    conn: &mut PgConnection,
+    source: &Source,
+    table: &'static Table,
+    keys: &[String],
+) -> Result<u64> {
+    let mut tx = conn.begin().await?;
+    for k in keys {
+        crate::image::pg_lock_copy(&mut *tx, table.name, k, None).await?;
+    }
+    let parsed: Vec<crate::image::Key> = keys
+        .iter()
+        .map(|k| crate::image::Key::parse(table, k))
+        .collect::<Result<_>>()?;
+    let absent: Vec<crate::image::Key> = source
+        .with_conn(move |c| -> Result<Vec<crate::image::Key>> {
+            let mut out = Vec::new();
+            for k in parsed {
+                if crate::image::sqlite_read(c, table, &k)?.is_none() {
+                    out.push(k);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    for k in &absent {
+        if crate::image::pg_delete(&mut *tx, table, k).await? {
+            tracing::info!(table = table.name, key = %k, "row deleted by the application while its batch loaded: removed from PostgreSQL again");
+        }
+    }
+    // Every row the batch counted and that is no longer there stops being
+    // a source row: deleted, or deleted and written again under a new rowid
+    // (which a later batch reads and counts).
+    sqlx::query(
+        "UPDATE cutover.checkpoints SET rows_copied = rows_copied - $2, updated_at = now()
+         WHERE table_name = $1",
+    )
+    .bind(table.name)
+    .bind(keys.len() as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(absent.len() as u64)
+}
+
+/// PostgreSQL's estimate of the rows `table` holds (0 when never counted).
+pub(crate) async fn estimated_rows(conn: &mut PgConnection, table: &Table) -> Result<f64> {
+    let n: Option<f32> = sqlx::query_scalar(
+        "SELECT reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema() AND c.relname = $1",
+    )
+    .bind(table.name)
+    .fetch_optional(conn)
+    .await?;
+    Ok(n.map_or(0.0, |n| f64::from(n.max(0.0))))
 }
 
 /// Switches off the vacuums that inserts trigger on `table` while the

@@ -13,7 +13,7 @@ use crate::outbox;
 use crate::tables;
 
 use super::routing::Routing;
-use super::{DualStore, Inner, COPY_LOCK_CLASS, KEY_LOCKS};
+use super::{DualStore, Inner, KEY_LOCKS};
 
 impl DualStore {
     /// Writes a PostgreSQL image (version `version`, read at `read_at`) to
@@ -189,11 +189,13 @@ impl DualStore {
                 // could land an older image after a newer copy cleared
                 // both entries: nothing would be left to repair it.)
                 let mut tx = self.inner.pg.pool().begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                    .bind(COPY_LOCK_CLASS)
-                    .bind(format!("{}:{}", c.table, c.key))
-                    .execute(&mut *tx)
-                    .await?;
+                // A copy made after its write's commit (fenced) does not
+                // wait long for a table or row PostgreSQL has locked (an
+                // index build, a backfill batch): the row stays in the
+                // outbox for the replayer. A flip's drain (under SQLite's
+                // lock) waits.
+                let lock_timeout = fence.map(|_| self.inner.config.copy_lock_timeout);
+                image::pg_lock_copy(&mut *tx, c.table, &c.key, lock_timeout).await?;
                 let (cc, k) = (c.clone(), key.clone());
                 let (hw, img) = self
                     .sqlite_rw(move |conn| -> Result<_> {
@@ -288,12 +290,44 @@ impl DualStore {
             if !seen.insert(c.clone()) {
                 continue;
             }
+            let to_pg_after_commit = from == Backend::Sqlite && fence.is_some();
+            if to_pg_after_commit && self.table_busy(c.table) {
+                self.secondary_failed(
+                    op,
+                    &c,
+                    Some(crate::error::DbErrorKind::Busy),
+                    &"the table is locked in PostgreSQL; the copy waits in the outbox",
+                );
+                continue;
+            }
             if let Err(e) = self
                 .apply_carried(&c, from, captured.carried.get(&c), fence)
                 .await
             {
+                if to_pg_after_commit && e.db_kind() == Some(crate::error::DbErrorKind::Busy) {
+                    self.mark_table_busy(c.table);
+                }
                 self.secondary_failed(op, &c, e.db_kind(), &e);
             }
+        }
+    }
+
+    /// Whether copies to `table` go straight to the outbox for now (a copy
+    /// found it locked a moment ago).
+    fn table_busy(&self, table: &str) -> bool {
+        let busy = self.inner.busy_tables.lock().expect("busy tables");
+        busy.get(table).is_some_and(|until| Instant::now() < *until)
+    }
+
+    fn mark_table_busy(&self, table: &str) {
+        if let Some(t) = tables::by_name(table) {
+            let until = Instant::now() + self.inner.config.copy_busy_pause;
+            self.inner
+                .busy_tables
+                .lock()
+                .expect("busy tables")
+                .insert(t.name, until);
+            tracing::info!(table = t.name, pause_ms = self.inner.config.copy_busy_pause.as_millis() as u64, "PostgreSQL has the table locked (an index build or a backfill batch): its copies wait in the outbox for now");
         }
     }
 
@@ -310,8 +344,13 @@ impl DualStore {
         e: &dyn std::fmt::Display,
     ) {
         use crate::error::DbErrorKind;
-        let deferred = self.routing().stage == crate::stage::Stage::DualWrite
-            && kind == Some(DbErrorKind::ForeignKeyViolation);
+        let stage = self.routing().stage;
+        let deferred = (stage == crate::stage::Stage::DualWrite
+            && kind == Some(DbErrorKind::ForeignKeyViolation))
+            || (matches!(
+                stage,
+                crate::stage::Stage::DualWrite | crate::stage::Stage::Shadow
+            ) && kind == Some(DbErrorKind::Busy));
         if deferred {
             self.inner
                 .counters
@@ -319,7 +358,11 @@ impl DualStore {
                 .fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::SECONDARY_WRITES_DEFERRED, "op" => op, "table" => c.table)
                 .increment(1);
-            tracing::info!(op, table = c.table, key = %c.key, "copy to PostgreSQL deferred: its parent row is not in PostgreSQL yet; its copy waits in the outbox ahead of this one");
+            if kind == Some(DbErrorKind::ForeignKeyViolation) {
+                tracing::info!(op, table = c.table, key = %c.key, "copy to PostgreSQL deferred: its parent row is not in PostgreSQL yet; its copy waits in the outbox ahead of this one");
+            } else {
+                tracing::debug!(op, table = c.table, key = %c.key, "copy to PostgreSQL deferred: the table or row is locked in PostgreSQL (an index build or a backfill batch); the replayer copies it");
+            }
             return;
         }
         self.inner

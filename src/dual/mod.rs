@@ -70,6 +70,14 @@ pub struct DualConfig {
     /// How long a fresh connection attempt may take before PostgreSQL
     /// counts as unreachable (the fallback decision).
     pub connect_probe_timeout: Duration,
+    /// How long a copy to PostgreSQL made after its write's SQLite commit
+    /// waits for a PostgreSQL lock (a backfill building the table's indexes,
+    /// or loading a batch holding the same key) before it leaves the row in
+    /// the outbox for the replayer; copies to that table then go straight
+    /// to the outbox for [`DualConfig::copy_busy_pause`].
+    pub copy_lock_timeout: Duration,
+    /// See `copy_lock_timeout`.
+    pub copy_busy_pause: Duration,
 }
 
 impl Default for DualConfig {
@@ -82,6 +90,8 @@ impl Default for DualConfig {
             fallback: true,
             ledger_size: 256,
             connect_probe_timeout: Duration::from_secs(2),
+            copy_lock_timeout: Duration::from_millis(200),
+            copy_busy_pause: Duration::from_secs(1),
         }
     }
 }
@@ -124,6 +134,9 @@ pub(crate) struct Inner {
     pub(super) fallback_probe: AtomicBool,
     // A flip or a return is running (inside the lock) in this process.
     pub(super) flipping: AtomicBool,
+    // Tables whose copies to PostgreSQL go straight to the outbox until the
+    // instant given: a copy found the table locked (`copy_lock_timeout`).
+    pub(super) busy_tables: std::sync::Mutex<HashMap<&'static str, std::time::Instant>>,
 }
 
 /// The routing store. Cheap to clone.
@@ -133,10 +146,6 @@ pub struct DualStore {
 }
 
 pub(super) const KEY_LOCKS: usize = 1024;
-
-/// Class of the PostgreSQL advisory locks that order copies of one key
-/// (`pg_advisory_xact_lock(class, hashtext('table:key'))`).
-pub(super) const COPY_LOCK_CLASS: i32 = 0x6375;
 
 impl DualStore {
     /// A dual store over both stores, moved to `stage` (a forced flip under
@@ -192,6 +201,7 @@ impl DualStore {
                 counters: Counters::default(),
                 fallback_probe: AtomicBool::new(false),
                 flipping: AtomicBool::new(false),
+                busy_tables: std::sync::Mutex::new(HashMap::new()),
             }),
         };
         store.set_outbox_flags(&Routing::from(auth));

@@ -20,7 +20,7 @@ use crate::{Cli, Outcome};
 /// Flags of `cutover backfill`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Rows per batch; also bounds how long a batch holds SQLite's write lock.
+    /// Rows per batch (read from a SQLite snapshot: no lock is held).
     #[arg(long, default_value_t = 5000, value_name = "N")]
     pub batch_size: usize,
     /// Only these tables (comma-separated); parents must already be copied.
@@ -32,21 +32,31 @@ pub struct Args {
     /// Throttle: at most N source rows per second.
     #[arg(long, value_name = "N")]
     pub max_rows_per_sec: Option<u64>,
-    /// Drop secondary B-tree indexes during the copy, rebuild them
-    /// concurrently after (full-text GIN indexes stay: see --defer-full-text).
+    /// Keep each table's secondary indexes in place during its copy
+    /// (maintained row by row) instead of dropping them and building them
+    /// again once the table is copied (the default, much faster; the build
+    /// blocks the dual store's copies to that table, which wait in the
+    /// outbox meanwhile, unless PostgreSQL is authoritative).
     #[arg(long)]
+    pub keep_indexes: bool,
+    /// Keep the full-text GIN indexes in place (the others are still
+    /// dropped and built again).
+    #[arg(long, conflicts_with = "keep_indexes")]
+    pub keep_full_text: bool,
+    /// The default now (see --keep-indexes); accepted for older scripts.
+    #[arg(long, hide = true, conflicts_with = "keep_indexes")]
     pub defer_indexes: bool,
-    /// With --defer-indexes, drop and rebuild the full-text GIN indexes too
-    /// (slower end to end on the plan's tweets: the rebuild is single-threaded).
-    #[arg(long, requires = "defer_indexes")]
+    /// The default now (see --keep-full-text); accepted for older scripts.
+    #[arg(long, hide = true, conflicts_with = "keep_full_text")]
     pub defer_full_text: bool,
     /// Statement timeout of a batch's PostgreSQL side, in seconds; a batch
-    /// that exceeds it releases SQLite's lock and is retried at half the size.
+    /// that exceeds it rolls back and is retried at half the size.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub statement_timeout: f64,
-    /// Share of a batch's lock time left free for the application's SQLite
-    /// writers after it (0 = copy flat out, for a file no one writes).
-    #[arg(long, default_value_t = 0.25, value_name = "F")]
+    /// After each round of batches, pause for this share of its time,
+    /// leaving CPU and disk to the application (0 = flat out; batches hold
+    /// no SQLite lock, so writers never wait for them either way).
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
     pub writer_share: f64,
     /// Batches loaded side by side on their own PostgreSQL connections
     /// (tables whose only unique value is the key); they commit in order.
@@ -95,8 +105,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     opts.tables = args.tables.clone();
     opts.policy = Policy::parse(&args.on_bad_value).expect("clap checked the value");
     opts.max_rows_per_sec = args.max_rows_per_sec;
-    opts.defer_indexes = args.defer_indexes;
-    opts.defer_full_text = args.defer_full_text;
+    opts.defer_indexes = !args.keep_indexes;
+    opts.defer_full_text = !args.keep_full_text;
     opts.statement_timeout = Duration::from_secs_f64(args.statement_timeout);
     opts.force = args.force;
     opts.postgres_wait = std::time::Duration::from_secs(args.wait_for_postgres);
@@ -163,10 +173,16 @@ fn print_summary(s: &BackfillSummary) {
                 reasons.join(" ")
             }
         );
-        if t.already_present > 0 || t.nulled_values > 0 {
+        if t.seconds >= 1.0 {
             println!(
-                "{:<22} ({} already present from live writes, {} values nulled and recorded)",
-                "", t.already_present, t.nulled_values
+                "{:<22} (reading and converting SQLite {:.1} s, loading PostgreSQL {:.1} s)",
+                "", t.sqlite_seconds, t.postgres_seconds
+            );
+        }
+        if t.already_present > 0 || t.nulled_values > 0 || t.deleted_meanwhile > 0 {
+            println!(
+                "{:<22} ({} already present from live writes, {} deleted by the application while their batch loaded, {} values nulled and recorded)",
+                "", t.already_present, t.deleted_meanwhile, t.nulled_values
             );
         }
     }
@@ -193,7 +209,11 @@ fn print_summary(s: &BackfillSummary) {
         println!("sequence of {t} set to {v}");
     }
     if !s.indexes_rebuilt.is_empty() {
-        println!("indexes rebuilt: {}", s.indexes_rebuilt.join(", "));
+        println!(
+            "indexes built again after the copy ({:.1} s): {}",
+            s.index_seconds,
+            s.indexes_rebuilt.join(", ")
+        );
     }
     if !s.acknowledged_drift.is_empty() {
         let left: Vec<String> = s.acknowledged_drift.iter().map(|u| u.to_string()).collect();
