@@ -15,10 +15,11 @@
 //!   into the same schema, indexes in place, table by table in the same
 //!   order.
 //!
-//! Then the load phase, on the clean file: the demo's application traffic
-//! (8 workers, `cutover::demo::one_round`) for `BENCH_LOAD_SECS` in `off`,
-//! then in `dualwrite` while a backfill runs; the p99 of the rounds that
-//! write, in each. Medians of the runs; ratios from the same run.
+//! Then the load phase, on the clean file: the demo's scraper and funnel
+//! writes (8 workers: a profile, five tweets, a funnel step, each call
+//! timed) for `BENCH_LOAD_SECS` in `off`, the same in `dualwrite`, then in
+//! `dualwrite` while a backfill runs; the p99 of the calls in each.
+//! Medians of the runs; ratios from the same run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use cutover::settings::PgSettings;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use sqlx::{Connection, PgConnection};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -39,7 +40,7 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 async fn exec(conn: &mut PgConnection, sql: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
         .execute(conn)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -176,9 +177,18 @@ async fn source_rows(sqlite: &Path) -> u64 {
         .sum()
 }
 
-/// The demo's traffic on `sqlite` for `secs` (8 workers, one `Cutover`);
-/// returns the latencies (ms) of the rounds that wrote.
-async fn load(sqlite: PathBuf, pg: PgSettings, secs: f64, stop: Arc<AtomicBool>) -> Vec<f64> {
+/// Application writes on `sqlite` for `secs` (8 workers, one `Cutover`):
+/// the scraper's and the funnel's writes of the demo (a profile, a batch
+/// of five tweets, a funnel step), each call timed; returns the latencies
+/// (ms) of the calls.
+async fn load(
+    sqlite: PathBuf,
+    pg: PgSettings,
+    secs: f64,
+    stop: Arc<AtomicBool>,
+    first_worker: usize,
+) -> Vec<f64> {
+    use cutover::{NewTweet, ScrapedProfile, Store};
     let c = Arc::new(
         cutover::Cutover::start(cutover::CutoverConfig::new(&sqlite, pg))
             .await
@@ -187,23 +197,60 @@ async fn load(sqlite: PathBuf, pg: PgSettings, secs: f64, stop: Arc<AtomicBool>)
     let lat = Arc::new(Mutex::new(Vec::new()));
     let until = Instant::now() + Duration::from_secs_f64(secs);
     let mut workers = Vec::new();
-    for w in 0..8 {
+    for w in first_worker..first_worker + 8 {
         let (c, lat, stop) = (c.clone(), lat.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             let store = c.store();
             let mut rng = StdRng::seed_from_u64(w as u64 * 7919);
-            let mut i = 0;
+            let mut i = 0u64;
+            let timed = |started: Instant| {
+                lat.lock()
+                    .unwrap()
+                    .push(started.elapsed().as_secs_f64() * 1000.0)
+            };
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let started = Instant::now();
-                let wrote = cutover::demo::one_round(&store, &mut rng, w, i)
+                let user = format!("bench-w{w}-u{}", rng.random_range(0..8));
+                let now = chrono::Utc::now();
+                let t = Instant::now();
+                store
+                    .upsert_profile(&ScrapedProfile {
+                        id: user.clone(),
+                        username: format!("@{user}"),
+                        profile_data: Some(
+                            serde_json::json!({"followers": i, "bio": "building things"}),
+                        ),
+                        profile_picture_url: None,
+                        scraped_at: now,
+                    })
                     .await
                     .unwrap();
-                if wrote {
-                    lat.lock()
-                        .unwrap()
-                        .push(started.elapsed().as_secs_f64() * 1000.0);
-                }
+                timed(t);
+                let tweets: Vec<NewTweet> = (0..5)
+                    .map(|k| NewTweet {
+                        id: format!("{user}-t{i}-{k}"),
+                        text: format!(
+                            "shipping the release today #rust @friend https://t.co/{i}{k}"
+                        ),
+                        created_at: now,
+                        url: None,
+                        is_reply: Some(false),
+                        metadata: Some(serde_json::json!({"likes": k})),
+                    })
+                    .collect();
+                let t = Instant::now();
+                store.save_tweets(&user, &tweets).await.unwrap();
+                timed(t);
+                let t = Instant::now();
+                store
+                    .complete_funnel_command(
+                        &user,
+                        &format!("/step{}", i % 5),
+                        &serde_json::json!({"answer": i}),
+                    )
+                    .await
+                    .unwrap();
+                timed(t);
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }));
@@ -344,25 +391,32 @@ fn main() {
             std::fs::copy(&clean, &work).unwrap();
             cli(&work, &db_url, &["stage", "set", "off"]);
             let stop = Arc::new(AtomicBool::new(false));
-            let mut off = load(work.clone(), pg.clone(), load_secs, stop.clone()).await;
+            let mut off = load(work.clone(), pg.clone(), load_secs, stop.clone(), 0).await;
             cli(&work, &db_url, &["stage", "set", "dualwrite"]);
+            let mut dual = load(work.clone(), pg.clone(), load_secs, stop.clone(), 16).await;
             let running = {
                 let (w, u) = (work.clone(), db_url.clone());
                 tokio::task::spawn_blocking(move || cli(&w, &u, &["backfill"]))
             };
             let started = Instant::now();
             let (stop2, w2, p2) = (stop.clone(), work.clone(), pg.clone());
-            let loaded = tokio::spawn(async move { load(w2, p2, 3600.0, stop2).await });
+            let loaded = tokio::spawn(async move { load(w2, p2, 3600.0, stop2, 8).await });
             let (bwall, _) = running.await.unwrap();
             stop.store(true, Ordering::Relaxed);
             let mut during = loaded.await.unwrap();
-            let (p_off, p_during) = (percentile(&mut off, 0.99), percentile(&mut during, 0.99));
+            let (p_off, p_dual, p_during) = (
+                percentile(&mut off, 0.99),
+                percentile(&mut dual, 0.99),
+                percentile(&mut during, 0.99),
+            );
             println!(
-                "  application rounds that write, p99: {p_off:.1} ms in off ({} rounds), {p_during:.1} ms in dualwrite during the backfill ({} rounds, {:.1} s): {:.2}x",
+                "  application writes, p99: {p_off:.1} ms in off ({} calls); in dualwrite {p_dual:.1} ms without a backfill ({} calls), {p_during:.1} ms during the backfill ({} calls, {:.1} s): {:.2}x off, {:.2}x dualwrite alone",
                 off.len(),
+                dual.len(),
                 during.len(),
                 started.elapsed().as_secs_f64().max(bwall),
-                p_during / p_off
+                p_during / p_off,
+                p_during / p_dual
             );
         });
     }

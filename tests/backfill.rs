@@ -602,7 +602,7 @@ async fn a_second_backfill_is_refused_while_one_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_postgres_times_out_and_releases_the_sqlite_lock() {
+async fn a_hung_postgres_times_out_and_never_holds_up_sqlite_writers() {
     let dir = TempDir::new();
     let path = big_db(&dir, 2_000);
     let db = dualwrite_db().await;
@@ -619,7 +619,7 @@ async fn a_hung_postgres_times_out_and_releases_the_sqlite_lock() {
     opts.statement_timeout = Duration::from_millis(200);
     let run = tokio::spawn(backfill::run(opts, std::future::pending()));
 
-    // Wait until a batch is stuck behind the lock (holding SQLite's).
+    // Wait until a batch is stuck behind the lock.
     let mut watcher = connect(&db).await;
     let mut stuck = false;
     for _ in 0..200 {
@@ -637,8 +637,8 @@ async fn a_hung_postgres_times_out_and_releases_the_sqlite_lock() {
     }
     assert!(stuck, "a batch blocks on the locked table");
 
-    // While PostgreSQL hangs, the application can still write SQLite: the
-    // timed-out batch released the write lock.
+    // While PostgreSQL hangs, the application can still write SQLite: no
+    // batch holds its write lock.
     let p = path.clone();
     tokio::task::spawn_blocking(move || {
         let c = Connection::open(p).unwrap();
@@ -662,12 +662,12 @@ async fn a_hung_postgres_times_out_and_releases_the_sqlite_lock() {
     assert_eq!(n, 2_001);
 }
 
-/// By default each copied table's secondary indexes (the full-text GIN one
-/// included) are dropped for its copy and built again once it is copied,
+/// Each copied table's secondary B-tree indexes are dropped for its copy and
+/// built again once it is copied (with `defer_full_text` the GIN one too),
 /// every one present and valid when the run reports done; one a killed run
-/// left dropped is built too. `defer_full_text = false` keeps the GIN index
-/// in place, `defer_indexes = false` all of them, and a run with few rows
-/// left (under `defer_min_rows`) drops none.
+/// left dropped is built too. By default the GIN index stays in place,
+/// `defer_indexes = false` keeps all of them, and a run with few rows left
+/// (under `defer_min_rows`) drops none.
 #[tokio::test]
 async fn each_tables_indexes_are_dropped_for_its_copy_and_built_again() {
     let dir = TempDir::new();
@@ -691,6 +691,7 @@ async fn each_tables_indexes_are_dropped_for_its_copy_and_built_again() {
 
     let mut opts = options(&path, &db, Policy::RejectRow);
     opts.defer_min_rows = 0;
+    opts.defer_full_text = true;
     opts.batch_size = 200;
     opts.tables = Some(vec!["users".into(), "tweets".into()]);
     let summary = backfill(opts.clone()).await;
@@ -721,7 +722,7 @@ async fn each_tables_indexes_are_dropped_for_its_copy_and_built_again() {
     assert_eq!(left, 0);
 
     // A second copy (the checkpoints say done: reset them) with the
-    // full-text index kept in place.
+    // full-text index kept in place (the default).
     let reset = "TRUNCATE tweets; DELETE FROM cutover.checkpoints WHERE table_name = 'tweets'; ANALYZE tweets";
     sqlx::raw_sql(reset).execute(&mut conn).await.unwrap();
     opts.defer_full_text = false;

@@ -172,3 +172,58 @@ async fn build_one(
         .await?;
     Ok(())
 }
+
+/// Merges the pending lists of `table`'s GIN indexes into the indexes, on a
+/// connection of its own, until `stop` turns true.
+///
+/// A GIN index in place during a copy takes each row's entries in its
+/// pending list (the batches set a 1 GB limit, so they never merge it
+/// themselves), computed by the loading connections side by side; merging
+/// the list into the index is the single-threaded part, and here it runs
+/// beside the loading instead of after it (or inside a batch, which would
+/// hold up the batches committed after it). Returns at once for a table
+/// with no GIN index.
+pub(crate) async fn merge_pending(
+    settings: PgSettings,
+    table: &'static Table,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let mut conn = PgConnection::connect_with(&settings.connect_options()).await?;
+    let gin: Vec<i64> = sqlx::query_scalar(
+        "SELECT x.indexrelid::bigint FROM pg_index x
+         JOIN pg_class i ON i.oid = x.indexrelid
+         JOIN pg_am a ON a.oid = i.relam
+         JOIN pg_class t ON t.oid = x.indrelid
+         JOIN pg_namespace n ON n.oid = t.relnamespace
+         WHERE n.nspname = current_schema() AND t.relname = $1 AND a.amname = 'gin'",
+    )
+    .bind(table.name)
+    .fetch_all(&mut conn)
+    .await?;
+    if gin.is_empty() {
+        let _ = conn.close().await;
+        return Ok(());
+    }
+    // The merge sorts in maintenance_work_mem.
+    sqlx::query("SELECT set_config('maintenance_work_mem', '1GB', false)")
+        .execute(&mut conn)
+        .await?;
+    while !*stop.borrow() {
+        let mut merged = 0i64;
+        for &oid in &gin {
+            let pages: i64 = sqlx::query_scalar("SELECT gin_clean_pending_list($1::oid::regclass)")
+                .bind(oid)
+                .fetch_one(&mut conn)
+                .await?;
+            merged += pages;
+        }
+        if merged == 0 {
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}

@@ -76,11 +76,15 @@ pub struct BackfillOptions {
     pub policy: Policy,
     /// Throttle: at most this many source rows per second.
     pub max_rows_per_sec: Option<u64>,
-    /// Drop each table's secondary indexes for its copy and build them again
-    /// as soon as it is copied (default; see `indexes.rs` for the locks a
-    /// build takes). False keeps them in place, maintained row by row.
+    /// Drop each table's secondary B-tree indexes for its copy and build
+    /// them again as soon as it is copied (default; see `indexes.rs` for the
+    /// locks a build takes). False keeps them in place, maintained row by row.
     pub defer_indexes: bool,
-    /// With `defer_indexes`, the GIN (full-text) indexes too (default).
+    /// With `defer_indexes`, drop and build the GIN (full-text) indexes too.
+    /// Off by default: a GIN index left in place takes the rows in its
+    /// pending list, computed by the loading connections side by side and
+    /// merged by a connection of its own while the copy goes on, which on
+    /// the plan's tweets beats one single-threaded build at the end.
     pub defer_full_text: bool,
     /// With `defer_indexes`, a table's indexes are dropped only when at
     /// least this many of its rows are left to copy, and at least half as
@@ -121,8 +125,8 @@ pub struct BackfillOptions {
 }
 
 impl BackfillOptions {
-    /// Defaults: batches of 5000, two loaded side by side, reject-row, no
-    /// throttle, 30 s statement timeout.
+    /// Defaults: batches of 5000, four loaded side by side, reject-row, no
+    /// throttle, 30 s statement timeout, B-tree indexes dropped for the copy.
     pub fn new(sqlite_path: impl Into<PathBuf>, postgres: PgSettings) -> Self {
         Self {
             sqlite_path: sqlite_path.into(),
@@ -132,13 +136,13 @@ impl BackfillOptions {
             policy: Policy::RejectRow,
             max_rows_per_sec: None,
             defer_indexes: true,
-            defer_full_text: true,
+            defer_full_text: false,
             defer_min_rows: 10_000,
             statement_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(10),
             progress: None,
             writer_share: 0.0,
-            jobs: 2,
+            jobs: 4,
             force: false,
             postgres_wait: Duration::from_secs(60),
             ignore_unknown: Vec::new(),
@@ -171,8 +175,9 @@ impl BackfillOptions {
 pub struct TableSummary {
     /// Table name.
     pub table: &'static str,
-    /// Rows in the SQLite table when the copy reached its end; `None` when
-    /// the run stopped before that.
+    /// Rows in the SQLite table, up to the last rowid the copy read, when it
+    /// reached its end (rows written after that are copied by their own
+    /// dual writes); `None` when the run stopped before that.
     pub source_rows: Option<u64>,
     /// Rows copied by this run (written, or found already present).
     pub copied: u64,
@@ -503,6 +508,15 @@ async fn run_locked(
             indexes::defer(target.conn().await?, table, opts.defer_full_text).await?;
         }
         target::pause_autovacuum(target.conn().await?, table).await?;
+        // The full-text indexes left in place take the batches' rows in
+        // their pending lists, which a connection of their own merges while
+        // the copy goes on (see `indexes::merge_pending`).
+        let (stop_merging, merging) = tokio::sync::watch::channel(false);
+        let merger = tokio::spawn(indexes::merge_pending(
+            opts.postgres.clone(),
+            table,
+            merging,
+        ));
         let copied = copy_table(
             opts,
             &source,
@@ -513,6 +527,10 @@ async fn run_locked(
             &mut shutdown,
         )
         .await;
+        let _ = stop_merging.send(true);
+        if let Ok(Err(e)) = merger.await {
+            tracing::warn!(table = table.name, error = %e, "merging the full-text pending list during the copy stopped; it is merged at the end");
+        }
         if matches!(copied, Ok((_, false))) && deferred {
             // The table is copied: its indexes are built again now, before
             // the next table starts (a stopped or failed run builds them on
@@ -620,6 +638,11 @@ async fn copy_table(
 ) -> Result<(TableSummary, bool)> {
     let started = Instant::now();
     let mut cp = target::checkpoint(target.conn().await?, table).await?;
+    // Set once a batch raced a live write to one of its keys: the table's
+    // later batches load through a staging table, `ON CONFLICT DO NOTHING`
+    // (the live write is newer), so writes at the table's growing end
+    // cannot fail them again and again.
+    let mut staged = false;
     let skip_fk_triggers = !table.foreign_keys.is_empty()
         && target::may_skip_fk_triggers(target.conn().await?, table).await?;
     let (remaining, losers) = source.prepare_table(table, cp.last_rowid).await?;
@@ -630,6 +653,7 @@ async fn copy_table(
         ..TableSummary::default()
     };
     let mut size = opts.batch_size;
+    let mut prefetched: Option<((i64, usize, usize), Vec<(i64, source::Batch)>)> = None;
     let mut failures = 0u32;
     let mut at_one = 0u32;
     let mut stopped = false;
@@ -645,43 +669,35 @@ async fn copy_table(
             stopped = true;
             break;
         }
-        // One round: its batches are read from SQLite, then loaded side by
-        // side; no SQLite lock is held at any point.
+        // One round: its batches are read from SQLite (while the round
+        // before loaded, when it went as planned), then loaded side by side;
+        // no SQLite lock is held at any point.
         let round_at = Instant::now();
-        let first = source
-            .read_batch(table, cp.last_rowid, size, opts.policy, losers.clone())
-            .await?;
-        if first.read == 0 {
-            summary.source_rows = first.source_total;
-            target::mark_completed(target.conn().await?, table).await?;
-            break;
-        }
         let width = if parallel && failures == 0 {
             opts.jobs
         } else {
             1
         };
-        // The rest of the round's batches, and a connection for each.
-        let (batches, conns) = async {
-            let mut batches = vec![(cp.last_rowid, first)];
-            while batches.len() < width {
-                let after = batches[batches.len() - 1]
-                    .1
-                    .last_rowid
-                    .expect("a batch that read rows has a last rowid");
-                let next = source
-                    .read_batch(table, after, size, opts.policy, losers.clone())
-                    .await?;
-                if next.read == 0 {
-                    break;
-                }
-                batches.push((after, next));
-            }
-            let conns = target.take(batches.len()).await?;
-            Ok::<_, Error>((batches, conns))
-        }
-        .await?;
+        let plan = (cp.last_rowid, size, width);
+        let batches = match prefetched.take() {
+            Some((planned, batches)) if planned == plan => batches,
+            _ => read_round(source, table, plan, opts.policy, &losers).await?,
+        };
         summary.sqlite_seconds += round_at.elapsed().as_secs_f64();
+        if batches.is_empty() {
+            // The rows the copy covered: those up to the last rowid read
+            // (later ones were written since, and copied by their writes).
+            summary.source_rows = Some(source.count_through(table, cp.last_rowid).await?);
+            target::mark_completed(target.conn().await?, table).await?;
+            break;
+        }
+        let conns = target.take(batches.len()).await?;
+        // The next round, read while this one loads (used if this one
+        // commits whole and the next is planned alike).
+        let next_plan = batches
+            .last()
+            .and_then(|(_, b)| b.last_rowid)
+            .map(|last| (last, size, width));
         crate::failpoint::gate("backfill.after_read").await;
         let loading_at = Instant::now();
         let loading = target::Loading {
@@ -690,6 +706,7 @@ async fn copy_table(
             policy: opts.policy,
             statement_timeout: opts.statement_timeout,
             skip_fk_triggers,
+            staged,
         };
         let loading = &loading;
         // Each batch commits after the one before it (see `target::Order`).
@@ -703,19 +720,26 @@ async fn copy_table(
             });
             before = Some(next);
         }
-        let results =
-            futures_util::future::join_all(conns.into_iter().zip(batches).zip(orders).map(
-                |((mut conn, (after, batch)), order)| async move {
-                    let (read, last) = (batch.read, batch.last_rowid);
-                    let r = tokio::time::timeout(
-                        limit,
-                        target::load_batch(&mut conn, loading, after, batch, order),
-                    )
-                    .await;
-                    (conn, after, read, last, r)
-                },
-            ))
-            .await;
+        let loads = futures_util::future::join_all(conns.into_iter().zip(batches).zip(orders).map(
+            |((mut conn, (after, batch)), order)| async move {
+                let (read, last) = (batch.read, batch.last_rowid);
+                let r = tokio::time::timeout(
+                    limit,
+                    target::load_batch(&mut conn, loading, after, batch, order),
+                )
+                .await;
+                (conn, after, read, last, r)
+            },
+        ));
+        let ahead = async {
+            match next_plan {
+                Some(p) => Some((p, read_round(source, table, p, opts.policy, &losers).await)),
+                None => None,
+            }
+        };
+        let (results, ahead) = tokio::join!(loads, ahead);
+        // A read that failed is simply made again when its round comes.
+        prefetched = ahead.and_then(|(p, r)| r.ok().map(|b| (p, b)));
         summary.postgres_seconds += loading_at.elapsed().as_secs_f64();
         // Batches commit in order, so the first failure ends what committed.
         let mut failed: Option<(i64, Option<i64>, Option<Error>)> = None;
@@ -836,7 +860,12 @@ async fn copy_table(
                 );
                 failures += 1;
                 if raced && failures <= MAX_RACE_RETRIES {
-                    tracing::warn!(table = table.name, error = %e, "batch raced a live write; retrying");
+                    if !staged && kind == Some(DbErrorKind::UniqueViolation) {
+                        staged = true;
+                        tracing::info!(table = table.name, "a batch raced a live write to one of its keys; the table's next batches load through a staging table, keeping the live rows");
+                    } else {
+                        tracing::warn!(table = table.name, error = %e, "batch raced a live write; retrying");
+                    }
                     continue;
                 }
                 if timeout && (size > 1 || at_one < MAX_ATTEMPTS_AT_ONE) {
@@ -885,6 +914,34 @@ async fn copy_table(
     summary.total_rejected = cp.rejected;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok((summary, stopped))
+}
+
+/// Reads one round: up to `width` batches of `size` rows after rowid
+/// `after` (plan = (after, size, width)), each with the rowid it starts
+/// after; empty when nothing is left.
+async fn read_round(
+    source: &Source,
+    table: &'static Table,
+    (after, size, width): (i64, usize, usize),
+    policy: Policy,
+    losers: &Arc<source::Losers>,
+) -> Result<Vec<(i64, source::Batch)>> {
+    let mut batches: Vec<(i64, source::Batch)> = Vec::with_capacity(width);
+    let mut from = after;
+    while batches.len() < width {
+        let b = source
+            .read_batch(table, from, size, policy, losers.clone())
+            .await?;
+        if b.read == 0 {
+            break;
+        }
+        let last = b
+            .last_rowid
+            .expect("a batch that read rows has a last rowid");
+        batches.push((from, b));
+        from = last;
+    }
+    Ok(batches)
 }
 
 /// Names the table and position of a batch in a database error.

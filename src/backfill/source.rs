@@ -83,8 +83,6 @@ pub(crate) struct Batch {
     pub read: u64,
     /// The highest rowid read.
     pub last_rowid: Option<i64>,
-    /// When nothing was left: the table's row count, in the same snapshot.
-    pub source_total: Option<u64>,
 }
 
 /// Rows that lose a key to another row after conversion: rowid → (column, winner rowid).
@@ -259,6 +257,21 @@ impl Source {
                     }
                 }
                 Ok((remaining as u64, losers))
+            })
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Rows up to rowid `last`.
+    pub async fn count_through(&self, table: &'static Table, last: i64) -> Result<u64> {
+        self.conn
+            .call(move |c| -> Result<u64> {
+                let n: i64 = c.query_row(
+                    &format!("SELECT count(*) FROM {} WHERE rowid <= ?1", table.name),
+                    [last],
+                    |r| r.get(0),
+                )?;
+                Ok(n as u64)
             })
             .await
             .map_err(Error::from)
@@ -511,11 +524,5 @@ fn read_snapshot(
         });
     }
     drop(rows);
-    if batch.read == 0 {
-        let n: i64 = c.query_row(&format!("SELECT count(*) FROM {}", table.name), [], |r| {
-            r.get(0)
-        })?;
-        batch.source_total = Some(n as u64);
-    }
     Ok(batch)
 }

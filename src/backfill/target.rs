@@ -131,6 +131,9 @@ pub(crate) struct Loading<'a> {
     pub statement_timeout: Duration,
     /// Skip PostgreSQL's per-row foreign-key triggers (see `load_batch`).
     pub skip_fk_triggers: bool,
+    /// Load through a staging table, `ON CONFLICT (key) DO NOTHING`: a live
+    /// write that lands between the checks and the load keeps its row.
+    pub staged: bool,
 }
 
 /// Loads `batch` (rows after rowid `after`, read from `source`, whose lock
@@ -202,6 +205,7 @@ async fn load_in(
         policy,
         statement_timeout,
         skip_fk_triggers,
+        staged,
     } = *load;
     // synchronous_commit off is safe here: the checkpoint commits with the
     // rows, so a batch lost in a server crash is simply copied again.
@@ -215,12 +219,14 @@ async fn load_in(
     sqlx::query(if skip_fk_triggers {
         "SELECT set_config('statement_timeout', $1, true),
                 set_config('synchronous_commit', 'off', true),
-                set_config('gin_pending_list_limit', '256MB', true),
+                set_config('gin_pending_list_limit', '1GB', true),
+                set_config('work_mem', '512MB', true),
                 set_config('session_replication_role', 'replica', true)"
     } else {
         "SELECT set_config('statement_timeout', $1, true),
                 set_config('synchronous_commit', 'off', true),
-                set_config('gin_pending_list_limit', '256MB', true)"
+                set_config('gin_pending_list_limit', '1GB', true),
+                set_config('work_mem', '512MB', true)"
     })
     .bind(format!("{}ms", statement_timeout.as_millis().max(1)))
     .execute(&mut **tx)
@@ -367,15 +373,44 @@ async fn load_in(
             }
         }
         data.extend_from_slice(encode::TRAILER);
-        let mut copy = tx
-            .copy_in_raw(&format!(
-                "COPY {} ({}) FROM STDIN (FORMAT binary)",
-                table.name,
-                table.column_list()
-            ))
+        if staged {
+            let stage = format!("cutover_stage_{}", table.name);
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {}) ON COMMIT DELETE ROWS",
+                table.name
+            )))
+            .execute(&mut **tx)
             .await?;
-        copy.send(data).await?;
-        out.inserted = copy.finish().await?;
+            let mut copy = tx
+                .copy_in_raw(&format!(
+                    "COPY {stage} ({}) FROM STDIN (FORMAT binary)",
+                    table.column_list()
+                ))
+                .await?;
+            copy.send(data).await?;
+            let staged_rows = copy.finish().await?;
+            out.inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {t} ({c}) SELECT {c} FROM {stage} ON CONFLICT ({k}) DO NOTHING",
+                t = table.name,
+                c = table.column_list(),
+                k = table.primary_key
+            )))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            // Rows a live write put there since the checks: present.
+            out.present += staged_rows - out.inserted;
+        } else {
+            let mut copy = tx
+                .copy_in_raw(&format!(
+                    "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                    table.name,
+                    table.column_list()
+                ))
+                .await?;
+            copy.send(data).await?;
+            out.inserted = copy.finish().await?;
+        }
     }
 
     for &n in &kept {
@@ -569,6 +604,10 @@ pub(crate) async fn pause_autovacuum(conn: &mut PgConnection, table: &Table) -> 
 /// pending lists of its GIN indexes (searches would scan them row by row)
 /// and refreshes its statistics.
 pub(crate) async fn resume_autovacuum(conn: &mut PgConnection, table: &Table) -> Result<()> {
+    // The merge sorts in maintenance_work_mem (64 MB by default).
+    sqlx::query("SELECT set_config('maintenance_work_mem', '1GB', false)")
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "SELECT gin_clean_pending_list(x.indexrelid)
          FROM pg_index x
@@ -587,9 +626,16 @@ pub(crate) async fn resume_autovacuum(conn: &mut PgConnection, table: &Table) ->
     )))
     .execute(&mut *conn)
     .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {}", table.name)))
-        .execute(&mut *conn)
-        .await?;
+    // The columns by name: ANALYZE then leaves out the statistics of
+    // expression indexes (the full-text index's to_tsvector over a sample:
+    // seconds on a large table), which the next automatic ANALYZE gathers.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ANALYZE {} ({})",
+        table.name,
+        table.column_list()
+    )))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
