@@ -653,7 +653,7 @@ async fn copy_table(
         ..TableSummary::default()
     };
     let mut size = opts.batch_size;
-    let mut prefetched: Option<((i64, usize, usize), Vec<(i64, source::Batch)>)> = None;
+    let mut prefetched: Option<(RoundPlan, Round)> = None;
     let mut failures = 0u32;
     let mut at_one = 0u32;
     let mut stopped = false;
@@ -916,16 +916,22 @@ async fn copy_table(
     Ok((summary, stopped))
 }
 
+/// Where a round starts, its batch size and width: (after, size, width).
+type RoundPlan = (i64, usize, usize);
+
+/// A round's batches, each with the rowid it starts after.
+type Round = Vec<(i64, source::Batch)>;
+
 /// Reads one round: up to `width` batches of `size` rows after rowid
 /// `after` (plan = (after, size, width)), each with the rowid it starts
 /// after; empty when nothing is left.
 async fn read_round(
     source: &Source,
     table: &'static Table,
-    (after, size, width): (i64, usize, usize),
+    (after, size, width): RoundPlan,
     policy: Policy,
     losers: &Arc<source::Losers>,
-) -> Result<Vec<(i64, source::Batch)>> {
+) -> Result<Round> {
     let mut batches: Vec<(i64, source::Batch)> = Vec::with_capacity(width);
     let mut from = after;
     while batches.len() < width {
