@@ -173,6 +173,21 @@ async fn build_one(
     Ok(())
 }
 
+/// The oids of `table`'s GIN indexes.
+pub(crate) async fn gin_indexes(conn: &mut PgConnection, table: &Table) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT x.indexrelid::bigint FROM pg_index x
+         JOIN pg_class i ON i.oid = x.indexrelid
+         JOIN pg_am a ON a.oid = i.relam
+         JOIN pg_class t ON t.oid = x.indrelid
+         JOIN pg_namespace n ON n.oid = t.relnamespace
+         WHERE n.nspname = current_schema() AND t.relname = $1 AND a.amname = 'gin'",
+    )
+    .bind(table.name)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Merges the pending lists of `table`'s GIN indexes into the indexes, on a
 /// connection of its own, until `stop` turns true.
 ///
@@ -189,17 +204,7 @@ pub(crate) async fn merge_pending(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let mut conn = PgConnection::connect_with(&settings.connect_options()).await?;
-    let gin: Vec<i64> = sqlx::query_scalar(
-        "SELECT x.indexrelid::bigint FROM pg_index x
-         JOIN pg_class i ON i.oid = x.indexrelid
-         JOIN pg_am a ON a.oid = i.relam
-         JOIN pg_class t ON t.oid = x.indrelid
-         JOIN pg_namespace n ON n.oid = t.relnamespace
-         WHERE n.nspname = current_schema() AND t.relname = $1 AND a.amname = 'gin'",
-    )
-    .bind(table.name)
-    .fetch_all(&mut conn)
-    .await?;
+    let gin = gin_indexes(&mut conn, table).await?;
     if gin.is_empty() {
         let _ = conn.close().await;
         return Ok(());

@@ -264,26 +264,25 @@ impl Source {
 
     /// Rows up to rowid `last`.
     pub async fn count_through(&self, table: &'static Table, last: i64) -> Result<u64> {
-        self.conn
-            .call(move |c| -> Result<u64> {
-                let n: i64 = c.query_row(
-                    &format!("SELECT count(*) FROM {} WHERE rowid <= ?1", table.name),
-                    [last],
-                    |r| r.get(0),
-                )?;
-                Ok(n as u64)
-            })
-            .await
-            .map_err(Error::from)
+        self.count_where(table, "rowid <= ?1", last).await
     }
 
     /// Rows after rowid `after`.
     pub async fn count_after(&self, table: &'static Table, after: i64) -> Result<u64> {
+        self.count_where(table, "rowid > ?1", after).await
+    }
+
+    async fn count_where(
+        &self,
+        table: &'static Table,
+        cond: &'static str,
+        rowid: i64,
+    ) -> Result<u64> {
         self.conn
             .call(move |c| -> Result<u64> {
                 let n: i64 = c.query_row(
-                    &format!("SELECT count(*) FROM {} WHERE rowid > ?1", table.name),
-                    [after],
+                    &format!("SELECT count(*) FROM {} WHERE {cond}", table.name),
+                    [rowid],
                     |r| r.get(0),
                 )?;
                 Ok(n as u64)

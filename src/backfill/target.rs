@@ -5,12 +5,14 @@
 //! that moves past them commit together or not at all: a killed run resumes
 //! with no duplicate and no gap.
 //!
-//! Rows go straight into the table with binary `COPY` (no staging copy), which
-//! is only safe because the checks come first: rows whose parent is missing
-//! are rejected as `orphan`, rows whose key (or other unique value) is already
-//! present are counted as copied and left out (a live dual write is newer
-//! than the legacy copy). A concurrent write landing between the check and
-//! the `COPY` makes the `COPY` fail; the caller then retries the batch.
+//! Rows go straight into the table with binary `COPY`, which is only safe
+//! because the checks come first: rows whose parent is missing are rejected
+//! as `orphan`, rows whose key (or other unique value) is already present
+//! are counted as copied and left out (a live dual write is newer than the
+//! legacy copy). A concurrent write landing between the check and the
+//! `COPY` makes the `COPY` fail; the caller retries the batch, and the
+//! table's later batches go through a staging table with `ON CONFLICT (key)
+//! DO NOTHING` (`Loading::staged`).
 //!
 //! The batch was read from a SQLite snapshot without holding the write
 //! lock, so the application may have deleted some of its rows meanwhile,
@@ -121,7 +123,7 @@ pub(crate) async fn may_skip_fk_triggers(conn: &mut PgConnection, table: &Table)
 
 /// What every batch of one table is loaded with.
 pub(crate) struct Loading<'a> {
-    /// The source, whose lock the batches are read under.
+    /// The source the batches were read from (for reject images).
     pub source: &'a Source,
     /// The table.
     pub table: &'static Table,
@@ -136,9 +138,8 @@ pub(crate) struct Loading<'a> {
     pub staged: bool,
 }
 
-/// Loads `batch` (rows after rowid `after`, read from `source`, whose lock
-/// is held) and moves the checkpoint to `batch.last_rowid`, in one
-/// transaction.
+/// Loads `batch` (rows after rowid `after`, read from `source`) and moves
+/// the checkpoint to `batch.last_rowid`, in one transaction.
 ///
 /// With `skip_fk_triggers`, the `COPY` runs under `session_replication_role
 /// = replica`, which skips PostgreSQL's per-row foreign-key checks: the
@@ -608,18 +609,12 @@ pub(crate) async fn resume_autovacuum(conn: &mut PgConnection, table: &Table) ->
     sqlx::query("SELECT set_config('maintenance_work_mem', '1GB', false)")
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
-        "SELECT gin_clean_pending_list(x.indexrelid)
-         FROM pg_index x
-         JOIN pg_class i ON i.oid = x.indexrelid
-         JOIN pg_am a ON a.oid = i.relam
-         JOIN pg_class t ON t.oid = x.indrelid
-         JOIN pg_namespace n ON n.oid = t.relnamespace
-         WHERE n.nspname = current_schema() AND t.relname = $1 AND a.amname = 'gin'",
-    )
-    .bind(table.name)
-    .execute(&mut *conn)
-    .await?;
+    for oid in super::indexes::gin_indexes(&mut *conn, table).await? {
+        sqlx::query("SELECT gin_clean_pending_list($1::oid::regclass)")
+            .bind(oid)
+            .execute(&mut *conn)
+            .await?;
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "ALTER TABLE {} RESET (autovacuum_vacuum_insert_threshold)",
         table.name
