@@ -339,3 +339,48 @@ async fn a_row_postgresql_refuses_is_isolated_and_rejected_not_a_stopped_table()
     let r = cutover::verify::verify(&vo).await.unwrap();
     assert!(r.clean, "{r:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_key_and_a_text_key_with_the_same_bytes_copy_one_row_and_verify_clean() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    let (path, c) = legacy_file(&dir);
+    // The lower rowid holds a blob key, the higher one a text key with the
+    // same bytes: one key in PostgreSQL. One row is copied, the other is a
+    // reject, and verify compares PostgreSQL's row with the one copied.
+    c.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO users (id, username) VALUES ('u1', 'one');
+         INSERT INTO tweets (id, user_id, text, created_at, url, is_reply, metadata) VALUES
+           (X'72', 'u1', '', 239874422, NULL, 0, '[1E+2, -0, 1.50]'),
+           ('r', 'u1', 'later', 1315132937, NULL, 'yes', 933338062506426298);",
+    )
+    .unwrap();
+    drop(c);
+    let o = options(&path, &db);
+    let summary = backfill::run(o, std::future::pending()).await.unwrap();
+    let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
+    assert_eq!(
+        tweets.source_rows,
+        Some(tweets.total_copied + tweets.total_rejected),
+        "{tweets:?}"
+    );
+    let mut vo = cutover::verify::VerifyOptions::new(&path, db.settings.clone());
+    vo.settle = std::time::Duration::ZERO;
+    let r = cutover::verify::verify(&vo).await.unwrap();
+    let pool = db.pool().await;
+    let held: Vec<(String, String)> = sqlx::query_as("SELECT id, text FROM tweets")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let rejects: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT source_rowid, column_name, reason FROM cutover.rejects ORDER BY source_rowid",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        r.clean,
+        "{r:#?}\nPostgreSQL: {held:?}\nrejects: {rejects:?}\n{tweets:?}"
+    );
+}
