@@ -65,6 +65,7 @@ impl CutoverConfig {
 /// The running cutover machinery of one process.
 pub struct Cutover {
     dual: DualStore,
+    sqlite_path: std::path::PathBuf,
     heartbeat: crate::status::Heartbeat,
     actor: String,
     stop: watch::Sender<bool>,
@@ -220,6 +221,7 @@ impl Cutover {
 
         Ok(Cutover {
             dual,
+            sqlite_path: config.sqlite_path.clone(),
             heartbeat,
             actor: config.actor,
             stop,
@@ -248,6 +250,11 @@ impl Cutover {
     /// Stops the background tasks at their next checkpoint, after the
     /// copies in flight finished and their outbox entries were cleared (what
     /// is left, the next start replays).
+    /// The whole migration at a glance, as `cutover status` shows it.
+    pub async fn status(&self) -> Result<crate::status::Status> {
+        crate::status::read(self.dual.pg().pool(), Some(&self.sqlite_path)).await
+    }
+
     pub async fn shutdown(self) {
         self.dual.settle().await;
         let _ = self.dual.flush_clears().await;

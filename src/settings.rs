@@ -228,6 +228,9 @@ pub enum StoreKind {
     Sqlite,
     /// PostgreSQL.
     Postgres,
+    /// The dual store over both (`DB_TYPE=cutover`): started with
+    /// [`crate::Cutover::start`], which owns its background tasks.
+    Cutover,
 }
 
 /// Values given on the command line; they win over the environment.
@@ -313,9 +316,10 @@ impl Settings {
                 StoreKind::Postgres
             }
             Some(v) if v.eq_ignore_ascii_case("sqlite") => StoreKind::Sqlite,
+            Some(v) if v.eq_ignore_ascii_case("cutover") => StoreKind::Cutover,
             Some(v) => {
                 return Err(Error::Config(format!(
-                    "DB_TYPE={v:?} is not known; use sqlite or postgres"
+                    "DB_TYPE={v:?} is not known; use sqlite, postgres or cutover"
                 )))
             }
             None => StoreKind::Sqlite,
@@ -376,6 +380,11 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>> {
         )),
         StoreKind::Postgres => Ok(Arc::new(
             PgStore::connect(settings.require_postgres()?).await?,
+        )),
+        StoreKind::Cutover => Err(Error::Config(
+            "DB_TYPE=cutover: the dual store is started with Cutover::start \
+             (it runs background tasks and needs shutdown on exit)"
+                .into(),
         )),
     }
 }

@@ -1,0 +1,364 @@
+//! The cutover store for Node.js: the N-API half of the `cutover` npm
+//! package (`index.js` wraps it; `index.d.ts` types it).
+//!
+//! Three calls cross the boundary: `open` (settings → a handle), `call`
+//! (handle, operation, arguments → result) and `close`, plus
+//! `startMetrics`. Arguments and results cross as JSON text in a fixed
+//! wire form, which keeps every value exact:
+//!
+//! - JSON columns are JSON *text* (a string), both ways: a JavaScript
+//!   number cannot hold every JSON number, so the stored text is handed
+//!   over as it is (`serde_json` with `arbitrary_precision` never rounds).
+//! - Timestamps go out as `[milliseconds, microseconds within the
+//!   millisecond]` (the wrapper makes a `Date` with a `micros` property)
+//!   and come in as RFC 3339 text with up to six fractional digits.
+//! - Results are `{"ok": value}` or `{"err": {"code", "message", …}}`; the
+//!   wrapper throws a typed `Error` subclass for the latter.
+//!
+//! The addon runs on napi-rs's tokio runtime. A handle of `DB_TYPE=cutover`
+//! owns a [`Cutover`] (replayer, stage watcher, heartbeat); `close` waits
+//! for the copies in flight. A process that exits without it loses
+//! nothing: every write not yet copied is in an outbox, and the next start
+//! replays it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cutover::settings::{open_store, Overrides, StoreKind};
+use cutover::{Cutover, CutoverConfig, Error, Settings, Stage, Store};
+use napi_derive::napi;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+mod wire;
+
+use wire::{Args, BadArgument};
+
+/// An open store: a plain one (`sqlite`, `postgres`) or the dual store.
+struct Handle {
+    store: Arc<dyn Store>,
+    cutover: tokio::sync::RwLock<Option<Cutover>>,
+    closed: AtomicBool,
+}
+
+fn handles() -> &'static Mutex<HashMap<u32, Arc<Handle>>> {
+    static HANDLES: OnceLock<Mutex<HashMap<u32, Arc<Handle>>>> = OnceLock::new();
+    HANDLES.get_or_init(Default::default)
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+/// What `createDbAdapter(options)` passes (every field optional: the
+/// environment and `.env.migration` fill in the rest, as for the CLI).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OpenOptions {
+    db_type: Option<String>,
+    sqlite_path: Option<String>,
+    database_url: Option<String>,
+    env_file: Option<String>,
+    actor: Option<String>,
+    migrate: Option<bool>,
+    pool_size: Option<u32>,
+    log: Option<String>,
+}
+
+fn ok(v: Value) -> String {
+    json!({ "ok": v }).to_string()
+}
+
+fn err(e: &Error) -> String {
+    json!({ "err": wire::error(e) }).to_string()
+}
+
+fn config_err(message: String) -> String {
+    err(&Error::Config(message))
+}
+
+fn install_logging(level: &str) {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let filter = std::env::var("CUTOVER_LOG").unwrap_or_else(|_| level.to_string());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    });
+}
+
+async fn open_inner(options: OpenOptions) -> Result<u32, Error> {
+    install_logging(options.log.as_deref().unwrap_or("warn"));
+    let overrides = Overrides {
+        sqlite: options.sqlite_path.map(Into::into),
+        postgres: options.database_url,
+        env_file: options.env_file.map(Into::into),
+    };
+    let mut settings = Settings::resolve(&overrides)?;
+    if let Some(t) = options.db_type.as_deref() {
+        settings.store_kind = match t.to_ascii_lowercase().as_str() {
+            "sqlite" => StoreKind::Sqlite,
+            "postgres" | "postgresql" => StoreKind::Postgres,
+            "cutover" => StoreKind::Cutover,
+            _ => {
+                return Err(Error::Config(format!(
+                    "dbType {t:?} is not known; use sqlite, postgres or cutover"
+                )))
+            }
+        };
+    }
+    if let (Some(n), Some(pg)) = (options.pool_size, settings.postgres.as_mut()) {
+        pg.pool.max_connections = n.max(1);
+    }
+    let handle = match settings.store_kind {
+        StoreKind::Cutover => {
+            let mut config = CutoverConfig::new(
+                settings.require_sqlite()?.to_path_buf(),
+                settings.require_postgres()?.clone(),
+            );
+            if let Some(a) = options.actor {
+                config.actor = a;
+            }
+            config.migrate = options.migrate.unwrap_or(false);
+            let c = Cutover::start(config).await?;
+            Handle {
+                store: Arc::new(c.store()),
+                cutover: tokio::sync::RwLock::new(Some(c)),
+                closed: AtomicBool::new(false),
+            }
+        }
+        _ => Handle {
+            store: open_store(&settings).await?,
+            cutover: tokio::sync::RwLock::new(None),
+            closed: AtomicBool::new(false),
+        },
+    };
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    handles()
+        .lock()
+        .expect("handles lock")
+        .insert(id, Arc::new(handle));
+    Ok(id)
+}
+
+/// Opens a store; `options` is the JSON of `OpenOptions`. Resolves to
+/// `{"ok": handle}` or `{"err": …}`.
+#[napi]
+pub async fn open(options: String) -> String {
+    let options: OpenOptions = match serde_json::from_str(&options) {
+        Ok(o) => o,
+        Err(e) => return config_err(format!("createDbAdapter options: {e}")),
+    };
+    match open_inner(options).await {
+        Ok(id) => ok(json!(id)),
+        Err(e) => err(&e),
+    }
+}
+
+fn handle(id: u32) -> Option<Arc<Handle>> {
+    handles().lock().expect("handles lock").get(&id).cloned()
+}
+
+/// Runs one operation; `args` is a JSON array in the wire form.
+#[napi]
+pub async fn call(handle_id: u32, op: String, args: String) -> String {
+    let Some(h) = handle(handle_id) else {
+        return config_err("the adapter is closed (shutdown() was called)".into());
+    };
+    if h.closed.load(Ordering::Acquire) {
+        return config_err("the adapter is closed (shutdown() was called)".into());
+    }
+    let args = match Args::parse(&args) {
+        Ok(a) => a,
+        Err(e) => return err(&e.into_error(&op)),
+    };
+    let result = match op.as_str() {
+        "stage" | "setStage" | "status" => control(&h, &op, &args).await,
+        _ => store_op(h.store.as_ref(), &op, &args).await,
+    };
+    match result {
+        Ok(v) => ok(wire::out(v)),
+        Err(e) => err(&e),
+    }
+}
+
+/// Waits for the copies in flight and stops the handle's tasks.
+#[napi]
+pub async fn close(handle_id: u32) -> String {
+    let Some(h) = handles().lock().expect("handles lock").remove(&handle_id) else {
+        return ok(Value::Null);
+    };
+    h.closed.store(true, Ordering::Release);
+    if let Some(c) = h.cutover.write().await.take() {
+        c.shutdown().await;
+    }
+    ok(Value::Null)
+}
+
+/// Serves Prometheus metrics on `addr` (once per process).
+#[napi]
+pub async fn start_metrics(addr: String) -> String {
+    let parsed = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => return config_err(format!("metrics address {addr:?} is not host:port")),
+    };
+    match cutover::metrics::install_exporter(parsed) {
+        Ok(_) => ok(Value::Null),
+        Err(e) => err(&e),
+    }
+}
+
+async fn control(h: &Handle, op: &str, args: &Args) -> Result<Value, Error> {
+    let guard = h.cutover.read().await;
+    let Some(c) = guard.as_ref() else {
+        return Err(Error::Config(format!(
+            "{op}: only an adapter with DB_TYPE=cutover has stages"
+        )));
+    };
+    match op {
+        "stage" => Ok(json!(c.stage().as_str())),
+        "setStage" => {
+            let name: String = args.get(0, "stage")?;
+            let force: Option<bool> = args.get(1, "force")?;
+            let to = Stage::parse(&name).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "stage {name:?} is not one of off, dualwrite, shadow, live, rampdown, complete"
+                ))
+            })?;
+            let pause = c.set_stage(to, force.unwrap_or(false)).await?;
+            Ok(json!({ "stage": to.as_str(), "pause_ms": pause.as_secs_f64() * 1000.0 }))
+        }
+        _ => {
+            let s = c.status().await?;
+            let healthy = s.healthy();
+            let mut v = serde_json::to_value(&s).map_err(|e| Error::Config(e.to_string()))?;
+            if let Value::Object(m) = &mut v {
+                m.insert("healthy".into(), json!(healthy));
+            }
+            Ok(v)
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, Error> {
+    serde_json::to_value(v).map_err(|e| Error::InvalidArgument(e.to_string()))
+}
+
+async fn store_op(s: &dyn Store, op: &str, a: &Args) -> Result<Value, Error> {
+    fn arg<T: DeserializeOwned>(a: &Args, i: usize, name: &str) -> Result<T, BadArgument> {
+        a.get(i, name)
+    }
+    let v = match op {
+        "upsertProfile" => to_value(s.upsert_profile(&arg(a, 0, "profile")?).await?)?,
+        "getUser" => to_value(s.get_user(&arg::<String>(a, 0, "id")?).await?)?,
+        "getUserByUsername" => to_value(
+            s.get_user_by_username(&arg::<String>(a, 0, "username")?)
+                .await?,
+        )?,
+        "usersScrapedBefore" => to_value(
+            s.users_scraped_before(arg(a, 0, "before")?, arg(a, 1, "limit")?)
+                .await?,
+        )?,
+        "deleteUser" => to_value(s.delete_user(&arg::<String>(a, 0, "id")?).await?)?,
+        "saveTweets" => {
+            let tweets: Vec<cutover::model::NewTweet> = arg(a, 1, "tweets")?;
+            to_value(
+                s.save_tweets(&arg::<String>(a, 0, "userId")?, &tweets)
+                    .await?,
+            )?
+        }
+        "getTweet" => to_value(s.get_tweet(&arg::<String>(a, 0, "id")?).await?)?,
+        "timeline" => {
+            let cursor: Option<cutover::model::TimelineCursor> = arg(a, 2, "cursor")?;
+            to_value(
+                s.timeline(
+                    &arg::<String>(a, 0, "userId")?,
+                    arg(a, 1, "limit")?,
+                    cursor.as_ref(),
+                )
+                .await?,
+            )?
+        }
+        "countTweets" => to_value(s.count_tweets(&arg::<String>(a, 0, "userId")?).await?)?,
+        "searchTweets" => to_value(
+            s.search_tweets(&arg::<String>(a, 0, "query")?, arg(a, 1, "limit")?)
+                .await?,
+        )?,
+        "saveAnalysis" => to_value(s.save_analysis(&arg(a, 0, "analysis")?).await?)?,
+        "latestAnalysis" => to_value(s.latest_analysis(&arg::<String>(a, 0, "userId")?).await?)?,
+        "funnelProgress" => to_value(s.funnel_progress(&arg::<String>(a, 0, "userId")?).await?)?,
+        "completeFunnelCommand" => to_value(
+            s.complete_funnel_command(
+                &arg::<String>(a, 0, "userId")?,
+                &arg::<String>(a, 1, "command")?,
+                &a.json(2, "response")?,
+            )
+            .await?,
+        )?,
+        "markFunnelComplete" => to_value(
+            s.mark_funnel_complete(&arg::<String>(a, 0, "userId")?, &a.json(1, "data")?)
+                .await?,
+        )?,
+        "funnelCompletion" => {
+            to_value(s.funnel_completion(&arg::<String>(a, 0, "userId")?).await?)?
+        }
+        "createReferralCode" => to_value(
+            s.create_referral_code(
+                &arg::<String>(a, 0, "ownerUserId")?,
+                &arg::<String>(a, 1, "code")?,
+            )
+            .await?,
+        )?,
+        "getReferralCode" => to_value(s.get_referral_code(&arg::<String>(a, 0, "code")?).await?)?,
+        "redeemReferral" => to_value(
+            s.redeem_referral(
+                &arg::<String>(a, 0, "code")?,
+                &arg::<String>(a, 1, "referredUserId")?,
+            )
+            .await?,
+        )?,
+        "referralStats" => to_value(
+            s.referral_stats(&arg::<String>(a, 0, "ownerUserId")?)
+                .await?,
+        )?,
+        "referralUsage" => to_value(s.referral_usage(&arg::<String>(a, 0, "code")?).await?)?,
+        "enqueueJob" => to_value(s.enqueue_job(&arg(a, 0, "job")?).await?)?,
+        "claimNextJob" => to_value(s.claim_next_job().await?)?,
+        "getJob" => to_value(s.get_job(arg(a, 0, "jobId")?).await?)?,
+        "startChunk" => to_value(s.start_chunk(arg(a, 0, "chunkId")?).await?)?,
+        "completeChunk" => to_value(
+            s.complete_chunk(arg(a, 0, "chunkId")?, &a.json(1, "result")?)
+                .await?,
+        )?,
+        "failChunk" => to_value(
+            s.fail_chunk(arg(a, 0, "chunkId")?, &arg::<String>(a, 1, "error")?)
+                .await?,
+        )?,
+        "completeJob" => to_value(s.complete_job(arg(a, 0, "jobId")?).await?)?,
+        "failJob" => to_value(
+            s.fail_job(arg(a, 0, "jobId")?, &arg::<String>(a, 1, "error")?)
+                .await?,
+        )?,
+        "jobsByStatus" => {
+            let status: String = arg(a, 0, "status")?;
+            let status = cutover::model::JobStatus::parse(&status).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "job status {status:?} is not one of pending, processing, completed, failed"
+                ))
+            })?;
+            to_value(s.jobs_by_status(status, arg(a, 1, "limit")?).await?)?
+        }
+        "userJobs" => to_value(s.user_jobs(&arg::<String>(a, 0, "userId")?).await?)?,
+        "backend" => json!(s.backend().as_str()),
+        _ => return Err(Error::InvalidArgument(format!("unknown operation {op:?}"))),
+    };
+    Ok(v)
+}
+
+impl From<BadArgument> for Error {
+    fn from(b: BadArgument) -> Self {
+        b.into_error("")
+    }
+}
