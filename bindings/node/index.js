@@ -296,7 +296,7 @@ class CutoverAdapter {
 
 for (const op of STORE_OPS) {
   const jsonArg = JSON_ARGS[op];
-  CutoverAdapter.prototype[op] = function (...args) {
+  CutoverAdapter.prototype[op] = async function (...args) {
     const wire = args.map((a, i) => (i === jsonArg ? jsonText(a) : toWire(a)));
     if (jsonArg !== undefined && wire.length <= jsonArg) wire[jsonArg] = null;
     return this._call(op, wire);

@@ -15,7 +15,13 @@
 //! - Results are `{"ok": value}` or `{"err": {"code", "message", …}}`; the
 //!   wrapper throws a typed `Error` subclass for the latter.
 //!
-//! The addon runs on napi-rs's tokio runtime. A handle of `DB_TYPE=cutover`
+//! The addon runs its own tokio runtime, started on first use and never
+//! shut down before the process exits (its image is pinned so Node never
+//! unloads it under running threads). Each call returns a promise settled
+//! from that runtime through a threadsafe function, so a worker thread that
+//! loads the addon and exits takes nothing down with it: napi-rs's managed
+//! runtime, shut down when an environment exits, is not used. A handle of
+//! `DB_TYPE=cutover`
 //! owns a [`Cutover`] (replayer, stage watcher, heartbeat); `close` waits
 //! for the copies in flight. A process that exits without it loses
 //! nothing: every write not yet copied is in an outbox, and the next start
@@ -27,6 +33,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cutover::settings::{open_store, Overrides, StoreKind};
 use cutover::{Cutover, CutoverConfig, Error, Settings, Stage, Store};
+use napi::bindgen_prelude::Object;
+use napi::Env;
 use napi_derive::napi;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -49,6 +57,32 @@ fn handles() -> &'static Mutex<HashMap<u32, Arc<Handle>>> {
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(1);
+
+/// The addon's runtime: one per process, alive until the process exits.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        napi::bindgen_prelude::retain_current_module_for_unload_safety();
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("cutover-node")
+            .build()
+            .expect("the addon's tokio runtime starts")
+    })
+}
+
+/// A promise of `fut`'s text, settled from the addon's runtime.
+fn promise<'env, F>(env: &'env Env, fut: F) -> napi::Result<Object<'env>>
+where
+    F: std::future::Future<Output = String> + Send + 'static,
+{
+    let (deferred, promise) = env.create_deferred::<String, _>()?;
+    runtime().spawn(async move {
+        let text = fut.await;
+        deferred.resolve(move |_| Ok(text));
+    });
+    Ok(promise)
+}
 
 /// What `createDbAdapter(options)` passes (every field optional: the
 /// environment and `.env.migration` fill in the rest, as for the CLI).
@@ -146,15 +180,17 @@ async fn open_inner(options: OpenOptions) -> Result<u32, Error> {
 /// Opens a store; `options` is the JSON of `OpenOptions`. Resolves to
 /// `{"ok": handle}` or `{"err": …}`.
 #[napi]
-pub async fn open(options: String) -> String {
-    let options: OpenOptions = match serde_json::from_str(&options) {
-        Ok(o) => o,
-        Err(e) => return config_err(format!("createDbAdapter options: {e}")),
-    };
-    match open_inner(options).await {
-        Ok(id) => ok(json!(id)),
-        Err(e) => err(&e),
-    }
+pub fn open<'env>(env: &'env Env, options: String) -> napi::Result<Object<'env>> {
+    promise(env, async move {
+        let options: OpenOptions = match serde_json::from_str(&options) {
+            Ok(o) => o,
+            Err(e) => return config_err(format!("createDbAdapter options: {e}")),
+        };
+        match open_inner(options).await {
+            Ok(id) => ok(json!(id)),
+            Err(e) => err(&e),
+        }
+    })
 }
 
 fn handle(id: u32) -> Option<Arc<Handle>> {
@@ -163,7 +199,16 @@ fn handle(id: u32) -> Option<Arc<Handle>> {
 
 /// Runs one operation; `args` is a JSON array in the wire form.
 #[napi]
-pub async fn call(handle_id: u32, op: String, args: String) -> String {
+pub fn call<'env>(
+    env: &'env Env,
+    handle_id: u32,
+    op: String,
+    args: String,
+) -> napi::Result<Object<'env>> {
+    promise(env, call_inner(handle_id, op, args))
+}
+
+async fn call_inner(handle_id: u32, op: String, args: String) -> String {
     let Some(h) = handle(handle_id) else {
         return config_err("the adapter is closed (shutdown() was called)".into());
     };
@@ -186,7 +231,11 @@ pub async fn call(handle_id: u32, op: String, args: String) -> String {
 
 /// Waits for the copies in flight and stops the handle's tasks.
 #[napi]
-pub async fn close(handle_id: u32) -> String {
+pub fn close(env: &Env, handle_id: u32) -> napi::Result<Object<'_>> {
+    promise(env, close_inner(handle_id))
+}
+
+async fn close_inner(handle_id: u32) -> String {
     let Some(h) = handles().lock().expect("handles lock").remove(&handle_id) else {
         return ok(Value::Null);
     };
@@ -199,7 +248,11 @@ pub async fn close(handle_id: u32) -> String {
 
 /// Serves Prometheus metrics on `addr` (once per process).
 #[napi]
-pub async fn start_metrics(addr: String) -> String {
+pub fn start_metrics(env: &Env, addr: String) -> napi::Result<Object<'_>> {
+    promise(env, start_metrics_inner(addr))
+}
+
+async fn start_metrics_inner(addr: String) -> String {
     let parsed = match addr.parse() {
         Ok(a) => a,
         Err(_) => return config_err(format!("metrics address {addr:?} is not host:port")),
