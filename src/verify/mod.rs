@@ -264,7 +264,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     if !opts.repair && !opts.settle.is_zero() {
         settle(&mut tables_out, &pool, &sqlite, opts.settle).await;
     }
-    recount(&mut tables_out, &pool, &sqlite, authority).await?;
+    recount(&mut tables_out, &pool, &sqlite, authority, opts.settle).await?;
     let mut repair_report = None;
     if opts.repair {
         let before: u64 = tables_out.iter().map(TableReport::divergent_rows).sum();
@@ -278,7 +278,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
             rr.rows_deleted = deleted;
             rr.unrepairable = before.saturating_sub(fixes.len() as u64);
             tables_out = pass(opts, &pool, &sqlite, &selected, authority).await?.0;
-            recount(&mut tables_out, &pool, &sqlite, authority).await?;
+            recount(&mut tables_out, &pool, &sqlite, authority, opts.settle).await?;
         }
         repair_report = Some(rr);
     }
@@ -355,24 +355,32 @@ async fn open_sqlite(opts: &VerifyOptions) -> Result<tokio_rusqlite::Connection>
     Ok(conn)
 }
 
-/// Tables whose counts did not add up are counted again once (a live write
+/// Tables whose counts did not add up are counted again (a live write
 /// between the counts and the scan, or a divergence settled since, moves
-/// them) and checked again.
+/// them) and checked again: up to `settle` long, as a write copied between
+/// the two sides' counts can make one recount miss again under traffic.
 async fn recount(
     tables_out: &mut [TableReport],
     pool: &PgPool,
     sqlite: &tokio_rusqlite::Connection,
     authority: Backend,
+    settle: std::time::Duration,
 ) -> Result<()> {
-    for t in tables_out.iter_mut().filter(|t| t.unaccounted_rows != 0) {
-        let Some(table) = tables::by_name(t.table) else {
-            continue;
-        };
-        t.sqlite_rows = sqlite.call(move |c| side::sqlite_count(c, table)).await?;
-        t.postgres_rows = side::pg_count(pool, table).await?;
-        t.check_counts(authority);
+    let deadline = Instant::now() + settle;
+    loop {
+        for t in tables_out.iter_mut().filter(|t| t.unaccounted_rows != 0) {
+            let Some(table) = tables::by_name(t.table) else {
+                continue;
+            };
+            t.sqlite_rows = sqlite.call(move |c| side::sqlite_count(c, table)).await?;
+            t.postgres_rows = side::pg_count(pool, table).await?;
+            t.check_counts(authority);
+        }
+        if tables_out.iter().all(|t| t.unaccounted_rows == 0) || Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    Ok(())
 }
 
 /// Rejects with a source rowid: (rowid, row key) → whether the row was

@@ -251,7 +251,8 @@ mod tests {
         let back = out(v);
         assert_eq!(
             back["metadata"],
-            Value::String(r#"{"n":123456789012345678901234567890,"f":1.50}"#.into())
+            // Numbers exactly as written; keys in the order the store keeps (sorted).
+            Value::String(r#"{"f":1.50,"n":123456789012345678901234567890}"#.into())
         );
     }
 

@@ -1,0 +1,35 @@
+// The analysis-queue worker: claims jobs, processes their chunks, saves
+// the personality analysis and completes the job.
+import type { CutoverAdapter } from 'cutover';
+import { Acks } from './acks';
+import { Stats } from './stats';
+
+export async function runQueue(db: CutoverAdapter, acks: Acks, stats: Stats, stop: () => boolean): Promise<void> {
+  while (!stop()) {
+    try {
+      const job = await stats.call(() => db.claimNextJob());
+      if (!job) {
+        await new Promise((res) => setTimeout(res, 50));
+        continue;
+      }
+      const full = await stats.call(() => db.getJob(job.jobId));
+      for (const chunk of full?.chunks ?? []) {
+        await stats.call(() => db.startChunk(chunk.chunkId));
+        await stats.call(() => db.completeChunk(chunk.chunkId, { tweets: chunk.tweetCount, score: Math.random() }));
+      }
+      await stats.call(() =>
+        db.saveAnalysis({
+          id: `pa_${job.jobId}`,
+          userId: job.userId,
+          traits: { openness: Math.random() },
+          interests: ['rust', 'node'],
+          communicationStyle: { tone: 'plain' },
+        })
+      );
+      await stats.call(() => db.completeJob(job.jobId));
+      acks.record('jobdone', job.jobId);
+    } catch {
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  }
+}
