@@ -73,6 +73,36 @@ function fail(e) {
   return new C(e);
 }
 
+// ---------------------------------------------------------------- requests
+
+// Every answer comes back through one channel, tagged with its request id.
+// The channel does not hold the event loop open; a timer does while any
+// request is pending, so a process with nothing in flight can exit.
+const pending = new Map();
+let nextId = 1;
+let keepAlive = null;
+const channel = new native.Channel(([id, text]) => {
+  const resolve = pending.get(id);
+  pending.delete(id);
+  if (pending.size === 0 && keepAlive !== null) {
+    clearInterval(keepAlive);
+    keepAlive = null;
+  }
+  if (resolve) resolve(text);
+});
+
+function request(method, ...args) {
+  const id = nextId++;
+  if (nextId > 0xfffffff0) nextId = 1;
+  // A call that is done at once (its first step ran here) answers here.
+  const now = channel[method](id, ...args);
+  if (now !== null && now !== undefined) return Promise.resolve(now);
+  return new Promise((resolve) => {
+    pending.set(id, resolve);
+    if (keepAlive === null) keepAlive = setInterval(() => {}, 1 << 30);
+  });
+}
+
 function unwrap(text) {
   const r = JSON.parse(text);
   if (r.err) throw fail(r.err);
@@ -214,7 +244,7 @@ class CutoverAdapter {
     this._options = options;
     this._handle = null;
     this._closed = false;
-    this._opening = native.open(JSON.stringify(options)).then((text) => {
+    this._opening = request('open', JSON.stringify(options)).then((text) => {
       this._handle = unwrap(text);
       return this;
     });
@@ -229,7 +259,7 @@ class CutoverAdapter {
 
   async _call(op, args) {
     if (this._handle === null) await this._opening;
-    return fromWire(unwrap(await native.call(this._handle, op, JSON.stringify(args))));
+    return fromWire(unwrap(await request('call', this._handle, op, JSON.stringify(args))));
   }
 
   /** `sqlite`, `postgres`, or for the dual store the side reads go to now. */
@@ -290,7 +320,7 @@ class CutoverAdapter {
     } catch {
       return;
     }
-    unwrap(await native.close(this._handle));
+    unwrap(await request('close', this._handle));
   }
 }
 
@@ -321,7 +351,7 @@ function openDbAdapter(options = {}) {
 
 /** Serves Prometheus metrics on `addr` (`host:port`), once per process. */
 async function startMetrics(addr = '127.0.0.1:9464') {
-  unwrap(await native.startMetrics(addr));
+  unwrap(await request('startMetrics', addr));
 }
 
 module.exports = {

@@ -17,8 +17,8 @@
 //!
 //! The addon runs its own tokio runtime, started on first use and never
 //! shut down before the process exits (its image is pinned so Node never
-//! unloads it under running threads). Each call returns a promise settled
-//! from that runtime through a threadsafe function, so a worker thread that
+//! unloads it under running threads). Results come back through one
+//! threadsafe function per JavaScript environment, so a worker thread that
 //! loads the addon and exits takes nothing down with it: napi-rs's managed
 //! runtime, shut down when an environment exits, is not used. A handle of
 //! `DB_TYPE=cutover`
@@ -28,13 +28,14 @@
 //! replays it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cutover::settings::{open_store, Overrides, StoreKind};
 use cutover::{Cutover, CutoverConfig, Error, Settings, Stage, Store};
-use napi::bindgen_prelude::Object;
-use napi::Env;
+use napi::bindgen_prelude::{Function, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
 use napi_derive::napi;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -58,30 +59,173 @@ fn handles() -> &'static Mutex<HashMap<u32, Arc<Handle>>> {
 
 static NEXT: AtomicU32 = AtomicU32::new(1);
 
-/// The addon's runtime: one per process, alive until the process exits.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// The addon's runtime: one per process, alive until the process exits. A
+/// current-thread runtime driven by a thread of its own: every request and
+/// its I/O run on that one thread.
+///
+/// A call crosses two threads (JavaScript → runtime → JavaScript), and on a
+/// machine whose idle cores sleep each wake-up costs tens of microseconds.
+/// With `CUTOVER_NODE_SPIN_US=N` the runtime thread stays awake (polling)
+/// for N µs after its last activity, so a busy application's next call and
+/// PostgreSQL's answer find it running; it costs CPU while it spins. 0 (the
+/// default) parks at once.
+fn runtime() -> &'static tokio::runtime::Handle {
+    static RT: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     RT.get_or_init(|| {
         napi::bindgen_prelude::retain_current_module_for_unload_safety();
-        tokio::runtime::Builder::new_multi_thread()
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .thread_name("cutover-node")
             .build()
-            .expect("the addon's tokio runtime starts")
+            .expect("the addon's tokio runtime starts");
+        let handle = rt.handle().clone();
+        let spin = spin_micros();
+        std::thread::Builder::new()
+            .name("cutover-node".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    if spin == 0 {
+                        return std::future::pending::<()>().await;
+                    }
+                    loop {
+                        activity().notified().await;
+                        while since_start_micros().saturating_sub(LAST.load(Ordering::Relaxed))
+                            < spin
+                        {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .expect("the addon's runtime thread starts");
+        handle
     })
 }
 
-/// A promise of `fut`'s text, settled from the addon's runtime.
-fn promise<'env, F>(env: &'env Env, fut: F) -> napi::Result<Object<'env>>
-where
-    F: std::future::Future<Output = String> + Send + 'static,
-{
-    let (deferred, promise) = env.create_deferred::<String, _>()?;
-    runtime().spawn(async move {
-        let text = fut.await;
-        deferred.resolve(move |_| Ok(text));
-    });
-    Ok(promise)
+fn spin_micros() -> u64 {
+    static SPIN: OnceLock<u64> = OnceLock::new();
+    *SPIN.get_or_init(|| {
+        std::env::var("CUTOVER_NODE_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+static LAST: AtomicU64 = AtomicU64::new(0);
+
+fn since_start_micros() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}
+
+fn activity() -> &'static tokio::sync::Notify {
+    static N: OnceLock<tokio::sync::Notify> = OnceLock::new();
+    N.get_or_init(tokio::sync::Notify::new)
+}
+
+/// Marks the runtime busy (and wakes a spinning-capable runtime thread).
+fn touch() {
+    if spin_micros() > 0 {
+        LAST.store(since_start_micros(), Ordering::Relaxed);
+        activity().notify_one();
+    }
+}
+
+/// Where results go back to JavaScript: one threadsafe function per
+/// JavaScript environment (`index.js` makes one `Channel` when it loads),
+/// called with `[request id, result text]` for the calls that did not
+/// answer at once. It is weak (it does not keep
+/// Node's event loop alive; `index.js` does while calls are pending), and
+/// one for every call, not one per call, keeps a call's round trip short.
+type Done = ThreadsafeFunction<(u32, String), Unknown<'static>, (u32, String), Status, false, true>;
+
+#[napi]
+pub struct Channel {
+    done: Arc<Done>,
+}
+
+#[napi]
+impl Channel {
+    #[napi(constructor)]
+    pub fn new(done: Function<(u32, String), Unknown<'static>>) -> napi::Result<Self> {
+        let done = done
+            .build_threadsafe_function::<(u32, String)>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        Ok(Self {
+            done: Arc::new(done),
+        })
+    }
+
+    /// Starts `fut` on the calling (JavaScript) thread: its first poll runs
+    /// here, inside the runtime's context, so a query is on its way to the
+    /// database before the runtime thread is even woken to carry on (that
+    /// wake-up then overlaps the database's work instead of adding to it).
+    /// A future done at once answers at once (`Some`, no thread crossed).
+    /// First polls never block: every blocking step of the store (SQLite,
+    /// a contended `flock`) runs on threads of its own.
+    fn start<F>(&self, id: u32, fut: F) -> Option<String>
+    where
+        F: std::future::Future<Output = String> + Send + 'static,
+    {
+        let rt = runtime();
+        let _in_runtime = rt.enter();
+        let mut fut = Box::pin(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(text) => Some(text),
+            std::task::Poll::Pending => {
+                // Polled again on the runtime thread with its own waker, so
+                // nothing that became ready meanwhile is missed.
+                let done = self.done.clone();
+                rt.spawn(async move {
+                    let text = fut.await;
+                    touch();
+                    done.call((id, text), ThreadsafeFunctionCallMode::NonBlocking);
+                });
+                touch();
+                None
+            }
+        }
+    }
+
+    /// Opens a store; `options` is the JSON of `OpenOptions`. Answers
+    /// `{"ok": handle}` or `{"err": …}`.
+    #[napi]
+    pub fn open(&self, id: u32, options: String) -> Option<String> {
+        self.start(id, async move {
+            let options: OpenOptions = match serde_json::from_str(&options) {
+                Ok(o) => o,
+                Err(e) => return config_err(format!("createDbAdapter options: {e}")),
+            };
+            match open_inner(options).await {
+                Ok(h) => ok(json!(h)),
+                Err(e) => err(&e),
+            }
+        })
+    }
+
+    /// Runs one operation; `args` is a JSON array in the wire form.
+    #[napi]
+    pub fn call(&self, id: u32, handle_id: u32, op: String, args: String) -> Option<String> {
+        self.start(id, call_inner(handle_id, op, args))
+    }
+
+    /// Waits for the copies in flight and stops the handle's tasks.
+    #[napi]
+    pub fn close(&self, id: u32, handle_id: u32) -> Option<String> {
+        self.start(id, close_inner(handle_id))
+    }
+
+    /// Serves Prometheus metrics on `addr` (once per process).
+    #[napi]
+    pub fn start_metrics(&self, id: u32, addr: String) -> Option<String> {
+        self.start(id, start_metrics_inner(addr))
+    }
 }
 
 /// What `createDbAdapter(options)` passes (every field optional: the
@@ -177,35 +321,8 @@ async fn open_inner(options: OpenOptions) -> Result<u32, Error> {
     Ok(id)
 }
 
-/// Opens a store; `options` is the JSON of `OpenOptions`. Resolves to
-/// `{"ok": handle}` or `{"err": …}`.
-#[napi]
-pub fn open<'env>(env: &'env Env, options: String) -> napi::Result<Object<'env>> {
-    promise(env, async move {
-        let options: OpenOptions = match serde_json::from_str(&options) {
-            Ok(o) => o,
-            Err(e) => return config_err(format!("createDbAdapter options: {e}")),
-        };
-        match open_inner(options).await {
-            Ok(id) => ok(json!(id)),
-            Err(e) => err(&e),
-        }
-    })
-}
-
 fn handle(id: u32) -> Option<Arc<Handle>> {
     handles().lock().expect("handles lock").get(&id).cloned()
-}
-
-/// Runs one operation; `args` is a JSON array in the wire form.
-#[napi]
-pub fn call<'env>(
-    env: &'env Env,
-    handle_id: u32,
-    op: String,
-    args: String,
-) -> napi::Result<Object<'env>> {
-    promise(env, call_inner(handle_id, op, args))
 }
 
 async fn call_inner(handle_id: u32, op: String, args: String) -> String {
@@ -229,12 +346,6 @@ async fn call_inner(handle_id: u32, op: String, args: String) -> String {
     }
 }
 
-/// Waits for the copies in flight and stops the handle's tasks.
-#[napi]
-pub fn close(env: &Env, handle_id: u32) -> napi::Result<Object<'_>> {
-    promise(env, close_inner(handle_id))
-}
-
 async fn close_inner(handle_id: u32) -> String {
     let Some(h) = handles().lock().expect("handles lock").remove(&handle_id) else {
         return ok(Value::Null);
@@ -244,12 +355,6 @@ async fn close_inner(handle_id: u32) -> String {
         c.shutdown().await;
     }
     ok(Value::Null)
-}
-
-/// Serves Prometheus metrics on `addr` (once per process).
-#[napi]
-pub fn start_metrics(env: &Env, addr: String) -> napi::Result<Object<'_>> {
-    promise(env, start_metrics_inner(addr))
 }
 
 async fn start_metrics_inner(addr: String) -> String {
@@ -405,6 +510,8 @@ async fn store_op(s: &dyn Store, op: &str, a: &Args) -> Result<Value, Error> {
         }
         "userJobs" => to_value(s.user_jobs(&arg::<String>(a, 0, "userId")?).await?)?,
         "backend" => json!(s.backend().as_str()),
+        // The same calls timed inside Rust, for the bench's per-call overhead.
+        "_benchStore" => bench_store(s, a).await?,
         _ => return Err(Error::InvalidArgument(format!("unknown operation {op:?}"))),
     };
     Ok(v)
@@ -414,4 +521,31 @@ impl From<BadArgument> for Error {
     fn from(b: BadArgument) -> Self {
         b.into_error("")
     }
+}
+
+/// Runs `n` reads (`get_user`) or writes (`upsert_profile`) of `id` on the
+/// store from Rust, one after another; returns each call's microseconds.
+/// The bench compares them with the same calls made from JavaScript.
+async fn bench_store(s: &dyn Store, a: &Args) -> Result<Value, Error> {
+    let kind: String = a.get(0, "kind")?;
+    let n: u32 = a.get(1, "n")?;
+    let id: String = a.get(2, "id")?;
+    let mut micros = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let t = std::time::Instant::now();
+        if kind == "write" {
+            let p = cutover::model::ScrapedProfile {
+                id: id.clone(),
+                username: format!("bench_{id}"),
+                profile_data: Some(json!({ "i": i })),
+                profile_picture_url: None,
+                scraped_at: cutover::model::now(),
+            };
+            s.upsert_profile(&p).await?;
+        } else {
+            s.get_user(&id).await?;
+        }
+        micros.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(json!(micros))
 }
