@@ -384,3 +384,87 @@ async fn a_blob_key_and_a_text_key_with_the_same_bytes_copy_one_row_and_verify_c
         "{r:#?}\nPostgreSQL: {held:?}\nrejects: {rejects:?}\n{tweets:?}"
     );
 }
+
+/// In `dualwrite`, a row whose parent the application wrote after the
+/// parent's table was copied (its copy still in flight) waits for that copy
+/// instead of being recorded as an orphan; a parent that never lands in
+/// PostgreSQL leaves its child an orphan after the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_whose_parent_copy_is_in_flight_waits_for_it_instead_of_being_an_orphan() {
+    use cutover::dual::{DualConfig, DualStore};
+    use cutover::internals::Internals;
+    use cutover::stage::Stage;
+
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    let (path, c) = legacy_file(&dir);
+    c.execute_batch(
+        "INSERT INTO users (id, username) VALUES ('u1', 'one');
+         INSERT INTO tweets (id, user_id, text, created_at) VALUES ('t1', 'u1', 'a', '2024-01-01 00:00:00');",
+    )
+    .unwrap();
+    drop(c);
+    // The application runs in dualwrite (the backfill's own stage).
+    let d = DualStore::forced(
+        cutover::SqliteStore::open(&path).await.unwrap(),
+        cutover::PgStore::connect(&db.settings).await.unwrap(),
+        Stage::DualWrite,
+        DualConfig::default(),
+    )
+    .await
+    .unwrap();
+    drop(d);
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    o.tables = Some(vec!["users".into()]);
+    backfill::run(o, std::future::pending()).await.unwrap();
+
+    // After users was copied: two users written in SQLite whose copies have
+    // not reached PostgreSQL, each with a tweet.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(
+        "INSERT INTO users (id, username) VALUES ('late', 'late'), ('never', 'never');
+         INSERT INTO tweets (id, user_id, text, created_at) VALUES
+           ('t_late', 'late', 'b', '2024-01-01 00:00:00'),
+           ('t_never', 'never', 'c', '2024-01-01 00:00:00');",
+    )
+    .unwrap();
+    drop(c);
+    let pool = db.pool().await;
+    let landing = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+            sqlx::query("INSERT INTO users (id, username) VALUES ('late', 'late')")
+                .execute(&pool)
+                .await
+                .unwrap();
+        })
+    };
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.policy = Policy::RejectRow;
+    o.tables = Some(vec!["tweets".into()]);
+    let summary = backfill::run(o, std::future::pending()).await.unwrap();
+    landing.await.unwrap();
+    let tweets = summary.tables.iter().find(|t| t.table == "tweets").unwrap();
+    let rejected: Vec<String> = sqlx::query_scalar(
+        "SELECT row_key FROM cutover.rejects WHERE table_name = 'tweets' ORDER BY row_key",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rejected,
+        vec!["t_never".to_string()],
+        "only the tweet whose parent never landed is an orphan: {tweets:?}"
+    );
+    let copied: Vec<String> = sqlx::query_scalar("SELECT id FROM tweets ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(copied, vec!["t1".to_string(), "t_late".to_string()]);
+    assert_eq!(
+        tweets.source_rows,
+        Some(tweets.total_copied + tweets.total_rejected)
+    );
+}

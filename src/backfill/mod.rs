@@ -60,6 +60,9 @@ const MAX_ATTEMPTS_AT_ONE: u32 = 5;
 
 /// Failed attempts in a row of a batch that raced a concurrent write.
 const MAX_RACE_RETRIES: u32 = 5;
+/// Retries (200 ms apart) of a batch whose row's parent the application
+/// wrote and has not copied yet, before that row is rejected as an orphan.
+const MAX_PARENT_WAITS: u32 = 25;
 
 /// How a backfill runs.
 #[derive(Debug, Clone)]
@@ -348,6 +351,9 @@ impl RunLock {
 /// The PostgreSQL connection batches run on; replaced when a batch hangs.
 struct Target {
     settings: PgSettings,
+    // The application copies its own writes (dualwrite/shadow, not forced
+    // elsewhere): a batch may wait for a parent's copy in flight.
+    live_copies: bool,
     // Open connections; batches of one round load on one each.
     conns: Vec<PgConnection>,
 }
@@ -419,9 +425,15 @@ pub async fn run(
                         Some(s) if s >= Stage::Live => indexes::Build::Concurrently,
                         _ => indexes::Build::Plain,
                     };
-                    run_locked(&opts, &tables, build, shutdown.as_mut())
-                        .await
-                        .map(|s| BackfillSummary { forced_stage, ..s })
+                    run_locked(
+                        &opts,
+                        &tables,
+                        build,
+                        forced_stage.is_none(),
+                        shutdown.as_mut(),
+                    )
+                    .await
+                    .map(|s| BackfillSummary { forced_stage, ..s })
                 }
                 Err(e) => Err(e),
             };
@@ -463,11 +475,13 @@ async fn run_locked(
     opts: &BackfillOptions,
     tables: &[&'static Table],
     build: indexes::Build,
+    live_copies: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<BackfillSummary> {
     tokio::pin!(shutdown);
     let source = Source::open(&opts.sqlite_path, opts.busy_timeout).await?;
     let mut target = Target {
+        live_copies,
         settings: opts.postgres.clone(),
         conns: Vec::new(),
     };
@@ -656,6 +670,9 @@ async fn copy_table(
     let mut prefetched: Option<(RoundPlan, Round)> = None;
     let mut failures = 0u32;
     let mut at_one = 0u32;
+    // Retries of a batch that met a parent the application wrote whose
+    // copy has not landed; past the limit its children are orphans.
+    let mut parent_waits = 0u32;
     let mut stopped = false;
     // Tables whose only unique value is the key load several batches side
     // by side (disjoint rowid ranges cannot collide); the others one at a
@@ -707,6 +724,7 @@ async fn copy_table(
             statement_timeout: opts.statement_timeout,
             skip_fk_triggers,
             staged,
+            wait_for_parents: target.live_copies && parent_waits < MAX_PARENT_WAITS,
         };
         let loading = &loading;
         // Each batch commits after the one before it (see `target::Order`).
@@ -812,8 +830,23 @@ async fn copy_table(
             None => {
                 failures = 0;
                 at_one = 0;
+                parent_waits = 0;
                 // Grow back towards the configured size after a success.
                 size = (size * 2).min(opts.batch_size);
+            }
+            Some((
+                _,
+                _,
+                Some(Error::MissingParent {
+                    parent_table,
+                    parent_key,
+                    ..
+                }),
+            )) if parent_waits < MAX_PARENT_WAITS => {
+                parent_waits += 1;
+                tracing::debug!(table = table.name, parent_table, parent_key = %parent_key, "a row's parent was written by the application and its copy has not landed; waiting for it");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
             Some((after, last, Some(e))) => {
                 let kind = e.db_kind();

@@ -136,6 +136,11 @@ pub(crate) struct Loading<'a> {
     /// Load through a staging table, `ON CONFLICT (key) DO NOTHING`: a live
     /// write that lands between the checks and the load keeps its row.
     pub staged: bool,
+    /// The application copies its own writes (`dualwrite`/`shadow`): a row
+    /// whose parent PostgreSQL lacks but SQLite holds (and the ledger does
+    /// not) fails the batch with `MissingParent` instead of being rejected,
+    /// for the caller to retry once the parent's copy landed.
+    pub wait_for_parents: bool,
 }
 
 /// Loads `batch` (rows after rowid `after`, read from `source`) and moves
@@ -193,6 +198,67 @@ fn out_of_order(table: &Table, after: i64) -> Error {
     }
 }
 
+/// Of a batch's orphans, the first whose parent SQLite holds and the reject
+/// ledger does not: a parent the application wrote after its table was
+/// copied, whose own copy has not landed yet (it will: every write made in
+/// `dualwrite`/`shadow` is copied). Rejecting its child would record a
+/// reject for a row that reaches PostgreSQL anyway.
+async fn parent_in_flight(
+    tx: &mut PgConnection,
+    source: &Source,
+    table: &'static Table,
+    rows: &[super::source::SourceRow],
+    orphans: &[(usize, &'static str, String)],
+) -> Result<Option<Error>> {
+    for (n, column, _) in orphans {
+        let Some(i) = table.foreign_keys.iter().position(|f| f.column == *column) else {
+            continue;
+        };
+        let fk = table.foreign_keys[i];
+        let Some(parent) = rows[*n].parents[i].clone() else {
+            continue;
+        };
+        let int = crate::tables::by_name(fk.parent_table)
+            .and_then(|t| t.column(fk.parent_column))
+            .is_some_and(|c| c.kind == Kind::Int);
+        let p = parent.clone();
+        let in_sqlite = source
+            .with_conn(move |c| {
+                let sql = format!(
+                    "SELECT EXISTS (SELECT 1 FROM \"{}\" WHERE \"{}\" = ?1)",
+                    fk.parent_table, fk.parent_column
+                );
+                let found: bool = match p.parse::<i64>() {
+                    Ok(v) if int => c.query_row(&sql, [v], |r| r.get(0))?,
+                    _ => c.query_row(&sql, [&p], |r| r.get(0))?,
+                };
+                Ok(found)
+            })
+            .await?;
+        if !in_sqlite {
+            continue;
+        }
+        let rejected: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM cutover.rejects WHERE table_name = $1 AND row_key = $2)",
+        )
+        .bind(fk.parent_table)
+        .bind(&parent)
+        .fetch_one(&mut *tx)
+        .await?;
+        if rejected {
+            continue;
+        }
+        return Ok(Some(Error::MissingParent {
+            table: table.name,
+            key: format!("rowid {}", rows[*n].rowid),
+            column: fk.column,
+            parent_table: fk.parent_table,
+            parent_key: parent,
+        }));
+    }
+    Ok(None)
+}
+
 async fn load_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     load: &Loading<'_>,
@@ -207,6 +273,7 @@ async fn load_in(
         statement_timeout,
         skip_fk_triggers,
         staged,
+        wait_for_parents,
     } = *load;
     // synchronous_commit off is safe here: the checkpoint commits with the
     // rows, so a batch lost in a server crash is simply copied again.
@@ -266,6 +333,11 @@ async fn load_in(
                     ));
                 }
             }
+        }
+    }
+    if wait_for_parents && !orphans.is_empty() {
+        if let Some(e) = parent_in_flight(tx, source, table, &rows, &orphans).await? {
+            return Err(e);
         }
     }
     if !orphans.is_empty() {
