@@ -58,7 +58,8 @@ async function primary(): Promise<void> {
   await Promise.all(exited);
   const calls = reports.reduce((a, r) => a + r.calls, 0);
   const failed = reports.reduce((a, r) => a + r.failed, 0);
-  console.log(JSON.stringify({ processes: workers.length, reported: reports.length, calls, failed, reports }));
+  const outcomeUnknown = reports.reduce((a, r) => a + r.outcomeUnknown, 0);
+  console.log(JSON.stringify({ processes: workers.length, reported: reports.length, calls, failed, outcomeUnknown, reports }));
 }
 
 if (cluster.isPrimary) {
