@@ -14,6 +14,8 @@ export async function runQueue(db: CutoverAdapter, acks: Acks, stats: Stats, sto
       }
       const full = await stats.call(() => db.getJob(job.jobId));
       for (const chunk of full?.chunks ?? []) {
+        // Legacy jobs may hold chunks already done: only pending or failed ones start.
+        if (chunk.status !== 'pending' && chunk.status !== 'failed') continue;
         await stats.call(() => db.startChunk(chunk.chunkId));
         await stats.call(() => db.completeChunk(chunk.chunkId, { tweets: chunk.tweetCount, score: Math.random() }));
       }
