@@ -244,3 +244,30 @@ async fn a_large_batch_reports_every_row() {
     assert_eq!(captured.changes.len(), 1);
     assert_eq!(captured.carried.len(), 1);
 }
+
+/// A pooled connection is pinged before use only once it has been idle a
+/// while (a call in steady use costs one round trip less); one cut while
+/// idle (a server restart or a network cut, seen from the pool) is found by
+/// that ping and replaced before any call sees it.
+#[tokio::test]
+async fn a_connection_cut_while_idle_is_replaced_before_a_call_sees_it() {
+    let db = TestDb::migrated().await;
+    let store = store_with(&db, 2, Duration::from_secs(5)).await;
+    store.upsert_profile(&profile(1)).await.unwrap();
+    let admin = db.pool().await;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    for _ in 0..4 {
+        let u = store
+            .get_user("u1")
+            .await
+            .expect("no call sees the cut connection");
+        assert!(u.is_some());
+    }
+}

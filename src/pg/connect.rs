@@ -14,6 +14,10 @@ use super::store::PgStore;
 use crate::error::{Backend, DbErrorKind, Error, Result};
 use crate::settings::PgSettings;
 
+/// A pooled connection idle at least this long is pinged before it is
+/// handed out (see `PgStore::connect`).
+const IDLE_PING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl PgStore {
     /// Connects a pool with the settings' limits.
     ///
@@ -28,6 +32,20 @@ impl PgStore {
             .min_connections(p.min_connections)
             .acquire_timeout(p.acquire_timeout)
             .idle_timeout(p.idle_timeout)
+            // sqlx pings every connection it hands out by default: one more
+            // round trip on every call. A connection in steady use is known
+            // good; only one idle for a while (a server restart or a cut
+            // network may have closed it meanwhile) is pinged, and a dead
+            // one is closed and replaced before the caller sees it.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_PING_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(settings.connect_options())
             .await;
         let limits = PoolLimits {
