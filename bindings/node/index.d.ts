@@ -15,7 +15,10 @@ export type JsonInput = JsonText | number | boolean | null | object;
  */
 export type Timestamp = Date & { micros?: number };
 
-/** A timestamp argument: a `Date` (its `micros` used when set) or RFC 3339 text. */
+/**
+ * A timestamp argument: a `Date` (its `micros` used when set) or RFC 3339
+ * text (digits past the microsecond are cut).
+ */
 export type TimestampInput = Date | string;
 
 export type DbType = 'sqlite' | 'postgres' | 'cutover';
@@ -70,9 +73,9 @@ export interface TimelineCursor {
 export interface PersonalityAnalysis {
   id: string;
   userId: string;
-  traits: JsonText;
-  interests: JsonText;
-  communicationStyle: JsonText;
+  traits: JsonText | null;
+  interests: JsonText | null;
+  communicationStyle: JsonText | null;
   analyzedAt: Timestamp | null;
 }
 
@@ -331,8 +334,9 @@ export declare class CutoverError extends Error {
 }
 export declare class NotFoundError extends CutoverError {}
 export declare class MissingParentError extends CutoverError {
-  parentTable: string;
-  parentKey: string;
+  /** Set when the store knows which parent is missing. */
+  parentTable?: string;
+  parentKey?: string;
 }
 /** The connection was cut during COMMIT: the write may or may not have happened. */
 export declare class OutcomeUnknownError extends CutoverError {}

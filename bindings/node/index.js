@@ -143,8 +143,14 @@ function jsonText(v) {
   return typeof v === 'string' ? v : JSON.stringify(v);
 }
 
+// Both databases keep microseconds: finer digits are cut here, so the two
+// sides store the same instant.
+function microText(s) {
+  return s.replace(/(\.\d{6})\d+/, '$1');
+}
+
 function timestampText(d) {
-  if (typeof d === 'string') return d;
+  if (typeof d === 'string') return microText(d);
   if (!(d instanceof Date) || Number.isNaN(d.getTime())) {
     throw new InvalidArgumentError({
       code: 'INVALID_ARGUMENT',
@@ -160,7 +166,7 @@ function toWire(v, key) {
   if (v === undefined) return null;
   if (key !== undefined && JSON_FIELDS.has(key)) return jsonText(v);
   if (v instanceof Date) return timestampText(v);
-  if (key !== undefined && TIMESTAMP_FIELDS.has(key) && typeof v === 'string') return v;
+  if (key !== undefined && TIMESTAMP_FIELDS.has(key) && typeof v === 'string') return microText(v);
   if (Array.isArray(v)) return v.map((x) => toWire(x));
   if (v !== null && typeof v === 'object') {
     const o = {};
@@ -240,7 +246,7 @@ const JSON_ARGS = {
 };
 
 class CutoverAdapter {
-  constructor(options) {
+  constructor(options = {}) {
     this._options = options;
     this._handle = null;
     this._closed = false;

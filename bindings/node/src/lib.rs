@@ -176,14 +176,20 @@ impl Channel {
         let _in_runtime = rt.enter();
         let mut fut = Box::pin(fut);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match fut.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(text) => Some(text),
-            std::task::Poll::Pending => {
+        // A panic is an answer too (an error), never an abort of Node nor a
+        // promise left pending.
+        let first =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        match first {
+            Err(_) => Some(panicked()),
+            Ok(std::task::Poll::Ready(text)) => Some(text),
+            Ok(std::task::Poll::Pending) => {
                 // Polled again on the runtime thread with its own waker, so
                 // nothing that became ready meanwhile is missed.
                 let done = self.done.clone();
+                let work = rt.spawn(fut);
                 rt.spawn(async move {
-                    let text = fut.await;
+                    let text = work.await.unwrap_or_else(|_| panicked());
                     touch();
                     done.call((id, text), ThreadsafeFunctionCallMode::NonBlocking);
                 });
@@ -251,6 +257,13 @@ fn err(e: &Error) -> String {
     json!({ "err": wire::error(e) }).to_string()
 }
 
+/// The answer of a call whose work panicked (a bug: reported, not fatal).
+fn panicked() -> String {
+    err(&Error::Config(
+        "internal error: the call panicked; the adapter stays usable (see stderr)".into(),
+    ))
+}
+
 fn config_err(message: String) -> String {
     err(&Error::Config(message))
 }
@@ -274,7 +287,24 @@ async fn open_inner(options: OpenOptions) -> Result<u32, Error> {
         postgres: options.database_url,
         env_file: options.env_file.map(Into::into),
     };
-    let mut settings = Settings::resolve(&overrides)?;
+    // The dbType option wins over DB_TYPE (a bad one in the environment
+    // is then not an error).
+    let given = options.db_type.is_some();
+    let file = overrides
+        .env_file
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(cutover::settings::ENV_FILE));
+    let mut settings = Settings::resolve_with(
+        &overrides,
+        |k| {
+            if given && k == "DB_TYPE" {
+                None
+            } else {
+                std::env::var(k).ok()
+            }
+        },
+        Some(&file),
+    )?;
     if let Some(t) = options.db_type.as_deref() {
         settings.store_kind = match t.to_ascii_lowercase().as_str() {
             "sqlite" => StoreKind::Sqlite,
@@ -370,6 +400,11 @@ async fn start_metrics_inner(addr: String) -> String {
 
 async fn control(h: &Handle, op: &str, args: &Args) -> Result<Value, Error> {
     let guard = h.cutover.read().await;
+    if h.closed.load(Ordering::Acquire) {
+        return Err(Error::Config(
+            "the adapter is closed (shutdown() was called)".into(),
+        ));
+    }
     let Some(c) = guard.as_ref() else {
         return Err(Error::Config(format!(
             "{op}: only an adapter with DB_TYPE=cutover has stages"

@@ -153,9 +153,11 @@ pub fn out(v: Value) -> Value {
 
 fn timestamp(v: Value) -> Value {
     let Value::String(s) = &v else { return v };
-    match DateTime::parse_from_rfc3339(s) {
+    // chrono writes years outside 0000–9999 with a sign (`+10000-…`),
+    // which strict RFC 3339 parsing refuses; its own parser reads them.
+    match s.parse::<DateTime<Utc>>() {
         Ok(t) => {
-            let micros = t.with_timezone(&Utc).timestamp_micros();
+            let micros = t.timestamp_micros();
             json!([micros.div_euclid(1000), micros.rem_euclid(1000)])
         }
         Err(_) => v,
@@ -225,6 +227,9 @@ pub fn error(e: &Error) -> Value {
                 DbErrorKind::Busy => "BUSY",
                 DbErrorKind::UniqueViolation => "DUPLICATE",
                 DbErrorKind::ForeignKeyViolation => "MISSING_PARENT",
+                DbErrorKind::CheckViolation
+                | DbErrorKind::NotNullViolation
+                | DbErrorKind::InvalidData => "INVALID_VALUE",
                 _ => "DATABASE",
             };
             json!({"code": code, "backend": backend.as_str(), "kind": format!("{kind:?}")})
@@ -262,5 +267,8 @@ mod tests {
         assert_eq!(v["createdAt"], json!([1709210096123i64, 456]));
         let v = out(json!({"used_at": "1969-12-31T23:59:59.999999Z"}));
         assert_eq!(v["usedAt"], json!([-1, 999]));
+        // Years past 9999 as chrono writes them.
+        let v = out(json!({"created_at": "+10000-01-01T00:00:00.000001Z"}));
+        assert!(v["createdAt"].is_array(), "{v}");
     }
 }

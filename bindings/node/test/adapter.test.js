@@ -87,6 +87,7 @@ async function exercise(a, t) {
 
   const fp = await a.completeFunnelCommand(uid, 'start', { ok: true });
   assert.equal(fp.userId, uid);
+  assert.notEqual(fp.currentCommandIndex, null);
   assert.equal((await a.funnelProgress(uid)).currentCommandIndex, fp.currentCommandIndex);
   const fc = await a.markFunnelComplete(uid, `{"score": ${BIG}}`);
   assert.ok(fc.completionData.includes(BIG), fc.completionData);

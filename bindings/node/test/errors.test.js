@@ -87,7 +87,7 @@ test('settings errors: unknown DB_TYPE, missing settings, PostgreSQL down (no pa
 
   const typo = await cutover.openDbAdapter({ dbTyp: 'sqlite' }).catch((e) => e);
   assert.ok(typo instanceof cutover.ConfigError, `${typo}`);
-  assert.match(typo.message, /dbTyp/);
+  assert.match(typo.message, /`dbTyp`/);
 
   const down = await cutover
     .openDbAdapter({ dbType: 'postgres', databaseUrl: 'postgres://app:hunter2@127.0.0.1:1/app' })

@@ -16,16 +16,21 @@ const WEB = Number(process.env.WEB_PROCESSES ?? 2);
 
 async function worker(): Promise<void> {
   const role = process.env.ROLE ?? 'web';
+  // Listening first: a stop sent while the databases open is not lost.
+  let stopping = false;
+  process.on('message', (m: { type?: string }) => {
+    if (m?.type === 'stop') stopping = true;
+  });
+  // Ctrl-C reaches every process of the group: stop as on 'stop'.
+  process.on('SIGINT', () => {
+    stopping = true;
+  });
   const db = createDbAdapter();
   await db.ready();
   const base = process.env.METRICS_BASE_PORT;
   if (base) await startMetrics(`127.0.0.1:${Number(base) + Number(process.env.WORKER_NO ?? 0)}`);
   const acks = new Acks(process.env.ACK_DIR);
   const stats = new Stats();
-  let stopping = false;
-  process.on('message', (m: { type?: string }) => {
-    if (m?.type === 'stop') stopping = true;
-  });
   process.send!({ type: 'ready' });
   if (role === 'queue') await runQueue(db, acks, stats, () => stopping);
   else await runWeb(db, acks, stats, () => stopping);

@@ -189,6 +189,7 @@ test('the example service in a node cluster through the whole cutover', { timeou
     assert.equal(report.failed, 0, `failed calls: ${JSON.stringify(report.reports.map((r) => r.errors))}`);
     assert.ok(acks.length > 100, `acknowledged writes: ${acks.length}`);
     assert.ok(acks.some((a) => a.kind === 'jobdone'), 'the queue worker completed jobs');
+    assert.ok(replayed > 0, 'copies that met the outages were replayed from the outbox');
     assert.deepEqual(missing.slice(0, 20), [], `${missing.length} acknowledged writes missing`);
   } finally {
     if (app && app.exitCode === null) app.kill('SIGKILL');
