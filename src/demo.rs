@@ -663,7 +663,22 @@ async fn drive(
         broken.push(format!("{failed_ops} application calls failed"));
     }
     if k.mismatches_real > 0 {
-        broken.push(format!("{} real shadow mismatches", k.mismatches_real));
+        // Which rows: the report says what to look at.
+        let which: Vec<String> = store
+            .recent_mismatches()
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {} {:?} key {:?} field {:?}",
+                    m.op, m.table, m.kind, m.key, m.field
+                )
+            })
+            .collect();
+        broken.push(format!(
+            "{} real shadow mismatches ({})",
+            k.mismatches_real,
+            which.join("; ")
+        ));
     }
     if outbox_pending_end != 0 {
         broken.push(format!("{outbox_pending_end} outbox entries left"));
