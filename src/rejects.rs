@@ -148,7 +148,10 @@ pub async fn counts(conn: &mut PgConnection, table: &str) -> Result<BTreeMap<Rej
 
 /// How many of the (table, key) pairs have an entry in `cutover.rejects`
 /// (each pair counted once).
-pub async fn count_recorded(pool: &sqlx::PgPool, keys: &[(&str, &str)]) -> Result<i64> {
+pub async fn count_recorded<'c, E>(exec: E, keys: &[(&str, &str)]) -> Result<i64>
+where
+    E: sqlx::PgExecutor<'c>,
+{
     let (tables, keys): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
     Ok(sqlx::query_scalar(
         "SELECT count(DISTINCT (u.t, u.k)) FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
@@ -156,6 +159,6 @@ pub async fn count_recorded(pool: &sqlx::PgPool, keys: &[(&str, &str)]) -> Resul
     )
     .bind(&tables)
     .bind(&keys)
-    .fetch_one(pool)
+    .fetch_one(exec)
     .await?)
 }

@@ -228,9 +228,7 @@ async fn export_restores_the_rejected_legacy_rows_byte_for_byte() {
         "the rejected rows come back byte for byte"
     );
     // Verify against the export still accounts for them (as rejects).
-    let mut vo = cutover::verify::VerifyOptions::new(&out, db.settings.clone());
-    vo.settle = std::time::Duration::ZERO;
-    let r = cutover::verify::verify(&vo).await.unwrap();
+    let r = common::verify_once(&out, &db).await;
     assert!(r.clean, "{r:#?}");
 
     let out2 = dir.file("export-without.db");
@@ -334,9 +332,7 @@ async fn a_row_postgresql_refuses_is_isolated_and_rejected_not_a_stopped_table()
             .unwrap();
     assert_eq!(key, "t17");
     assert!(detail.contains("no_boom"), "{detail}");
-    let mut vo = cutover::verify::VerifyOptions::new(&path, db.settings.clone());
-    vo.settle = std::time::Duration::ZERO;
-    let r = cutover::verify::verify(&vo).await.unwrap();
+    let r = common::verify_once(&path, &db).await;
     assert!(r.clean, "{r:#?}");
 }
 
@@ -365,9 +361,7 @@ async fn a_blob_key_and_a_text_key_with_the_same_bytes_copy_one_row_and_verify_c
         Some(tweets.total_copied + tweets.total_rejected),
         "{tweets:?}"
     );
-    let mut vo = cutover::verify::VerifyOptions::new(&path, db.settings.clone());
-    vo.settle = std::time::Duration::ZERO;
-    let r = cutover::verify::verify(&vo).await.unwrap();
+    let r = common::verify_once(&path, &db).await;
     let pool = db.pool().await;
     let held: Vec<(String, String)> = sqlx::query_as("SELECT id, text FROM tweets")
         .fetch_all(&pool)

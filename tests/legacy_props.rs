@@ -127,9 +127,7 @@ proptest! {
                     t.table
                 );
             }
-            let mut vo = cutover::verify::VerifyOptions::new(&path, db.settings.clone());
-            vo.settle = std::time::Duration::ZERO;
-            let r = cutover::verify::verify(&vo).await.unwrap();
+            let r = common::verify_once(&path, &db).await;
             assert!(r.clean, "{r:#?}");
         });
     }

@@ -248,7 +248,8 @@ export interface AdapterOptions {
   log?: string;
 }
 
-export declare class CutoverAdapter implements DatabaseAdapter {
+/** The adapter: every `DatabaseAdapter` method (merged in below), and the control. */
+export declare class CutoverAdapter {
   /** Resolves when the databases are open; rejects with the reason they are not. */
   ready(): Promise<this>;
   /** `sqlite` or `postgres`: where reads go now. */
@@ -261,41 +262,9 @@ export declare class CutoverAdapter implements DatabaseAdapter {
   status(): Promise<Status>;
   /** Waits for the copies in flight, then stops; call once on exit. */
   shutdown(): Promise<void>;
-
-  saveUserProfile(username: string, profile: TwitterProfile): Promise<User>;
-  saveTweets(userId: string, tweets: NewTweet[]): Promise<number>;
-  getUserTweets(username: string, pageSize?: number): Promise<Tweet[]>;
-  upsertProfile(profile: ScrapedProfile): Promise<User>;
-  getUser(id: string): Promise<User | null>;
-  getUserByUsername(username: string): Promise<User | null>;
-  usersScrapedBefore(before: TimestampInput, limit: number): Promise<User[]>;
-  deleteUser(id: string): Promise<boolean>;
-  getTweet(id: string): Promise<Tweet | null>;
-  timeline(userId: string, limit: number, cursor?: TimelineCursor | null): Promise<Tweet[]>;
-  countTweets(userId: string): Promise<number>;
-  searchTweets(query: string, limit: number): Promise<Tweet[]>;
-  saveAnalysis(analysis: NewPersonalityAnalysis): Promise<PersonalityAnalysis>;
-  latestAnalysis(userId: string): Promise<PersonalityAnalysis | null>;
-  funnelProgress(userId: string): Promise<FunnelProgress | null>;
-  completeFunnelCommand(userId: string, command: string, response: JsonInput): Promise<FunnelProgress>;
-  markFunnelComplete(userId: string, data: JsonInput): Promise<FunnelCompletion>;
-  funnelCompletion(userId: string): Promise<FunnelCompletion | null>;
-  createReferralCode(ownerUserId: string, code: string): Promise<ReferralCode>;
-  getReferralCode(code: string): Promise<ReferralCode | null>;
-  redeemReferral(code: string, referredUserId: string): Promise<Referral>;
-  referralStats(ownerUserId: string): Promise<ReferralStats>;
-  referralUsage(code: string): Promise<ReferralUsage[]>;
-  enqueueJob(job: NewJob): Promise<JobWithChunks>;
-  claimNextJob(): Promise<Job | null>;
-  getJob(jobId: number): Promise<JobWithChunks | null>;
-  startChunk(chunkId: number): Promise<Chunk>;
-  completeChunk(chunkId: number, result: JsonInput): Promise<Chunk>;
-  failChunk(chunkId: number, error: string): Promise<Chunk>;
-  completeJob(jobId: number): Promise<Job>;
-  failJob(jobId: number, error: string): Promise<Job>;
-  jobsByStatus(status: JobStatus, limit: number): Promise<Job[]>;
-  userJobs(userId: string): Promise<Job[]>;
 }
+// Declaration merging: the class has every method of the interface.
+export interface CutoverAdapter extends DatabaseAdapter {}
 
 /** The plan's factory (opens in the background; see `ready()`). */
 export declare function createDbAdapter(options?: AdapterOptions): CutoverAdapter;

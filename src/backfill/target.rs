@@ -238,14 +238,7 @@ async fn parent_in_flight(
         if !in_sqlite {
             continue;
         }
-        let rejected: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM cutover.rejects WHERE table_name = $1 AND row_key = $2)",
-        )
-        .bind(fk.parent_table)
-        .bind(&parent)
-        .fetch_one(&mut *tx)
-        .await?;
-        if rejected {
+        if rejects::count_recorded(&mut *tx, &[(fk.parent_table, &parent)]).await? > 0 {
             continue;
         }
         return Ok(Some(Error::MissingParent {

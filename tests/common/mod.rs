@@ -277,3 +277,11 @@ pub fn generated(path: &std::path::Path, users: u64, tweets: u64, dirty: f64, se
     )
     .expect("generate a legacy file");
 }
+
+/// Verify of the legacy file at `path` against `db`, once (no settle: no
+/// application is writing).
+pub async fn verify_once(path: &std::path::Path, db: &TestDb) -> cutover::verify::VerifyReport {
+    let mut vo = cutover::verify::VerifyOptions::new(path, db.settings.clone());
+    vo.settle = std::time::Duration::ZERO;
+    cutover::verify::verify(&vo).await.unwrap()
+}

@@ -1,17 +1,21 @@
 //! The cutover store for Node.js: the N-API half of the `cutover` npm
 //! package (`index.js` wraps it; `index.d.ts` types it).
 //!
-//! Three calls cross the boundary: `open` (settings → a handle), `call`
-//! (handle, operation, arguments → result) and `close`, plus
-//! `startMetrics`. Arguments and results cross as JSON text in a fixed
-//! wire form, which keeps every value exact:
+//! Four requests cross the boundary, as methods of a [`Channel`] (one per
+//! JavaScript environment): `open` (settings → a handle), `call` (handle,
+//! operation, arguments → result), `close` and `startMetrics`. Each runs
+//! its first step on the calling thread and answers at once when that is
+//! all it needed, else later through the channel, tagged with the request
+//! id. Arguments and results cross as JSON text in a fixed wire form,
+//! which keeps every value exact:
 //!
 //! - JSON columns are JSON *text* (a string), both ways: a JavaScript
 //!   number cannot hold every JSON number, so the stored text is handed
 //!   over as it is (`serde_json` with `arbitrary_precision` never rounds).
 //! - Timestamps go out as `[milliseconds, microseconds within the
 //!   millisecond]` (the wrapper makes a `Date` with a `micros` property)
-//!   and come in as RFC 3339 text with up to six fractional digits.
+//!   and come in as RFC 3339 text (`index.js` cuts digits past the
+//!   microsecond, so both databases store one instant).
 //! - Results are `{"ok": value}` or `{"err": {"code", "message", …}}`; the
 //!   wrapper throws a typed `Error` subclass for the latter.
 //!
@@ -21,8 +25,7 @@
 //! threadsafe function per JavaScript environment, so a worker thread that
 //! loads the addon and exits takes nothing down with it: napi-rs's managed
 //! runtime, shut down when an environment exits, is not used. A handle of
-//! `DB_TYPE=cutover`
-//! owns a [`Cutover`] (replayer, stage watcher, heartbeat); `close` waits
+//! `DB_TYPE=cutover` owns a [`Cutover`] (replayer, stage watcher, heartbeat); `close` waits
 //! for the copies in flight. A process that exits without it loses
 //! nothing: every write not yet copied is in an outbox, and the next start
 //! replays it.
