@@ -166,14 +166,8 @@ impl Store for PgStore {
             column: "username",
             key: profile.username.clone(),
         };
-        let taken = sqlx::query("SELECT 1 FROM users WHERE username = $1 AND id <> $2")
-            .bind(&profile.username)
-            .bind(&profile.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if taken.is_some() {
-            return Err(duplicate());
-        }
+        // A username another user holds fails the INSERT itself (one
+        // round trip fewer than looking first).
         let row = sqlx::query(concat!(
             "INSERT INTO users (id, username, profile_data, profile_picture_url, last_scraped, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -193,7 +187,6 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match violated_constraint(&e) {
-            // Another transaction took the username after our check.
             Some((DbErrorKind::UniqueViolation, "users_username_key")) => duplicate(),
             _ => e.into(),
         })?;

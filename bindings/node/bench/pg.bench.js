@@ -6,26 +6,48 @@
 // with a Pool, in one run and interleaved; and the same calls timed inside
 // Rust (the store without the JavaScript boundary).
 //
+// Both clients use the same transport: plain TCP by default (what `pg`
+// does unless told otherwise), TLS for both with BENCH_TLS=1 (the addon,
+// like libpq, prefers TLS when the server offers it: its default would
+// otherwise be compared encrypted against `pg` in the clear).
+//
 //   cd bindings/node && npm install && node bench/pg.bench.js
-//   BENCH_N=3000 BENCH_ROUNDS=5 DATABASE_URL=postgres://… node bench/pg.bench.js
+//   BENCH_N=3000 BENCH_ROUNDS=5 BENCH_BLOCK=50 BENCH_TLS=1 DATABASE_URL=postgres://… node bench/pg.bench.js
 const { Pool } = require('pg');
 const cutover = require('..');
 const { freshDatabase, tempDir, legacyPath } = require('../test/helpers');
 
 const N = Number(process.env.BENCH_N || 2000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3);
+const TLS = process.env.BENCH_TLS === '1';
+const BLOCK = Number(process.env.BENCH_BLOCK || 50);
+
+// The database's URL with the transport both clients use.
+function transport(url) {
+  const u = new URL(url);
+  u.searchParams.set('sslmode', TLS ? 'require' : 'disable');
+  return u.toString();
+}
 
 function pct(xs, p) {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-async function timed(n, f) {
+// CPU time of the whole process (every thread), µs, per client and op.
+const cpu = {};
+
+async function timed(n, f, key) {
   const out = new Array(n);
+  const c0 = process.cpuUsage();
   for (let i = 0; i < n; i++) {
     const t = process.hrtime.bigint();
     await f(i);
     out[i] = Number(process.hrtime.bigint() - t) / 1000;
+  }
+  if (key) {
+    const c = process.cpuUsage(c0);
+    cpu[key] = (cpu[key] || 0) + c.user + c.system;
   }
   return out;
 }
@@ -39,13 +61,18 @@ const UPSERT = `INSERT INTO users (id, username, profile_data, profile_picture_u
 async function main() {
   const dir = tempDir();
   const db = freshDatabase();
+  const url = transport(db.url);
   try {
     const dual = await cutover.openDbAdapter({
-      dbType: 'cutover', sqlitePath: legacyPath(dir), databaseUrl: db.url, migrate: true, log: 'error',
+      dbType: 'cutover', sqlitePath: legacyPath(dir), databaseUrl: url, migrate: true, log: 'error',
     });
     await dual.setStage('complete', { force: true });
-    const plain = await cutover.openDbAdapter({ dbType: 'postgres', databaseUrl: db.url });
-    const pool = new Pool({ connectionString: db.url, max: 10 });
+    const plain = await cutover.openDbAdapter({ dbType: 'postgres', databaseUrl: url });
+    const pool = new Pool({
+      connectionString: db.url,
+      ssl: TLS ? { rejectUnauthorized: false } : false,
+      max: 10,
+    });
     await dual.upsertProfile({ id: 'r', username: 'reader', profileData: { a: 1 }, scrapedAt: new Date() });
 
     const clients = {
@@ -77,16 +104,19 @@ async function main() {
     };
     const samples = {};
     const rust = { write: [], read: [] };
-    // Warm-up, then interleaved rounds so every client sees the same machine.
+    // Warm-up, then rounds in which the clients take turns every BLOCK
+    // calls, so that each sees the same machine (a shared VM drifts).
     for (const c of Object.values(clients)) {
       await timed(200, c.write);
       await timed(200, c.read);
     }
     for (let r = 0; r < ROUNDS; r++) {
-      for (const [name, c] of Object.entries(clients)) {
-        for (const op of ['write', 'read']) {
-          const key = `${name}|${op}`;
-          samples[key] = (samples[key] || []).concat(await timed(N, c[op]));
+      for (const op of ['write', 'read']) {
+        for (let done = 0; done < N; done += BLOCK) {
+          for (const [name, c] of Object.entries(clients)) {
+            const key = `${name}|${op}`;
+            (samples[key] = samples[key] || []).push(...(await timed(Math.min(BLOCK, N - done), c[op], key)));
+          }
         }
       }
       rust.write.push(...(await dual._call('_benchStore', ['write', N, 'w4'])));
@@ -95,7 +125,7 @@ async function main() {
     const rows = [];
     for (const [key, xs] of Object.entries(samples)) {
       const [name, op] = key.split('|');
-      rows.push({ client: name, op, p50_us: pct(xs, 50), p99_us: pct(xs, 99), calls: xs.length });
+      rows.push({ client: name, op, p50_us: pct(xs, 50), p99_us: pct(xs, 99), cpu_us_per_call: cpu[key] / xs.length, calls: xs.length });
     }
     for (const op of ['write', 'read']) {
       rows.push({ client: 'Rust store (inside the addon, no JS)', op, p50_us: pct(rust[op], 50), p99_us: pct(rust[op], 99), calls: rust[op].length });
@@ -109,9 +139,16 @@ async function main() {
         js_boundary_us: med('addon (cutover, complete)', op) - med('Rust store (inside the addon, no JS)', op),
       };
     }
-    console.log(`node ${process.version}, ${N} calls x ${ROUNDS} rounds per client and op, sequential`);
-    console.table(rows.map((r) => ({ ...r, p50_us: Math.round(r.p50_us), p99_us: Math.round(r.p99_us) })));
-    console.log(JSON.stringify({ rows, ratios }));
+    console.log(`node ${process.version}, ${N} calls x ${ROUNDS} rounds per client and op, sequential, ${TLS ? 'TLS' : 'plain TCP'}`);
+    console.table(
+      rows.map((r) => ({
+        ...r,
+        p50_us: Math.round(r.p50_us),
+        p99_us: Math.round(r.p99_us),
+        cpu_us_per_call: r.cpu_us_per_call === undefined ? '' : Math.round(r.cpu_us_per_call),
+      }))
+    );
+    console.log(JSON.stringify({ tls: TLS, rows, ratios }));
     await dual.shutdown();
     await plain.shutdown();
     await pool.end();

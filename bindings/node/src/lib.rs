@@ -166,19 +166,29 @@ impl Channel {
 
     /// Starts `fut` on the calling (JavaScript) thread: its first poll runs
     /// here, inside the runtime's context, so a query is on its way to the
-    /// database before the runtime thread is even woken to carry on (that
-    /// wake-up then overlaps the database's work instead of adding to it).
-    /// A future done at once answers at once (`Some`, no thread crossed).
-    /// First polls never block: every blocking step of the store (SQLite,
-    /// a contended `flock`) runs on threads of its own.
+    /// database before the runtime thread has anything to do. A future done
+    /// at once answers at once (`Some`, no thread crossed). One that is not
+    /// is handed to the runtime thread only when it is woken (its answer
+    /// came in, its timer fired): the runtime thread then wakes once per
+    /// call, for the answer, instead of once to take the call over and
+    /// again for the answer. First polls never block: every blocking step
+    /// of the store (SQLite, a contended `flock`) runs on threads of its
+    /// own.
     fn start<F>(&self, id: u32, fut: F) -> Option<String>
     where
         F: std::future::Future<Output = String> + Send + 'static,
     {
         let rt = runtime();
         let _in_runtime = rt.enter();
-        let mut fut = Box::pin(fut);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut fut: Call = Box::pin(fut);
+        let parked = Arc::new(Parked {
+            call: Mutex::new(None),
+            woken: AtomicBool::new(false),
+            id,
+            done: self.done.clone(),
+        });
+        let waker = std::task::Waker::from(parked.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
         // A panic is an answer too (an error), never an abort of Node nor a
         // promise left pending.
         let first =
@@ -187,16 +197,12 @@ impl Channel {
             Err(_) => Some(panicked()),
             Ok(std::task::Poll::Ready(text)) => Some(text),
             Ok(std::task::Poll::Pending) => {
-                // Polled again on the runtime thread with its own waker, so
-                // nothing that became ready meanwhile is missed.
-                let done = self.done.clone();
-                let work = rt.spawn(fut);
-                rt.spawn(async move {
-                    let text = work.await.unwrap_or_else(|_| panicked());
-                    touch();
-                    done.call((id, text), ThreadsafeFunctionCallMode::NonBlocking);
-                });
-                touch();
+                *lock(&parked.call) = Some(fut);
+                // Woken while it was being polled or put away: hand it
+                // over now (`hand_over` runs it once whoever calls it).
+                if parked.woken.load(Ordering::SeqCst) {
+                    parked.hand_over();
+                }
                 None
             }
         }
@@ -235,6 +241,52 @@ impl Channel {
     pub fn start_metrics(&self, id: u32, addr: String) -> Option<String> {
         self.start(id, start_metrics_inner(addr))
     }
+}
+
+type Call = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+
+/// A call whose first poll (on the JavaScript thread) did not finish it,
+/// until something it waits for wakes it: then it moves to the runtime
+/// thread, which polls it with its own waker from there on.
+struct Parked {
+    call: Mutex<Option<Call>>,
+    woken: AtomicBool,
+    id: u32,
+    done: Arc<Done>,
+}
+
+impl Parked {
+    /// Spawns the call on the runtime (once, whoever gets here first) and
+    /// sends its answer back to JavaScript when it is done.
+    fn hand_over(&self) {
+        let Some(call) = lock(&self.call).take() else {
+            return;
+        };
+        let rt = runtime();
+        let work = rt.spawn(call);
+        let (id, done) = (self.id, self.done.clone());
+        rt.spawn(async move {
+            let text = work.await.unwrap_or_else(|_| panicked());
+            touch();
+            done.call((id, text), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        touch();
+    }
+}
+
+impl std::task::Wake for Parked {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        self.hand_over();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What `createDbAdapter(options)` passes (every field optional: the
