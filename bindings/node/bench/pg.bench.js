@@ -105,15 +105,17 @@ async function main() {
     const samples = {};
     const rust = { write: [], read: [] };
     // Warm-up, then rounds in which the clients take turns every BLOCK
-    // calls, so that each sees the same machine (a shared VM drifts).
+    // calls, so that each sees the same machine (a shared VM drifts), and
+    // go first in turn (the first after another client's calls is slower).
     for (const c of Object.values(clients)) {
       await timed(200, c.write);
       await timed(200, c.read);
     }
     for (let r = 0; r < ROUNDS; r++) {
       for (const op of ['write', 'read']) {
-        for (let done = 0; done < N; done += BLOCK) {
-          for (const [name, c] of Object.entries(clients)) {
+        for (let done = 0, turn = 0; done < N; done += BLOCK, turn++) {
+          const order = Object.entries(clients);
+          for (const [name, c] of order.slice(turn % order.length).concat(order.slice(0, turn % order.length))) {
             const key = `${name}|${op}`;
             (samples[key] = samples[key] || []).push(...(await timed(Math.min(BLOCK, N - done), c[op], key)));
           }
