@@ -187,6 +187,10 @@ async fn messy_rows_are_converted_or_rejected_exactly_under_reject_row() {
     let db = dualwrite_db().await;
     let summary = backfill(options(&path, &db, Policy::RejectRow)).await;
     assert!(summary.reconciled(), "{summary:#?}");
+    // Nothing else wrote to SQLite: no round made room for an application.
+    for t in &summary.tables {
+        assert_eq!(t.busy_rounds, 0, "{}", t.table);
+    }
     let mut conn = connect(&db).await;
     use RejectReason::*;
 

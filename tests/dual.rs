@@ -713,6 +713,17 @@ async fn backfill_under_live_dual_writes_ends_consistent() {
             .collect::<Vec<_>>()
     );
     assert!(summary.tables.iter().any(|t| t.copied > 0));
+    // The writers committed to SQLite while the tables were copied: the
+    // copy made room for them after those rounds.
+    assert!(
+        summary.tables.iter().any(|t| t.busy_rounds > 0),
+        "no round saw the application's writes: {:?}",
+        summary
+            .tables
+            .iter()
+            .map(|t| (t.table, t.busy_rounds))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// The child process of

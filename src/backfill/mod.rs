@@ -107,6 +107,13 @@ pub struct BackfillOptions {
     /// copies flat out. (Batches hold no SQLite lock: writers never wait
     /// for them either way.)
     pub writer_share: f64,
+    /// After a round during which the application committed to SQLite,
+    /// pause for this share of the round's time as well (default 1: while
+    /// the application writes, the copy takes at most half the time).
+    pub busy_share: f64,
+    /// Batches loaded side by side while the application writes (default
+    /// 1): fewer loading connections, less CPU taken from its calls.
+    pub busy_jobs: usize,
     /// Batches of one round loaded side by side, each on its own
     /// PostgreSQL connection, for tables whose only unique value is their
     /// key; they commit in order. 1 loads one batch at a time.
@@ -145,6 +152,8 @@ impl BackfillOptions {
             busy_timeout: Duration::from_secs(10),
             progress: None,
             writer_share: 0.0,
+            busy_share: 1.0,
+            busy_jobs: 1,
             jobs: 4,
             force: false,
             postgres_wait: Duration::from_secs(60),
@@ -190,6 +199,9 @@ pub struct TableSummary {
     /// counted as copied, and removed from PostgreSQL where the batch
     /// brought them back.
     pub deleted_meanwhile: u64,
+    /// Rounds during which the application committed to SQLite: after
+    /// each the copy made room for it (`busy_share`, `busy_jobs`).
+    pub busy_rounds: u64,
     /// Rows rejected by this run, by reason.
     pub rejected: BTreeMap<RejectReason, u64>,
     /// Values nulled (and recorded) under `null-and-record` in copied rows.
@@ -397,6 +409,11 @@ pub async fn run(
 ) -> Result<BackfillSummary> {
     let started = Instant::now();
     let tables = opts.selected_tables()?;
+    if !(opts.busy_share >= 0.0 && opts.busy_share.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "busy_share must be a number >= 0".into(),
+        ));
+    }
     if !(opts.writer_share >= 0.0 && opts.writer_share.is_finite()) {
         return Err(Error::InvalidArgument(
             "writer_share must be a number >= 0".into(),
@@ -681,6 +698,10 @@ async fn copy_table(
     // The client-side limit covers what statement_timeout cannot: a server
     // or network that stops answering altogether.
     let limit = opts.statement_timeout + opts.statement_timeout / 2 + Duration::from_secs(1);
+    // Whether the application committed to SQLite during the last round:
+    // then the copy makes room for its calls (`busy_share`, `busy_jobs`).
+    let mut data_version = source.data_version().await?;
+    let mut app_busy = false;
     loop {
         if stopping(shutdown).await {
             stopped = true;
@@ -691,7 +712,11 @@ async fn copy_table(
         // no SQLite lock is held at any point.
         let round_at = Instant::now();
         let width = if parallel && failures == 0 {
-            opts.jobs
+            if app_busy {
+                opts.jobs.min(opts.busy_jobs.max(1))
+            } else {
+                opts.jobs
+            }
         } else {
             1
         };
@@ -817,8 +842,15 @@ async fn copy_table(
             }
         }
         let took = round_at.elapsed();
+        let version = source.data_version().await?;
+        app_busy = version != data_version;
+        data_version = version;
+        if app_busy {
+            summary.busy_rounds += 1;
+        }
         if failed.is_none() {
-            let pause = took.mul_f64(opts.writer_share);
+            let share = opts.writer_share + if app_busy { opts.busy_share } else { 0.0 };
+            let pause = took.mul_f64(share);
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }

@@ -340,6 +340,15 @@ impl Source {
             .map_err(Error::from)
     }
 
+    /// SQLite's `data_version` on the source's connection: it moves when
+    /// another connection (the application, in any process) commits.
+    pub async fn data_version(&self) -> Result<i64> {
+        self.conn
+            .call(|c| c.query_row::<i64, _, _>("PRAGMA data_version", [], |r| r.get(0)))
+            .await
+            .map_err(Error::from)
+    }
+
     /// Runs `f` on the source's connection (outside any transaction).
     pub async fn with_conn<R, F>(&self, f: F) -> Result<R>
     where

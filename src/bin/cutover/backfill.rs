@@ -56,6 +56,13 @@ pub struct Args {
     /// no SQLite lock, so writers never wait for them either way).
     #[arg(long, default_value_t = 0.0, value_name = "F")]
     pub writer_share: f64,
+    /// After a round during which the application committed to SQLite,
+    /// pause for this share of the round's time too (0 = never make room).
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    pub busy_share: f64,
+    /// Batches loaded side by side while the application writes.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub busy_jobs: usize,
     /// Batches loaded side by side on their own PostgreSQL connections
     /// (tables whose only unique value is the key); they commit in order.
     #[arg(long, default_value_t = 4, value_name = "N")]
@@ -98,6 +105,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
     }
     let mut opts = BackfillOptions::new(sqlite, pg.clone());
     opts.writer_share = args.writer_share;
+    if !(args.busy_share >= 0.0 && args.busy_share.is_finite()) {
+        anyhow::bail!("--busy-share must be a number >= 0");
+    }
+    opts.busy_share = args.busy_share;
+    opts.busy_jobs = args.busy_jobs.max(1);
     opts.batch_size = args.batch_size;
     opts.jobs = args.jobs;
     opts.tables = args.tables.clone();
@@ -181,6 +193,12 @@ fn print_summary(s: &BackfillSummary) {
             println!(
                 "{:<22} ({} already present from live writes, {} deleted by the application while their batch loaded, {} values nulled and recorded)",
                 "", t.already_present, t.deleted_meanwhile, t.nulled_values
+            );
+        }
+        if t.busy_rounds > 0 {
+            println!(
+                "{:<22} (made room for the application's writes after {} rounds)",
+                "", t.busy_rounds
             );
         }
     }
