@@ -148,6 +148,26 @@ pub async fn counts(conn: &mut PgConnection, table: &str) -> Result<BTreeMap<Rej
 
 /// How many of the (table, key) pairs have an entry in `cutover.rejects`
 /// (each pair counted once).
+/// Which of `keys` (table, key) the ledger holds.
+pub async fn recorded<'c, E>(
+    exec: E,
+    keys: &[(&str, &str)],
+) -> Result<std::collections::HashSet<(String, String)>>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let (tables, keys): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT u.t, u.k FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
+         JOIN cutover.rejects r ON r.table_name = u.t AND r.row_key = u.k",
+    )
+    .bind(&tables)
+    .bind(&keys)
+    .fetch_all(exec)
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
 pub async fn count_recorded<'c, E>(exec: E, keys: &[(&str, &str)]) -> Result<i64>
 where
     E: sqlx::PgExecutor<'c>,

@@ -210,35 +210,64 @@ async fn parent_in_flight(
     rows: &[super::source::SourceRow],
     orphans: &[(usize, &'static str, String)],
 ) -> Result<Option<Error>> {
+    // The orphans' parents, each looked up once: in SQLite in one call,
+    // then in the reject ledger in one query (a dirty file has thousands
+    // of orphans, children of rejected rows).
+    let mut wanted: Vec<(usize, usize, String)> = Vec::new();
     for (n, column, _) in orphans {
         let Some(i) = table.foreign_keys.iter().position(|f| f.column == *column) else {
             continue;
         };
-        let fk = table.foreign_keys[i];
-        let Some(parent) = rows[*n].parents[i].clone() else {
-            continue;
-        };
-        let int = crate::tables::by_name(fk.parent_table)
-            .and_then(|t| t.column(fk.parent_column))
-            .is_some_and(|c| c.kind == Kind::Int);
-        let p = parent.clone();
-        let in_sqlite = source
-            .with_conn(move |c| {
+        if let Some(parent) = rows[*n].parents[i].clone() {
+            wanted.push((*n, i, parent));
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let lookups: Vec<(usize, String)> = wanted.iter().map(|(_, i, p)| (*i, p.clone())).collect();
+    let in_sqlite: Vec<bool> = source
+        .with_conn(move |c| {
+            let mut found = Vec::with_capacity(lookups.len());
+            let mut seen: std::collections::HashMap<(usize, String), bool> =
+                std::collections::HashMap::new();
+            for (i, p) in lookups {
+                if let Some(f) = seen.get(&(i, p.clone())) {
+                    found.push(*f);
+                    continue;
+                }
+                let fk = table.foreign_keys[i];
+                let int = crate::tables::by_name(fk.parent_table)
+                    .and_then(|t| t.column(fk.parent_column))
+                    .is_some_and(|c| c.kind == Kind::Int);
                 let sql = format!(
                     "SELECT EXISTS (SELECT 1 FROM \"{}\" WHERE \"{}\" = ?1)",
                     fk.parent_table, fk.parent_column
                 );
-                let found: bool = match p.parse::<i64>() {
-                    Ok(v) if int => c.query_row(&sql, [v], |r| r.get(0))?,
-                    _ => c.query_row(&sql, [&p], |r| r.get(0))?,
+                let mut st = c.prepare_cached(&sql)?;
+                let f: bool = match p.parse::<i64>() {
+                    Ok(v) if int => st.query_row([v], |r| r.get(0))?,
+                    _ => st.query_row([&p], |r| r.get(0))?,
                 };
-                Ok(found)
-            })
-            .await?;
-        if !in_sqlite {
-            continue;
-        }
-        if rejects::count_recorded(&mut *tx, &[(fk.parent_table, &parent)]).await? > 0 {
+                seen.insert((i, p), f);
+                found.push(f);
+            }
+            Ok(found)
+        })
+        .await?;
+    let present: Vec<(&str, &str)> = wanted
+        .iter()
+        .zip(&in_sqlite)
+        .filter(|(_, f)| **f)
+        .map(|((_, i, p), _)| (table.foreign_keys[*i].parent_table, p.as_str()))
+        .collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let rejected = rejects::recorded(&mut *tx, &present).await?;
+    for ((n, i, parent), f) in wanted.iter().zip(&in_sqlite) {
+        let fk = table.foreign_keys[*i];
+        if !*f || rejected.contains(&(fk.parent_table.to_string(), parent.clone())) {
             continue;
         }
         return Ok(Some(Error::MissingParent {
@@ -246,7 +275,7 @@ async fn parent_in_flight(
             key: format!("rowid {}", rows[*n].rowid),
             column: fk.column,
             parent_table: fk.parent_table,
-            parent_key: parent,
+            parent_key: parent.clone(),
         }));
     }
     Ok(None)
