@@ -146,9 +146,7 @@ pub async fn counts(conn: &mut PgConnection, table: &str) -> Result<BTreeMap<Rej
         .collect())
 }
 
-/// How many of the (table, key) pairs have an entry in `cutover.rejects`
-/// (each pair counted once).
-/// Which of `keys` (table, key) the ledger holds.
+/// Which of the (table, key) pairs have an entry in `cutover.rejects`.
 pub async fn recorded<'c, E>(
     exec: E,
     keys: &[(&str, &str)],
@@ -168,17 +166,11 @@ where
     Ok(found.into_iter().collect())
 }
 
+/// How many of the (table, key) pairs have an entry in `cutover.rejects`
+/// (each pair counted once).
 pub async fn count_recorded<'c, E>(exec: E, keys: &[(&str, &str)]) -> Result<i64>
 where
     E: sqlx::PgExecutor<'c>,
 {
-    let (tables, keys): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-    Ok(sqlx::query_scalar(
-        "SELECT count(DISTINCT (u.t, u.k)) FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
-         JOIN cutover.rejects r ON r.table_name = u.t AND r.row_key = u.k",
-    )
-    .bind(&tables)
-    .bind(&keys)
-    .fetch_one(exec)
-    .await?)
+    Ok(recorded(exec, keys).await?.len() as i64)
 }

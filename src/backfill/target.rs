@@ -210,9 +210,10 @@ async fn parent_in_flight(
     rows: &[super::source::SourceRow],
     orphans: &[(usize, &'static str, String)],
 ) -> Result<Option<Error>> {
-    // The orphans' parents, each looked up once: in SQLite in one call,
-    // then in the reject ledger in one query (a dirty file has thousands
-    // of orphans, children of rejected rows).
+    // The orphans' parents are looked up together: in SQLite in one call
+    // (a cached statement per foreign key), then in the reject ledger in
+    // one query (a dirty file has thousands of orphans, children of
+    // rejected rows).
     let mut wanted: Vec<(usize, usize, String)> = Vec::new();
     for (n, column, _) in orphans {
         let Some(i) = table.foreign_keys.iter().position(|f| f.column == *column) else {
@@ -229,13 +230,7 @@ async fn parent_in_flight(
     let in_sqlite: Vec<bool> = source
         .with_conn(move |c| {
             let mut found = Vec::with_capacity(lookups.len());
-            let mut seen: std::collections::HashMap<(usize, String), bool> =
-                std::collections::HashMap::new();
             for (i, p) in lookups {
-                if let Some(f) = seen.get(&(i, p.clone())) {
-                    found.push(*f);
-                    continue;
-                }
                 let fk = table.foreign_keys[i];
                 let int = crate::tables::by_name(fk.parent_table)
                     .and_then(|t| t.column(fk.parent_column))
@@ -249,7 +244,6 @@ async fn parent_in_flight(
                     Ok(v) if int => st.query_row([v], |r| r.get(0))?,
                     _ => st.query_row([&p], |r| r.get(0))?,
                 };
-                seen.insert((i, p), f);
                 found.push(f);
             }
             Ok(found)

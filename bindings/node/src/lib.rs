@@ -169,9 +169,9 @@ impl Channel {
     /// database before the runtime thread has anything to do. A future done
     /// at once answers at once (`Some`, no thread crossed). One that is not
     /// is handed to the runtime thread only when it is woken (its answer
-    /// came in, its timer fired): the runtime thread then wakes once per
-    /// call, for the answer, instead of once to take the call over and
-    /// again for the answer. First polls never block: every blocking step
+    /// came in, its timer fired): the runtime thread wakes for PostgreSQL's
+    /// answers, not also to take the call over before there is anything
+    /// to do. First polls never block: every blocking step
     /// of the store (SQLite, a contended `flock`) runs on threads of its
     /// own.
     fn start<F>(&self, id: u32, fut: F) -> Option<String>
@@ -197,6 +197,9 @@ impl Channel {
             Err(_) => Some(panicked()),
             Ok(std::task::Poll::Ready(text)) => Some(text),
             Ok(std::task::Poll::Pending) => {
+                // A call is out: a spinning runtime thread stays awake for
+                // its answer (no-op without `CUTOVER_NODE_SPIN_US`).
+                touch();
                 *lock(&parked.call) = Some(fut);
                 // Woken while it was being polled or put away: hand it
                 // over now (`hand_over` runs it once whoever calls it).

@@ -109,7 +109,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Outcome> {
         anyhow::bail!("--busy-share must be a number >= 0");
     }
     opts.busy_share = args.busy_share;
-    opts.busy_jobs = args.busy_jobs.max(1);
+    opts.busy_jobs = args.busy_jobs;
     opts.batch_size = args.batch_size;
     opts.jobs = args.jobs;
     opts.tables = args.tables.clone();
