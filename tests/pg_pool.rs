@@ -271,3 +271,51 @@ async fn a_connection_cut_while_idle_is_replaced_before_a_call_sees_it() {
         assert!(u.is_some());
     }
 }
+
+/// A call that finished keeps its connection warm for the next call (no
+/// ping on its way back to the pool); a call that failed gives its
+/// connection back to the pool; and a connection left warm goes back to the
+/// pool within about a second, so the pool's other users never wait for it
+/// beyond that.
+#[tokio::test]
+async fn a_warm_connection_serves_the_next_call_and_goes_back_to_the_pool_when_idle() {
+    let db = TestDb::migrated().await;
+    let store = store_with(&db, 2, Duration::from_secs(5)).await;
+    store.upsert_profile(&profile(1)).await.unwrap();
+    assert_eq!(
+        store.warm_connections(),
+        1,
+        "the finished write's connection"
+    );
+    assert!(store.get_user("u1").await.unwrap().is_some());
+    assert_eq!(
+        store.warm_connections(),
+        1,
+        "the read took it and gave it back"
+    );
+    assert_eq!(store.pool().size(), 1, "one connection served both calls");
+
+    // A call that fails returns its connection to the pool, not warm.
+    let clash = ScrapedProfile {
+        id: "u2".into(),
+        ..profile(1)
+    };
+    let err = store.upsert_profile(&clash).await.unwrap_err();
+    assert!(matches!(err, Error::Duplicate { .. }), "{err:?}");
+    assert_eq!(store.warm_connections(), 0);
+
+    // Warm again; then the pool's other users take both connections: the
+    // one kept warm comes back to the pool for the second of them.
+    store.get_user("u1").await.unwrap();
+    assert_eq!(store.warm_connections(), 1);
+    let first = store.pool().acquire().await.expect("the idle connection");
+    let started = std::time::Instant::now();
+    let second = store
+        .pool()
+        .acquire()
+        .await
+        .expect("the warm connection goes back to the pool");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(store.warm_connections(), 0);
+    drop((first, second));
+}

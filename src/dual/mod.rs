@@ -225,12 +225,13 @@ impl DualStore {
             .filter(|l| l.try_lock().is_err())
             .count();
         format!(
-            "write slot taken: {}; key locks taken: {keys}; PostgreSQL clear flush running: {}; copies after commit running: {}; pool size {} idle {}",
+            "write slot taken: {}; key locks taken: {keys}; PostgreSQL clear flush running: {}; copies after commit running: {}; pool size {} idle {} warm {}",
             self.inner.sqlite.slot_taken(),
             self.inner.flushing.try_lock().is_err(),
             self.inner.applying.load(Ordering::SeqCst),
             self.inner.pg.pool().size(),
             self.inner.pg.pool().num_idle(),
+            self.inner.pg.warm_connections(),
         )
     }
 

@@ -5,18 +5,18 @@
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use super::error::PoolLimits;
 use super::store::PgStore;
+use super::warm::{Conn, Warm};
 use crate::error::{Backend, DbErrorKind, Error, Result};
 use crate::settings::PgSettings;
 
 /// A pooled connection idle at least this long is pinged before it is
 /// handed out (see `PgStore::connect`).
-const IDLE_PING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const IDLE_PING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl PgStore {
     /// Connects a pool with the settings' limits.
@@ -54,6 +54,7 @@ impl PgStore {
         };
         match pool {
             Ok(pool) => Ok(Self {
+                warm: Warm::new(&pool),
                 pool,
                 limits,
                 outbox: Arc::new(AtomicBool::new(false)),
@@ -70,6 +71,7 @@ impl PgStore {
             max_connections: o.get_max_connections(),
         };
         Self {
+            warm: Warm::new(&pool),
             pool,
             limits,
             outbox: Arc::new(AtomicBool::new(false)),
@@ -88,13 +90,25 @@ impl PgStore {
         self.outbox.load(AtomicOrdering::SeqCst)
     }
 
+    /// How many connections wait warm for the next call (checked out of
+    /// the pool: see `Warm`).
+    pub fn warm_connections(&self) -> usize {
+        self.warm.len()
+    }
+
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    pub(super) async fn conn(&self) -> Result<PoolConnection<Postgres>> {
-        self.pool.acquire().await.map_err(|e| self.limits.map(e))
+    /// A connection for one call: a warm one when a call before put it
+    /// back (`Conn::finished`), else one from the pool.
+    pub(super) async fn conn(&self) -> Result<Conn> {
+        if let Some(c) = Warm::take(&self.warm) {
+            return Ok(c);
+        }
+        let c = self.pool.acquire().await.map_err(|e| self.limits.map(e))?;
+        Ok(Warm::wrap(&self.warm, c))
     }
 
     /// A pooled connection taken ahead of a write, for `with_ready`: None
@@ -102,7 +116,7 @@ impl PgStore {
     /// PostgreSQL unreachable); the write then asks again itself, and the
     /// error it gets decides (a busy pool fails the call, an unreachable
     /// PostgreSQL leads to the fallback decision).
-    pub(crate) async fn ready(&self) -> Option<PoolConnection<Postgres>> {
+    pub(crate) async fn ready(&self) -> Option<Conn> {
         self.conn().await.ok()
     }
 }

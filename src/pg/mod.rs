@@ -4,8 +4,9 @@
 //! `row.rs` decodes rows, `write.rs` is the write transaction with its
 //! change capture (as `sqlite/lock.rs` is SQLite's), `error.rs` maps native
 //! errors into the shared `DbErrorKind`; `connect.rs` opens the pool and
-//! explains a failed first connection; `migrate.rs` applies
-//! `migrations/postgres`.
+//! explains a failed first connection, and `warm.rs` hands a finished
+//! call's connection to the next call (sqlx would ping it on its way back
+//! to the pool); `migrate.rs` applies `migrations/postgres`.
 
 mod capture;
 mod connect;
@@ -14,6 +15,7 @@ mod migrate;
 #[macro_use]
 mod row;
 mod store;
+mod warm;
 mod write;
 
 pub use connect::{preflight, CONNECT_TIMEOUT};

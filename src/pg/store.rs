@@ -32,6 +32,7 @@ pub struct PgStore {
     pub(super) pool: PgPool,
     pub(super) limits: PoolLimits,
     pub(super) outbox: Arc<AtomicBool>,
+    pub(super) warm: Arc<super::warm::Warm>,
 }
 
 // ----- checks inside a transaction ---------------------------------------------
@@ -205,6 +206,7 @@ impl Store for PgStore {
         .bind(id)
         .fetch_optional(&mut *c)
         .await?;
+        c.finished();
         row.as_ref().map(user).transpose()
     }
 
@@ -218,6 +220,7 @@ impl Store for PgStore {
         .bind(username)
         .fetch_optional(&mut *c)
         .await?;
+        c.finished();
         row.as_ref().map(user).transpose()
     }
 
@@ -233,6 +236,7 @@ impl Store for PgStore {
         .bind(limit(limit_n))
         .fetch_all(&mut *c)
         .await?;
+        c.finished();
         all(&rows, user)
     }
 
@@ -345,6 +349,7 @@ impl Store for PgStore {
         .bind(id)
         .fetch_optional(&mut *c)
         .await?;
+        c.finished();
         row.as_ref().map(tweet).transpose()
     }
 
@@ -387,17 +392,18 @@ impl Store for PgStore {
                 .await?
             }
         };
+        c.finished();
         all(&rows, tweet)
     }
 
     async fn count_tweets(&self, user_id: &str) -> Result<i64> {
         let mut c = self.conn().await?;
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM tweets WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_one(&mut *c)
-                .await?,
-        )
+        let n = sqlx::query_scalar("SELECT count(*) FROM tweets WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *c)
+            .await?;
+        c.finished();
+        Ok(n)
     }
 
     async fn search_tweets(&self, query: &str, limit_n: u32) -> Result<Vec<Tweet>> {
@@ -418,6 +424,7 @@ impl Store for PgStore {
         .bind(limit(limit_n))
         .fetch_all(&mut *c)
         .await?;
+        c.finished();
         all(&rows, tweet)
     }
 
@@ -463,6 +470,7 @@ impl Store for PgStore {
         .bind(user_id)
         .fetch_optional(&mut *c)
         .await?;
+        c.finished();
         row.as_ref().map(analysis).transpose()
     }
 
@@ -478,6 +486,7 @@ impl Store for PgStore {
         .bind(user_id)
         .fetch_optional(&mut *c)
         .await?;
+        c.finished();
         row.as_ref().map(progress).transpose()
     }
 
@@ -563,6 +572,7 @@ impl Store for PgStore {
         .bind(user_id)
         .fetch_optional(&mut *c)
         .await?;
+        c.finished();
         row.as_ref().map(completion).transpose()
     }
 
@@ -615,6 +625,7 @@ impl Store for PgStore {
         .bind(code_s)
         .fetch_optional(&mut *c)
         .await?;
+        c.finished();
         row.as_ref().map(code).transpose()
     }
 
@@ -738,6 +749,7 @@ impl Store for PgStore {
         .bind(code_s)
         .fetch_all(&mut *c)
         .await?;
+        c.finished();
         all(&rows, usage)
     }
 
@@ -896,6 +908,7 @@ impl Store for PgStore {
         .bind(limit(limit_n))
         .fetch_all(&mut *c)
         .await?;
+        c.finished();
         all(&rows, job)
     }
 
@@ -910,6 +923,7 @@ impl Store for PgStore {
         .bind(user_id)
         .fetch_all(&mut *c)
         .await?;
+        c.finished();
         all(&rows, job)
     }
 }

@@ -8,6 +8,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use super::store::PgStore;
+use super::warm::Conn;
 use crate::changes::{self, Change};
 use crate::error::Result;
 use crate::tables;
@@ -108,16 +109,13 @@ impl PgStore {
     }
 }
 tokio::task_local! {
-    static READY: std::cell::RefCell<Option<PoolConnection<Postgres>>>;
+    static READY: std::cell::RefCell<Option<Conn>>;
 }
 
 /// Runs `f` with `conn` as the connection its first write transaction
 /// uses: the dual store takes it before the order lock, so a write's wait
 /// for the pool does not hold that lock (a flip would wait for it too).
-pub(crate) async fn with_ready<F: std::future::Future>(
-    conn: Option<PoolConnection<Postgres>>,
-    f: F,
-) -> F::Output {
+pub(crate) async fn with_ready<F: std::future::Future>(conn: Option<Conn>, f: F) -> F::Output {
     READY.scope(std::cell::RefCell::new(conn), f).await
 }
 
@@ -187,14 +185,17 @@ fn noted_changes(
 /// before the connection returns to the pool; a connection that could not be
 /// rolled back is closed.
 pub(super) struct WriteTx {
-    conn: Option<PoolConnection<Postgres>>,
+    conn: Option<Conn>,
     begun: std::time::Instant,
 }
 
 impl WriteTx {
-    /// The COMMIT went through: the connection returns to the pool as is.
+    /// The COMMIT went through: the connection waits warm for the next
+    /// call.
     fn committed(&mut self) {
-        self.conn.take();
+        if let Some(c) = self.conn.take() {
+            c.finished();
+        }
     }
 }
 
@@ -216,7 +217,7 @@ impl Drop for WriteTx {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let mut pending = Unfinished(Some(conn));
+        let mut pending = Unfinished(Some(conn.into_pooled()));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Some(c) = pending.0.as_mut() {
