@@ -251,10 +251,12 @@ pub fn pg_image(table: &'static Table, row: &sqlx::postgres::PgRow) -> Result<Im
                 Some(s) => Some(Cell::Status(JobStatus::parse(&s).ok_or_else(|| {
                     Error::InvalidValue {
                         table: table.name,
-                        key: String::new(),
+                        key: pg_key_text(table, row),
                         column: c.name,
                         reason: crate::convert::RejectReason::CheckViolation,
-                        detail: format!("status {s:?}"),
+                        detail: format!(
+                            "{s:?} is not one of pending, processing, completed, failed"
+                        ),
                     }
                 })?)),
             },
@@ -262,6 +264,21 @@ pub fn pg_image(table: &'static Table, row: &sqlx::postgres::PgRow) -> Result<Im
         cells.push(cell.unwrap_or(Cell::Null));
     }
     Ok(cells)
+}
+
+/// The key of a PostgreSQL row selected in the table's column order, as
+/// text (for an error that names the row).
+fn pg_key_text(table: &Table, row: &sqlx::postgres::PgRow) -> String {
+    let i = table
+        .columns
+        .iter()
+        .position(|c| c.name == table.primary_key)
+        .expect("primary key is a column");
+    match table.key_column().kind {
+        Kind::Int => row.try_get::<i32, _>(i).map(|k| k.to_string()),
+        _ => row.try_get::<String, _>(i),
+    }
+    .unwrap_or_default()
 }
 
 /// Reads one row from PostgreSQL.

@@ -85,6 +85,7 @@ pub mod backfill;
 pub mod backup;
 pub mod convert;
 mod cutover;
+mod decode;
 pub mod dual;
 pub mod error;
 pub mod export;

@@ -12,7 +12,6 @@ mod capture;
 mod connect;
 mod error;
 mod migrate;
-#[macro_use]
 mod row;
 mod store;
 mod warm;

@@ -15,11 +15,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::error::{violated_constraint, PoolLimits};
-use super::row::*;
+use super::row::{all, decode};
+use crate::decode::{query_text, FromCells};
 use crate::error::{Backend, DbErrorKind, Error, Result};
 use crate::model::*;
 use crate::store::{
@@ -101,22 +101,21 @@ async fn lock_status(c: &mut PgConnection, t: &Transition, id: i32) -> Result<()
 impl PgStore {
     /// One job or chunk state change (`store::Transition`): the row locked
     /// and its state checked, then changed and returned.
-    async fn transition<T>(
+    async fn transition<T: FromCells>(
         &self,
         t: &Transition,
         id: i32,
         detail: Option<Detail<'_>>,
-        cols: &str,
-        decode: fn(&PgRow) -> Result<T>,
     ) -> Result<T> {
         let now = now();
         let mut tx = self.begin().await?;
         lock_status(&mut tx, t, id).await?;
         let sql = format!(
-            "UPDATE {} SET {} WHERE {} = $1 RETURNING {cols}",
+            "UPDATE {} SET {} WHERE {} = $1 RETURNING {}",
             t.table,
             t.set_list(|i| format!("${i}")),
-            t.key
+            t.key,
+            T::TABLE.column_list()
         );
         let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(now);
         let q = match detail {
@@ -125,7 +124,7 @@ impl PgStore {
             None => q,
         };
         let row = q.fetch_one(&mut *tx).await?;
-        let out = decode(&row)?;
+        let out = decode::<T>(&row)?;
         if t.counts_on_job {
             sqlx::query(sqlx::AssertSqlSafe(Transition::count_on_job_sql(|i| {
                 format!("${i}")
@@ -169,15 +168,15 @@ impl Store for PgStore {
         };
         // A username another user holds fails the INSERT itself (one
         // round trip fewer than looking first).
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(query_text!(
+            User,
             "INSERT INTO users (id, username, profile_data, profile_picture_url, last_scraped, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username, \
              profile_data = EXCLUDED.profile_data, \
              profile_picture_url = EXCLUDED.profile_picture_url, \
              last_scraped = EXCLUDED.last_scraped \
-             RETURNING ",
-            user_cols!()
+             RETURNING {cols}"
         ))
         .bind(&profile.id)
         .bind(&profile.username)
@@ -191,45 +190,39 @@ impl Store for PgStore {
             Some((DbErrorKind::UniqueViolation, "users_username_key")) => duplicate(),
             _ => e.into(),
         })?;
-        let u = user(&row)?;
+        let u = decode::<User>(&row)?;
         self.commit(tx).await?;
         Ok(u)
     }
 
     async fn get_user(&self, id: &str) -> Result<Option<User>> {
         let mut c = self.conn().await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_cols!(),
-            " FROM users WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *c)
-        .await?;
+        let row = sqlx::query(query_text!(User, "SELECT {cols} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await?;
         c.finished();
-        row.as_ref().map(user).transpose()
+        row.as_ref().map(decode::<User>).transpose()
     }
 
     async fn get_user_by_username(&self, username: &str) -> Result<Option<User>> {
         let mut c = self.conn().await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_cols!(),
-            " FROM users WHERE username = $1"
+        let row = sqlx::query(query_text!(
+            User,
+            "SELECT {cols} FROM users WHERE username = $1"
         ))
         .bind(username)
         .fetch_optional(&mut *c)
         .await?;
         c.finished();
-        row.as_ref().map(user).transpose()
+        row.as_ref().map(decode::<User>).transpose()
     }
 
     async fn users_scraped_before(&self, before: Timestamp, limit_n: u32) -> Result<Vec<User>> {
         let mut c = self.conn().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            user_cols!(),
-            " FROM users WHERE last_scraped IS NULL OR last_scraped < $1 \
+        let rows = sqlx::query(query_text!(
+            User,
+            "SELECT {cols} FROM users WHERE last_scraped IS NULL OR last_scraped < $1 \
              ORDER BY last_scraped ASC NULLS FIRST, id COLLATE \"C\" ASC LIMIT $2"
         ))
         .bind(before)
@@ -237,7 +230,7 @@ impl Store for PgStore {
         .fetch_all(&mut *c)
         .await?;
         c.finished();
-        all(&rows, user)
+        all::<User>(&rows)
     }
 
     async fn delete_user(&self, id: &str) -> Result<bool> {
@@ -341,16 +334,15 @@ impl Store for PgStore {
 
     async fn get_tweet(&self, id: &str) -> Result<Option<Tweet>> {
         let mut c = self.conn().await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            tweet_cols!(),
-            " FROM tweets WHERE id = $1"
+        let row = sqlx::query(query_text!(
+            Tweet,
+            "SELECT {cols} FROM tweets WHERE id = $1"
         ))
         .bind(id)
         .fetch_optional(&mut *c)
         .await?;
         c.finished();
-        row.as_ref().map(tweet).transpose()
+        row.as_ref().map(decode::<Tweet>).transpose()
     }
 
     async fn timeline(
@@ -365,10 +357,9 @@ impl Store for PgStore {
         let mut c = self.conn().await?;
         let rows = match cursor {
             None => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    tweet_cols!(),
-                    " FROM tweets WHERE user_id = $1 \
+                sqlx::query(query_text!(
+                    Tweet,
+                    "SELECT {cols} FROM tweets WHERE user_id = $1 \
                      ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $2"
                 ))
                 .bind(user_id)
@@ -377,10 +368,9 @@ impl Store for PgStore {
                 .await?
             }
             Some(cur) => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    tweet_cols!(),
-                    " FROM tweets WHERE user_id = $1 \
+                sqlx::query(query_text!(
+                    Tweet,
+                    "SELECT {cols} FROM tweets WHERE user_id = $1 \
                      AND (created_at < $2 OR (created_at = $2 AND id COLLATE \"C\" < $3)) \
                      ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $4"
                 ))
@@ -393,7 +383,7 @@ impl Store for PgStore {
             }
         };
         c.finished();
-        all(&rows, tweet)
+        all::<Tweet>(&rows)
     }
 
     async fn count_tweets(&self, user_id: &str) -> Result<i64> {
@@ -414,10 +404,9 @@ impl Store for PgStore {
         let mut c = self.conn().await?;
         // The expression is written exactly as idx_tweets_text has it, so the
         // planner can use the GIN index.
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            tweet_cols!(),
-            " FROM tweets WHERE to_tsvector('english', text) @@ plainto_tsquery('english', $1) \
+        let rows = sqlx::query(query_text!(
+            Tweet,
+            "SELECT {cols} FROM tweets WHERE to_tsvector('english', text) @@ plainto_tsquery('english', $1) \
              ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $2"
         ))
         .bind(words.join(" "))
@@ -425,7 +414,7 @@ impl Store for PgStore {
         .fetch_all(&mut *c)
         .await?;
         c.finished();
-        all(&rows, tweet)
+        all::<Tweet>(&rows)
     }
 
     // ----- personality analysis ------------------------------------------------
@@ -437,13 +426,13 @@ impl Store for PgStore {
         if !user_exists(&mut tx, &a.user_id).await? {
             return Err(missing());
         }
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(query_text!(
+            PersonalityAnalysis,
             "INSERT INTO personality_analysis (id, user_id, traits, interests, communication_style, analyzed_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, traits = EXCLUDED.traits, \
              interests = EXCLUDED.interests, communication_style = EXCLUDED.communication_style, \
-             analyzed_at = EXCLUDED.analyzed_at RETURNING ",
-            analysis_cols!()
+             analyzed_at = EXCLUDED.analyzed_at RETURNING {cols}"
         ))
         .bind(&a.id)
         .bind(&a.user_id)
@@ -454,40 +443,38 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| fk_backstop(e, "personality_analysis_user_id_fkey", missing))?;
-        let out = analysis(&row)?;
+        let out = decode::<PersonalityAnalysis>(&row)?;
         self.commit(tx).await?;
         Ok(out)
     }
 
     async fn latest_analysis(&self, user_id: &str) -> Result<Option<PersonalityAnalysis>> {
         let mut c = self.conn().await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            analysis_cols!(),
-            " FROM personality_analysis WHERE user_id = $1 \
+        let row = sqlx::query(query_text!(
+            PersonalityAnalysis,
+            "SELECT {cols} FROM personality_analysis WHERE user_id = $1 \
              ORDER BY analyzed_at DESC NULLS LAST, id COLLATE \"C\" DESC LIMIT 1"
         ))
         .bind(user_id)
         .fetch_optional(&mut *c)
         .await?;
         c.finished();
-        row.as_ref().map(analysis).transpose()
+        row.as_ref().map(decode::<PersonalityAnalysis>).transpose()
     }
 
     // ----- funnel --------------------------------------------------------------
 
     async fn funnel_progress(&self, user_id: &str) -> Result<Option<FunnelProgress>> {
         let mut c = self.conn().await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            progress_cols!(),
-            " FROM funnel_progress WHERE user_id = $1"
+        let row = sqlx::query(query_text!(
+            FunnelProgress,
+            "SELECT {cols} FROM funnel_progress WHERE user_id = $1"
         ))
         .bind(user_id)
         .fetch_optional(&mut *c)
         .await?;
         c.finished();
-        row.as_ref().map(progress).transpose()
+        row.as_ref().map(decode::<FunnelProgress>).transpose()
     }
 
     async fn complete_funnel_command(
@@ -515,7 +502,8 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| fk_backstop(e, "funnel_progress_user_id_fkey", missing))?;
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(query_text!(
+            FunnelProgress,
             "UPDATE funnel_progress SET \
              current_command_index = COALESCE(current_command_index, 0) + 1, \
              completed_commands = (CASE WHEN jsonb_typeof(completed_commands) = 'array' \
@@ -523,8 +511,7 @@ impl Store for PgStore {
              command_responses = (CASE WHEN jsonb_typeof(command_responses) = 'object' \
                  THEN command_responses ELSE '{}'::jsonb END) || jsonb_build_object($2::text, $3::jsonb), \
              last_updated = $4 \
-             WHERE user_id = $1 RETURNING ",
-            progress_cols!()
+             WHERE user_id = $1 RETURNING {cols}"
         ))
         .bind(user_id)
         .bind(command)
@@ -532,7 +519,7 @@ impl Store for PgStore {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let out = progress(&row)?;
+        let out = decode::<FunnelProgress>(&row)?;
         self.commit(tx).await?;
         Ok(out)
     }
@@ -544,12 +531,12 @@ impl Store for PgStore {
         if !user_exists(&mut tx, user_id).await? {
             return Err(missing());
         }
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(query_text!(
+            FunnelCompletion,
             "INSERT INTO funnel_completion (user_id, completed_at, completion_data) \
              VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET \
              completed_at = EXCLUDED.completed_at, completion_data = EXCLUDED.completion_data \
-             RETURNING ",
-            completion_cols!()
+             RETURNING {cols}"
         ))
         .bind(user_id)
         .bind(now)
@@ -557,23 +544,22 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| fk_backstop(e, "funnel_completion_user_id_fkey", missing))?;
-        let out = completion(&row)?;
+        let out = decode::<FunnelCompletion>(&row)?;
         self.commit(tx).await?;
         Ok(out)
     }
 
     async fn funnel_completion(&self, user_id: &str) -> Result<Option<FunnelCompletion>> {
         let mut c = self.conn().await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            completion_cols!(),
-            " FROM funnel_completion WHERE user_id = $1"
+        let row = sqlx::query(query_text!(
+            FunnelCompletion,
+            "SELECT {cols} FROM funnel_completion WHERE user_id = $1"
         ))
         .bind(user_id)
         .fetch_optional(&mut *c)
         .await?;
         c.finished();
-        row.as_ref().map(completion).transpose()
+        row.as_ref().map(decode::<FunnelCompletion>).transpose()
     }
 
     // ----- referrals -----------------------------------------------------------
@@ -596,10 +582,10 @@ impl Store for PgStore {
         }
         // ON CONFLICT DO NOTHING: an existing code (even one inserted by a
         // concurrent transaction) yields no row instead of an error.
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(query_text!(
+            ReferralCode,
             "INSERT INTO referral_codes (code, owner_user_id, usage_count, created_at) \
-             VALUES ($1, $2, 0, $3) ON CONFLICT (code) DO NOTHING RETURNING ",
-            code_cols!()
+             VALUES ($1, $2, 0, $3) ON CONFLICT (code) DO NOTHING RETURNING {cols}"
         ))
         .bind(code_s)
         .bind(owner_user_id)
@@ -610,23 +596,22 @@ impl Store for PgStore {
         let Some(row) = row else {
             return Err(duplicate());
         };
-        let out = code(&row)?;
+        let out = decode::<ReferralCode>(&row)?;
         self.commit(tx).await?;
         Ok(out)
     }
 
     async fn get_referral_code(&self, code_s: &str) -> Result<Option<ReferralCode>> {
         let mut c = self.conn().await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            code_cols!(),
-            " FROM referral_codes WHERE code = $1"
+        let row = sqlx::query(query_text!(
+            ReferralCode,
+            "SELECT {cols} FROM referral_codes WHERE code = $1"
         ))
         .bind(code_s)
         .fetch_optional(&mut *c)
         .await?;
         c.finished();
-        row.as_ref().map(code).transpose()
+        row.as_ref().map(decode::<ReferralCode>).transpose()
     }
 
     async fn redeem_referral(&self, code_s: &str, referred: &str) -> Result<Referral> {
@@ -665,11 +650,12 @@ impl Store for PgStore {
         if seen.is_some() {
             return Err(already());
         }
-        let row = sqlx::query(
+        let row = sqlx::query(query_text!(
+            Referral,
             "INSERT INTO referral_tracking (referral_code, referrer_user_id, referred_user_id, used_at) \
              VALUES ($1, $2, $3, $4) \
-             RETURNING id, referral_code, referrer_user_id, referred_user_id, used_at",
-        )
+             RETURNING {cols}"
+        ))
         .bind(code_s)
         .bind(&owner)
         .bind(referred)
@@ -686,7 +672,7 @@ impl Store for PgStore {
             }
             _ => e.into(),
         })?;
-        let out = referral(&row)?;
+        let out = decode::<Referral>(&row)?;
         sqlx::query(
             "INSERT INTO referral_usage_log (referral_code, used_by_user_id, used_at) \
              VALUES ($1, $2, $3)",
@@ -712,15 +698,14 @@ impl Store for PgStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            code_cols!(),
-            " FROM referral_codes WHERE owner_user_id = $1 ORDER BY code COLLATE \"C\""
+        let rows = sqlx::query(query_text!(
+            ReferralCode,
+            "SELECT {cols} FROM referral_codes WHERE owner_user_id = $1 ORDER BY code COLLATE \"C\""
         ))
         .bind(owner_user_id)
         .fetch_all(&mut *tx)
         .await?;
-        let codes = all(&rows, code)?;
+        let codes = all::<ReferralCode>(&rows)?;
         let referred_user_ids: Vec<String> = sqlx::query_scalar(
             "SELECT referred_user_id FROM referral_tracking WHERE referrer_user_id = $1 ORDER BY id",
         )
@@ -742,15 +727,15 @@ impl Store for PgStore {
 
     async fn referral_usage(&self, code_s: &str) -> Result<Vec<ReferralUsage>> {
         let mut c = self.conn().await?;
-        let rows = sqlx::query(
-            "SELECT id, referral_code, used_by_user_id, used_at FROM referral_usage_log \
-             WHERE referral_code = $1 ORDER BY id",
-        )
+        let rows = sqlx::query(query_text!(
+            ReferralUsage,
+            "SELECT {cols} FROM referral_usage_log WHERE referral_code = $1 ORDER BY id"
+        ))
         .bind(code_s)
         .fetch_all(&mut *c)
         .await?;
         c.finished();
-        all(&rows, usage)
+        all::<ReferralUsage>(&rows)
     }
 
     // ----- analysis queue ------------------------------------------------------
@@ -774,10 +759,10 @@ impl Store for PgStore {
         if !user_exists(&mut tx, &new.user_id).await? {
             return Err(missing());
         }
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(query_text!(
+            Job,
             "INSERT INTO analysis_queue (user_id, status, priority, total_chunks, processed_chunks, created_at) \
-             VALUES ($1, 'pending', $2, $3, 0, $4) RETURNING ",
-            job_cols!()
+             VALUES ($1, 'pending', $2, $3, 0, $4) RETURNING {cols}"
         ))
         .bind(&new.user_id)
         .bind(new.priority)
@@ -786,13 +771,13 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| fk_backstop(e, "analysis_queue_user_id_fkey", missing))?;
-        let job_row = job(&row)?;
+        let job_row = decode::<Job>(&row)?;
         let indexes: Vec<i32> = (0..n).collect();
-        let rows = sqlx::query(concat!(
+        let rows = sqlx::query(query_text!(
+            Chunk,
             "INSERT INTO analysis_chunks (job_id, chunk_index, tweet_count, status) \
              SELECT $1, c.i, c.n, 'pending' FROM UNNEST($2::integer[], $3::integer[]) AS c(i, n) \
-             RETURNING ",
-            chunk_cols!()
+             RETURNING {cols}"
         ))
         .bind(job_row.job_id)
         .bind(&indexes)
@@ -800,7 +785,7 @@ impl Store for PgStore {
         .fetch_all(&mut *tx)
         .await?;
         // RETURNING does not promise an order.
-        let mut chunks = all(&rows, chunk)?;
+        let mut chunks = all::<Chunk>(&rows)?;
         chunks.sort_by_key(|c| (c.chunk_index, c.chunk_id));
         self.commit(tx).await?;
         Ok(JobWithChunks {
@@ -824,16 +809,16 @@ impl Store for PgStore {
         let Some(id) = id else {
             return Ok(None);
         };
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(query_text!(
+            Job,
             "UPDATE analysis_queue SET status = 'processing', started_at = $2 \
-             WHERE job_id = $1 RETURNING ",
-            job_cols!()
+             WHERE job_id = $1 RETURNING {cols}"
         ))
         .bind(id)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let out = job(&row)?;
+        let out = decode::<Job>(&row)?;
         self.commit(tx).await?;
         Ok(Some(out))
     }
@@ -843,10 +828,9 @@ impl Store for PgStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            job_cols!(),
-            " FROM analysis_queue WHERE job_id = $1"
+        let row = sqlx::query(query_text!(
+            Job,
+            "SELECT {cols} FROM analysis_queue WHERE job_id = $1"
         ))
         .bind(job_id)
         .fetch_optional(&mut *tx)
@@ -854,54 +838,49 @@ impl Store for PgStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let j = job(&row)?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            chunk_cols!(),
-            " FROM analysis_chunks WHERE job_id = $1 ORDER BY chunk_index, chunk_id"
+        let j = decode::<Job>(&row)?;
+        let rows = sqlx::query(query_text!(
+            Chunk,
+            "SELECT {cols} FROM analysis_chunks WHERE job_id = $1 ORDER BY chunk_index, chunk_id"
         ))
         .bind(job_id)
         .fetch_all(&mut *tx)
         .await?;
-        let chunks = all(&rows, chunk)?;
+        let chunks = all::<Chunk>(&rows)?;
         tx.commit().await?;
         Ok(Some(JobWithChunks { job: j, chunks }))
     }
 
     async fn start_chunk(&self, chunk_id: i32) -> Result<Chunk> {
-        self.transition(&START_CHUNK, chunk_id, None, chunk_cols!(), chunk)
-            .await
+        self.transition::<Chunk>(&START_CHUNK, chunk_id, None).await
     }
 
     async fn complete_chunk(&self, chunk_id: i32, result: &Value) -> Result<Chunk> {
         let detail = Some(Detail::Json(result));
-        self.transition(&COMPLETE_CHUNK, chunk_id, detail, chunk_cols!(), chunk)
+        self.transition::<Chunk>(&COMPLETE_CHUNK, chunk_id, detail)
             .await
     }
 
     async fn fail_chunk(&self, chunk_id: i32, error: &str) -> Result<Chunk> {
         let detail = Some(Detail::Text(error));
-        self.transition(&FAIL_CHUNK, chunk_id, detail, chunk_cols!(), chunk)
+        self.transition::<Chunk>(&FAIL_CHUNK, chunk_id, detail)
             .await
     }
 
     async fn complete_job(&self, job_id: i32) -> Result<Job> {
-        self.transition(&COMPLETE_JOB, job_id, None, job_cols!(), job)
-            .await
+        self.transition::<Job>(&COMPLETE_JOB, job_id, None).await
     }
 
     async fn fail_job(&self, job_id: i32, error: &str) -> Result<Job> {
         let detail = Some(Detail::Text(error));
-        self.transition(&FAIL_JOB, job_id, detail, job_cols!(), job)
-            .await
+        self.transition::<Job>(&FAIL_JOB, job_id, detail).await
     }
 
     async fn jobs_by_status(&self, st: JobStatus, limit_n: u32) -> Result<Vec<Job>> {
         let mut c = self.conn().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            job_cols!(),
-            " FROM analysis_queue WHERE status = $1 \
+        let rows = sqlx::query(query_text!(
+            Job,
+            "SELECT {cols} FROM analysis_queue WHERE status = $1 \
              ORDER BY created_at ASC NULLS LAST, job_id ASC LIMIT $2"
         ))
         .bind(st.as_str())
@@ -909,21 +888,20 @@ impl Store for PgStore {
         .fetch_all(&mut *c)
         .await?;
         c.finished();
-        all(&rows, job)
+        all::<Job>(&rows)
     }
 
     async fn user_jobs(&self, user_id: &str) -> Result<Vec<Job>> {
         let mut c = self.conn().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            job_cols!(),
-            " FROM analysis_queue WHERE user_id = $1 \
+        let rows = sqlx::query(query_text!(
+            Job,
+            "SELECT {cols} FROM analysis_queue WHERE user_id = $1 \
              ORDER BY created_at DESC NULLS LAST, job_id DESC"
         ))
         .bind(user_id)
         .fetch_all(&mut *c)
         .await?;
         c.finished();
-        all(&rows, job)
+        all::<Job>(&rows)
     }
 }
