@@ -190,6 +190,7 @@ async fn messy_rows_are_converted_or_rejected_exactly_under_reject_row() {
     // Nothing else wrote to SQLite: no round made room for an application.
     for t in &summary.tables {
         assert_eq!(t.busy_rounds, 0, "{}", t.table);
+        assert_eq!(t.room_seconds, 0.0, "{}", t.table);
     }
     let mut conn = connect(&db).await;
     use RejectReason::*;

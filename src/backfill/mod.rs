@@ -202,6 +202,9 @@ pub struct TableSummary {
     /// Rounds during which the application committed to SQLite: after
     /// each the copy made room for it (`busy_share`, `busy_jobs`).
     pub busy_rounds: u64,
+    /// Of `seconds`, paused after those rounds to make room for the
+    /// application's writes (`busy_share` of each round's time).
+    pub room_seconds: f64,
     /// Rows rejected by this run, by reason.
     pub rejected: BTreeMap<RejectReason, u64>,
     /// Values nulled (and recorded) under `null-and-record` in copied rows.
@@ -849,8 +852,13 @@ async fn copy_table(
             summary.busy_rounds += 1;
         }
         if failed.is_none() {
-            let share = opts.writer_share + if app_busy { opts.busy_share } else { 0.0 };
-            let pause = took.mul_f64(share);
+            let room = if app_busy {
+                took.mul_f64(opts.busy_share)
+            } else {
+                Duration::ZERO
+            };
+            summary.room_seconds += room.as_secs_f64();
+            let pause = took.mul_f64(opts.writer_share) + room;
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }

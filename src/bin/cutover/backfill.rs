@@ -197,8 +197,8 @@ fn print_summary(s: &BackfillSummary) {
         }
         if t.busy_rounds > 0 {
             println!(
-                "{:<22} (made room for the application's writes after {} rounds)",
-                "", t.busy_rounds
+                "{:<22} (made room for the application's writes after {} rounds: {:.1} s paused)",
+                "", t.busy_rounds, t.room_seconds
             );
         }
     }
