@@ -105,6 +105,11 @@ fn quoted(identifier: &str) -> String {
 ///
 /// The audit and the backfill both call this: one rule for what is unknown.
 pub fn drift(conn: &Connection) -> Result<Vec<Unknown>> {
+    drift_from(conn, &tables::TWITTER)
+}
+
+/// As [`drift`], against `schema`'s tables.
+pub fn drift_from(conn: &Connection, schema: &tables::Schema) -> Result<Vec<Unknown>> {
     let names: Vec<String> = {
         let mut st =
             conn.prepare("SELECT name FROM main.sqlite_schema WHERE type = 'table' ORDER BY name")?;
@@ -114,7 +119,8 @@ pub fn drift(conn: &Connection) -> Result<Vec<Unknown>> {
     let mut out = Vec::new();
     for name in &names {
         if is_internal_table(name)
-            || tables::ALL
+            || schema
+                .tables
                 .iter()
                 .any(|t| t.name.eq_ignore_ascii_case(name))
         {
@@ -136,7 +142,7 @@ pub fn drift(conn: &Connection) -> Result<Vec<Unknown>> {
             non_null: None,
         });
     }
-    for t in tables::ALL {
+    for t in schema.tables {
         // A missing table is the audit's own complaint, not drift.
         let Some(actual) = names.iter().find(|n| n.eq_ignore_ascii_case(t.name)) else {
             continue;
@@ -352,12 +358,17 @@ struct PolicyState {
 
 /// Audits the legacy file at `path` without changing it.
 pub fn audit(path: &Path) -> Result<AuditReport> {
+    audit_schema(path, &tables::TWITTER)
+}
+
+/// As [`audit`], against another application's tables.
+pub fn audit_schema(path: &Path, schema: &tables::Schema) -> Result<AuditReport> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| Error::Config(format!("cannot open {} read-only: {e}", path.display())))?;
-    for t in tables::ALL {
+    for t in schema.tables {
         let exists: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
             [t.name],
@@ -372,16 +383,17 @@ pub fn audit(path: &Path) -> Result<AuditReport> {
         }
     }
 
-    let unknown = drift(&conn)?;
+    let unknown = drift_from(&conn, schema)?;
 
-    let referenced: HashSet<&str> = tables::ALL
+    let referenced: HashSet<&str> = schema
+        .tables
         .iter()
         .flat_map(|t| t.foreign_keys.iter().map(|f| f.parent_table))
         .collect();
     let mut present: HashMap<&'static str, HashSet<String>> = HashMap::new();
     let mut states: [PolicyState; 2] = Default::default();
     let mut out = Vec::new();
-    for t in tables::ALL {
+    for t in schema.tables {
         out.push(audit_table(
             &conn,
             t,

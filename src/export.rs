@@ -1,7 +1,7 @@
 //! `cutover export`: PostgreSQL → a new SQLite file in the legacy schema.
 //!
 //! This is the way back: the file it writes is what the old application
-//! opens. Tables are written parents first (`tables::ALL`), read from
+//! opens. Tables are written parents first (the schema's order), read from
 //! PostgreSQL in keyset pages and written one SQLite transaction per page,
 //! so memory stays bounded by the page. Values take the forms the SQLite
 //! store writes (timestamps RFC 3339 UTC with microseconds, booleans 0/1,
@@ -78,6 +78,18 @@ pub async fn export_with(
     force: bool,
     with_rejects: bool,
 ) -> Result<ExportReport> {
+    export_schema(pg, out, force, with_rejects, &tables::TWITTER).await
+}
+
+/// As `export_with`, for another application's tables: the new file gets
+/// `schema.sqlite_ddl`, then its tables' rows, parents first.
+pub async fn export_schema(
+    pg: &PgSettings,
+    out: &Path,
+    force: bool,
+    with_rejects: bool,
+    schema: &'static tables::Schema,
+) -> Result<ExportReport> {
     let started = Instant::now();
     if out.exists() && !force {
         return Err(Error::InvalidArgument(format!(
@@ -105,14 +117,14 @@ pub async fn export_with(
         .await?;
     crate::pg::require_current(&pool).await?;
     let conn = tokio_rusqlite::Connection::open(&partial).await?;
-    conn.call(|c| -> Result<()> {
-        c.execute_batch(crate::sqlite::LEGACY_SCHEMA)?;
+    conn.call(move |c| -> Result<()> {
+        c.execute_batch(schema.sqlite_ddl)?;
         Ok(())
     })
     .await?;
 
     let mut report = Vec::new();
-    for &table in tables::ALL.iter() {
+    for &table in schema.tables {
         let rows = export_table(&pool, &conn, table).await?;
         let (restored, not_restored) = if with_rejects {
             restore_rejects(&pool, &conn, table).await?

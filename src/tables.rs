@@ -312,6 +312,53 @@ pub fn by_name(name: &str) -> Option<&'static Table> {
     ALL.into_iter().find(|t| t.name == name)
 }
 
+/// An application's tables: what backfill, verify and export copy, compare
+/// and write back. The Twitter application's is [`TWITTER`]; another
+/// application declares its own (its tables and its SQLite DDL) and hands it
+/// to `BackfillOptions::schema`, `VerifyOptions::schema` and
+/// `export::export_schema`.
+#[derive(Debug, Clone, Copy)]
+pub struct Schema {
+    /// The tables, parents before children (the order of copy and export).
+    pub tables: &'static [&'static Table],
+    /// The SQLite DDL that creates them (an export's new file).
+    pub sqlite_ddl: &'static str,
+}
+
+impl Schema {
+    /// A table by name.
+    pub fn by_name(&self, name: &str) -> Option<&'static Table> {
+        self.tables.iter().copied().find(|t| t.name == name)
+    }
+
+    /// The tables named (all when `None`), in the schema's order; an
+    /// unknown name is an error that lists the tables.
+    pub fn select(&self, names: Option<&[String]>) -> crate::error::Result<Vec<&'static Table>> {
+        let Some(names) = names else {
+            return Ok(self.tables.to_vec());
+        };
+        if let Some(n) = names.iter().find(|n| self.by_name(n).is_none()) {
+            let known: Vec<&str> = self.tables.iter().map(|t| t.name).collect();
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "unknown table {n:?}; the tables are {}",
+                known.join(", ")
+            )));
+        }
+        Ok(self
+            .tables
+            .iter()
+            .copied()
+            .filter(|t| names.iter().any(|n| n == t.name))
+            .collect())
+    }
+}
+
+/// The Twitter application's ten tables and its legacy SQLite schema.
+pub const TWITTER: Schema = Schema {
+    tables: &ALL,
+    sqlite_ddl: crate::sqlite::LEGACY_SCHEMA,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! Backfill: copy the legacy rows SQLite → PostgreSQL while traffic runs (docs/DESIGN.md §4).
 //!
-//! Tables are copied in `crate::tables::ALL` order (parents first), each by
+//! Tables are copied in the schema's order (parents first), each by
 //! keyset pagination on SQLite's rowid. A batch is read from a SQLite
 //! snapshot, holding no lock, so the application's writers never wait for
 //! it. The race with live writes is made safe by how the batch loads:
@@ -73,7 +73,9 @@ pub struct BackfillOptions {
     pub postgres: PgSettings,
     /// Rows per batch.
     pub batch_size: usize,
-    /// Only these tables (in `tables::ALL` order); all when `None`.
+    /// The application's tables (the Twitter application's by default).
+    pub schema: &'static tables::Schema,
+    /// Only these tables (in the schema's order); all when `None`.
     pub tables: Option<Vec<String>>,
     /// What to do with a bad value (`--on-bad-value`).
     pub policy: Policy,
@@ -142,6 +144,7 @@ impl BackfillOptions {
             sqlite_path: sqlite_path.into(),
             postgres,
             batch_size: 5000,
+            schema: &tables::TWITTER,
             tables: None,
             policy: Policy::RejectRow,
             max_rows_per_sec: None,
@@ -163,22 +166,7 @@ impl BackfillOptions {
 
     /// The tables to copy, in copy order; an unknown name is an error.
     pub fn selected_tables(&self) -> Result<Vec<&'static Table>> {
-        let Some(names) = &self.tables else {
-            return Ok(tables::ALL.to_vec());
-        };
-        for n in names {
-            if tables::by_name(n).is_none() {
-                let known: Vec<&str> = tables::ALL.iter().map(|t| t.name).collect();
-                return Err(Error::InvalidArgument(format!(
-                    "unknown table {n:?}; the tables are {}",
-                    known.join(", ")
-                )));
-            }
-        }
-        Ok(tables::ALL
-            .into_iter()
-            .filter(|t| names.iter().any(|n| n == t.name))
-            .collect())
+        self.schema.select(self.tables.as_deref())
     }
 }
 
@@ -507,7 +495,7 @@ async fn run_locked(
     };
     // Nothing dropped silently: what the schema does not describe is left
     // behind only when the operator named it, and that is on record.
-    let unknown = source.drift().await?;
+    let unknown = source.drift(opts.schema).await?;
     let left = audit::unacknowledged(&unknown, &opts.ignore_unknown)?;
     if !left.is_empty() {
         return Err(Error::InvalidArgument(audit::refusal(&left)));

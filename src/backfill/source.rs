@@ -397,9 +397,12 @@ impl Source {
 
     /// The tables and columns of the file the schema does not describe
     /// (`crate::audit::drift`, the audit's own rule).
-    pub async fn drift(&self) -> Result<Vec<crate::audit::Unknown>> {
+    pub async fn drift(
+        &self,
+        schema: &'static crate::tables::Schema,
+    ) -> Result<Vec<crate::audit::Unknown>> {
         self.conn
-            .call(|c| crate::audit::drift(c))
+            .call(move |c| crate::audit::drift_from(c, schema))
             .await
             .map_err(Error::from)
     }

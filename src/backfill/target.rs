@@ -232,9 +232,8 @@ async fn parent_in_flight(
             let mut found = Vec::with_capacity(lookups.len());
             for (i, p) in lookups {
                 let fk = table.foreign_keys[i];
-                let int = crate::tables::by_name(fk.parent_table)
-                    .and_then(|t| t.column(fk.parent_column))
-                    .is_some_and(|c| c.kind == Kind::Int);
+                // A foreign key's column has its parent key's type.
+                let int = table.column(fk.column).is_some_and(|c| c.kind == Kind::Int);
                 let sql = format!(
                     "SELECT EXISTS (SELECT 1 FROM \"{}\" WHERE \"{}\" = ?1)",
                     fk.parent_table, fk.parent_column

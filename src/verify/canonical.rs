@@ -264,11 +264,14 @@ impl Aggregate<Vec<(SortKey, String)>, Option<String>> for Md5Agg {
 
 /// Registers `cutover_canon(table, col...)` and `cutover_md5(key, line)` on
 /// a SQLite connection.
-pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+pub fn register(
+    conn: &rusqlite::Connection,
+    schema: &'static crate::tables::Schema,
+) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("cutover_canon", -1, flags, |ctx| {
         let name: String = ctx.get(0)?;
-        let table = crate::tables::by_name(&name).ok_or_else(|| {
+        let table = schema.by_name(&name).ok_or_else(|| {
             rusqlite::Error::UserFunctionError(
                 format!("cutover_canon: unknown table {name}").into(),
             )

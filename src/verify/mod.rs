@@ -45,6 +45,8 @@ pub struct VerifyOptions {
     pub sqlite_path: PathBuf,
     /// PostgreSQL.
     pub postgres: PgSettings,
+    /// The application's tables (the Twitter application's by default).
+    pub schema: &'static tables::Schema,
     /// Only these tables (all when `None`).
     pub tables: Option<Vec<String>>,
     /// Rewrite divergent rows from the authoritative side, then verify again.
@@ -68,6 +70,7 @@ impl VerifyOptions {
         Self {
             sqlite_path: sqlite_path.into(),
             postgres,
+            schema: &tables::TWITTER,
             tables: None,
             repair: false,
             chunk_rows: 1000,
@@ -243,7 +246,7 @@ pub(crate) enum Fix {
 pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
-    let selected = select_tables(opts.tables.as_deref())?;
+    let selected = opts.schema.select(opts.tables.as_deref())?;
     crate::pg::preflight(&opts.postgres).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
@@ -262,9 +265,17 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
 
     let (mut tables_out, fixes) = pass(opts, &pool, &sqlite, &selected, authority).await?;
     if !opts.repair && !opts.settle.is_zero() {
-        settle(&mut tables_out, &pool, &sqlite, opts.settle).await;
+        settle(opts.schema, &mut tables_out, &pool, &sqlite, opts.settle).await;
     }
-    recount(&mut tables_out, &pool, &sqlite, authority, opts.settle).await?;
+    recount(
+        opts.schema,
+        &mut tables_out,
+        &pool,
+        &sqlite,
+        authority,
+        opts.settle,
+    )
+    .await?;
     let mut repair_report = None;
     if opts.repair {
         let before: u64 = tables_out.iter().map(TableReport::divergent_rows).sum();
@@ -273,12 +284,21 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
             ..Default::default()
         };
         if before > 0 {
-            let (written, deleted) = repair::apply(&pool, &sqlite, authority, &fixes).await?;
+            let (written, deleted) =
+                repair::apply(opts.schema, &pool, &sqlite, authority, &fixes).await?;
             rr.rows_written = written;
             rr.rows_deleted = deleted;
             rr.unrepairable = before.saturating_sub(fixes.len() as u64);
             tables_out = pass(opts, &pool, &sqlite, &selected, authority).await?.0;
-            recount(&mut tables_out, &pool, &sqlite, authority, opts.settle).await?;
+            recount(
+                opts.schema,
+                &mut tables_out,
+                &pool,
+                &sqlite,
+                authority,
+                opts.settle,
+            )
+            .await?;
         }
         repair_report = Some(rr);
     }
@@ -309,33 +329,12 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     .bind(divergent_rows as i64)
     .bind(report.clean)
     .bind(sqlx::types::Json(json))
-    .bind(selected.len() == crate::tables::ALL.len())
+    .bind(selected.len() == opts.schema.tables.len())
     .fetch_one(&pool)
     .await?;
     report.run_id = Some(id);
     pool.close().await;
     Ok(report)
-}
-
-fn select_tables(names: Option<&[String]>) -> Result<Vec<&'static Table>> {
-    match names {
-        None => Ok(tables::ALL.to_vec()),
-        Some(names) => {
-            for n in names {
-                if tables::by_name(n).is_none() {
-                    return Err(Error::InvalidArgument(format!(
-                        "unknown table {n:?}; the tables are {}",
-                        tables::ALL.map(|t| t.name).join(", ")
-                    )));
-                }
-            }
-            // Keep copy order whatever order they were given in.
-            Ok(tables::ALL
-                .into_iter()
-                .filter(|t| names.iter().any(|n| n == t.name))
-                .collect())
-        }
-    }
 }
 
 async fn open_sqlite(opts: &VerifyOptions) -> Result<tokio_rusqlite::Connection> {
@@ -346,9 +345,10 @@ async fn open_sqlite(opts: &VerifyOptions) -> Result<tokio_rusqlite::Connection>
         )));
     }
     let conn = tokio_rusqlite::Connection::open(&opts.sqlite_path).await?;
-    conn.call(|c| -> Result<()> {
+    let schema = opts.schema;
+    conn.call(move |c| -> Result<()> {
         c.busy_timeout(std::time::Duration::from_secs(5))?;
-        canonical::register(c)?;
+        canonical::register(c, schema)?;
         Ok(())
     })
     .await?;
@@ -360,6 +360,7 @@ async fn open_sqlite(opts: &VerifyOptions) -> Result<tokio_rusqlite::Connection>
 /// them) and checked again: up to `settle` long, as a write copied between
 /// the two sides' counts can make one recount miss again under traffic.
 async fn recount(
+    schema: &tables::Schema,
     tables_out: &mut [TableReport],
     pool: &PgPool,
     sqlite: &tokio_rusqlite::Connection,
@@ -369,7 +370,7 @@ async fn recount(
     let deadline = Instant::now() + settle;
     loop {
         for t in tables_out.iter_mut().filter(|t| t.unaccounted_rows != 0) {
-            let Some(table) = tables::by_name(t.table) else {
+            let Some(table) = schema.by_name(t.table) else {
                 continue;
             };
             t.sqlite_rows = sqlite.call(move |c| side::sqlite_count(c, table)).await?;
@@ -650,6 +651,7 @@ async fn odd_rows(
 /// `limit` passes; rows that agree are dropped from the report. Only tables
 /// whose every divergent key is listed are settled, so counts stay exact.
 async fn settle(
+    schema: &tables::Schema,
     tables_out: &mut [TableReport],
     pool: &PgPool,
     sqlite: &tokio_rusqlite::Connection,
@@ -664,7 +666,7 @@ async fn settle(
                 left += t.divergent_rows();
                 continue;
             }
-            let Some(table) = tables::by_name(t.table) else {
+            let Some(table) = schema.by_name(t.table) else {
                 continue;
             };
             let mut keep = Vec::new();

@@ -12,8 +12,9 @@ use crate::error::{Backend, Error, Result};
 use crate::row::{Cell, OwnedRaw};
 use crate::tables::{self, Table};
 
-fn order(t: &Table) -> usize {
-    tables::ALL
+fn order(schema: &tables::Schema, t: &Table) -> usize {
+    schema
+        .tables
         .iter()
         .position(|x| x.name == t.name)
         .unwrap_or(usize::MAX)
@@ -21,6 +22,7 @@ fn order(t: &Table) -> usize {
 
 /// Applies the fixes; returns (rows written, rows deleted).
 pub(crate) async fn apply(
+    schema: &tables::Schema,
     pool: &PgPool,
     sqlite: &tokio_rusqlite::Connection,
     authority: Backend,
@@ -35,7 +37,7 @@ pub(crate) async fn apply(
         .filter(|f| matches!(f, Fix::Upsert(..)))
         .collect();
     let table_of = |f: &Fix| match f {
-        Fix::Upsert(t, _) | Fix::Delete(t, _) => order(t),
+        Fix::Upsert(t, _) | Fix::Delete(t, _) => order(schema, t),
     };
     deletes.sort_by_key(|f| std::cmp::Reverse(table_of(f)));
     upserts.sort_by_key(|f| table_of(f));
