@@ -319,3 +319,29 @@ async fn a_warm_connection_serves_the_next_call_and_goes_back_to_the_pool_when_i
     assert_eq!(store.warm_connections(), 0);
     drop((first, second));
 }
+
+/// A store whose connection waits warm can be dropped outside the runtime
+/// it was made on, and after that runtime is gone (an embedder dropping
+/// its store after `block_on` returned): nothing panics, and the
+/// connection is closed.
+#[test]
+fn a_store_dropped_outside_its_runtime_lets_its_warm_connection_go() {
+    for shut_down_first in [false, true] {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (db, store) = rt.block_on(async {
+            let db = TestDb::migrated().await;
+            let store = store_with(&db, 2, Duration::from_secs(5)).await;
+            store.upsert_profile(&profile(1)).await.unwrap();
+            assert_eq!(store.warm_connections(), 1);
+            (db, store)
+        });
+        if shut_down_first {
+            drop(rt);
+            drop(store);
+        } else {
+            drop(store);
+            drop(rt);
+        }
+        drop(db);
+    }
+}

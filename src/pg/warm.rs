@@ -62,19 +62,25 @@ pub(crate) struct Warm {
     conns: std::sync::Mutex<Vec<(PoolConnection<Postgres>, std::time::Instant)>>,
     cap: usize,
     pool: PgPool,
+    // The runtime the store was made on: a pooled connection needs one to
+    // go back to its pool (sqlx spawns a task), also when the store is
+    // dropped outside it.
+    rt: Option<tokio::runtime::Handle>,
 }
 
 impl Warm {
     pub(super) fn new(pool: &PgPool) -> Arc<Self> {
         let max = pool.options().get_max_connections() as usize;
+        let rt = tokio::runtime::Handle::try_current().ok();
         let warm = Arc::new(Self {
             conns: std::sync::Mutex::new(Vec::new()),
             cap: (max / 4).max(1),
             pool: pool.clone(),
+            rt: rt.clone(),
         });
         // Without a runtime nothing can be taken warm yet; the first take
         // or put returns what waited too long.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let Some(rt) = rt {
             let weak = Arc::downgrade(&warm);
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(IDLE_PING_AFTER);
@@ -153,5 +159,29 @@ impl Warm {
     /// How many connections wait here.
     pub(super) fn len(&self) -> usize {
         self.conns.lock().expect("warm connections").len()
+    }
+}
+
+impl Drop for Warm {
+    /// The connections waiting go back to the pool. Outside any runtime
+    /// (a store dropped after `block_on` returned, or after its runtime
+    /// was shut down), on the runtime the store was made on; with none,
+    /// they are detached from the pool and closed.
+    fn drop(&mut self) {
+        let conns = std::mem::take(self.conns.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if conns.is_empty() || tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        match &self.rt {
+            Some(rt) => {
+                let _entered = rt.enter();
+                drop(conns);
+            }
+            None => {
+                for (c, _) in conns {
+                    drop(c.detach());
+                }
+            }
+        }
     }
 }
