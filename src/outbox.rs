@@ -247,9 +247,19 @@ pub async fn pg_clear_many(pool: &sqlx::PgPool, upto: &[(Change, i64)]) -> Resul
              SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
         )
         .await?;
+    // Several processes clear the same entries (each applied them: its
+    // own write's landing, its replayer, a flip's drain), each in its own
+    // order: deleting them outright, two clears would wait for each other,
+    // crosswise, until the deadlock check (1 s) cancels one, under a
+    // flip's lock. Entries another clear holds are left to it: it deletes
+    // them, or, rolled back, leaves them to be applied again, which changes
+    // nothing.
     let done = sqlx::query(
-        "DELETE FROM cutover.outbox o USING UNNEST($1::text[], $2::text[], $3::bigint[]) AS d(t, k, upto)
-         WHERE o.table_name = d.t AND o.row_key = d.k AND o.id <= d.upto",
+        "DELETE FROM cutover.outbox WHERE id IN (
+           SELECT o.id FROM cutover.outbox o
+           JOIN UNNEST($1::text[], $2::text[], $3::bigint[]) AS d(t, k, upto)
+             ON o.table_name = d.t AND o.row_key = d.k AND o.id <= d.upto
+           FOR UPDATE OF o SKIP LOCKED)",
     )
     .bind(&tables)
     .bind(&keys)
