@@ -124,6 +124,19 @@ impl DualStore {
     /// were applied. Outside the lock only the authoritative side's outbox
     /// is applied, fenced by the epoch; a flip drains both inside it.
     pub(crate) async fn drain(&self, side: Backend, batch: i64) -> Result<u64> {
+        let applied = self.drain_pending(side, batch).await?;
+        // The last batch's clears too: what was applied is not left
+        // counted as pending (a flip's are committed with its lock).
+        if !crate::sqlite::lock::is_held() {
+            match side {
+                Backend::Postgres => self.flush_clears().await?,
+                Backend::Sqlite => self.flush_sqlite_clears().await?,
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn drain_pending(&self, side: Backend, batch: i64) -> Result<u64> {
         let held = crate::sqlite::lock::is_held();
         let routing = self.routing();
         if !held && routing.authoritative() != side {
