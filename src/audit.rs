@@ -465,11 +465,7 @@ fn audit_table(
         .collect();
     let mut orphans: BTreeMap<&'static str, u64> =
         t.foreign_keys.iter().map(|f| (f.column, 0)).collect();
-    let key_index = t
-        .columns
-        .iter()
-        .position(|c| c.name == t.primary_key)
-        .expect("primary key is a column");
+    let key_index = t.key_index();
     let fk_index: Vec<(usize, &'static str)> = t
         .foreign_keys
         .iter()

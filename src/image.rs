@@ -269,11 +269,7 @@ pub fn pg_image(table: &'static Table, row: &sqlx::postgres::PgRow) -> Result<Im
 /// The key of a PostgreSQL row selected in the table's column order, as
 /// text (for an error that names the row).
 fn pg_key_text(table: &Table, row: &sqlx::postgres::PgRow) -> String {
-    let i = table
-        .columns
-        .iter()
-        .position(|c| c.name == table.primary_key)
-        .expect("primary key is a column");
+    let i = table.key_index();
     match table.key_column().kind {
         Kind::Int => row.try_get::<i32, _>(i).map(|k| k.to_string()),
         _ => row.try_get::<String, _>(i),

@@ -69,6 +69,14 @@ impl Table {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The position of the primary-key column.
+    pub fn key_index(&self) -> usize {
+        self.columns
+            .iter()
+            .position(|c| c.name == self.primary_key)
+            .expect("primary key is a column")
+    }
+
     /// The primary-key column.
     pub fn key_column(&self) -> &'static Column {
         self.column(self.primary_key)

@@ -309,13 +309,12 @@ async fn a_warm_connection_serves_the_next_call_and_goes_back_to_the_pool_when_i
     store.get_user("u1").await.unwrap();
     assert_eq!(store.warm_connections(), 1);
     let first = store.pool().acquire().await.expect("the idle connection");
-    let started = std::time::Instant::now();
+    // Within the pool's 5 s acquire timeout, else this fails.
     let second = store
         .pool()
         .acquire()
         .await
         .expect("the warm connection goes back to the pool");
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(store.warm_connections(), 0);
     drop((first, second));
 }

@@ -26,11 +26,7 @@ pub(crate) fn read<T: FromCells>(row: &Row<'_>) -> Result<T> {
         match convert_value(column, Raw::from(row.get_ref(i)?)) {
             Ok(cell) => cells.push(cell),
             Err(e) => {
-                let pk = table
-                    .columns
-                    .iter()
-                    .position(|c| c.name == table.primary_key)
-                    .expect("primary key is a column");
+                let pk = table.key_index();
                 return Err(Error::InvalidValue {
                     table: table.name,
                     key: key_text(Raw::from(row.get_ref(pk)?)),

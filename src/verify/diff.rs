@@ -181,7 +181,7 @@ pub(crate) fn diff_rows(
                         },
                     );
                 } else {
-                    let key_idx = key_index(table);
+                    let key_idx = table.key_index();
                     fixes.push(Fix::Delete(table, l.raws[key_idx].clone()));
                     record(
                         report,
@@ -234,14 +234,6 @@ pub(crate) fn record(report: &mut TableReport, d: Divergence, max_listed: usize)
     if report.divergences.len() < max_listed {
         report.divergences.push(d);
     }
-}
-
-pub(crate) fn key_index(table: &Table) -> usize {
-    table
-        .columns
-        .iter()
-        .position(|c| c.name == table.primary_key)
-        .expect("primary key is a column")
 }
 
 #[cfg(test)]

@@ -36,7 +36,6 @@ use canonical::SortKey;
 use side::Range;
 
 pub use diff::json_eq;
-pub(crate) use diff::key_index;
 
 /// What to verify and how.
 #[derive(Debug, Clone)]
@@ -267,15 +266,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
     if !opts.repair && !opts.settle.is_zero() {
         settle(opts.schema, &mut tables_out, &pool, &sqlite, opts.settle).await;
     }
-    recount(
-        opts.schema,
-        &mut tables_out,
-        &pool,
-        &sqlite,
-        authority,
-        opts.settle,
-    )
-    .await?;
+    recount(opts, &mut tables_out, &pool, &sqlite, authority).await?;
     let mut repair_report = None;
     if opts.repair {
         let before: u64 = tables_out.iter().map(TableReport::divergent_rows).sum();
@@ -290,15 +281,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport> {
             rr.rows_deleted = deleted;
             rr.unrepairable = before.saturating_sub(fixes.len() as u64);
             tables_out = pass(opts, &pool, &sqlite, &selected, authority).await?.0;
-            recount(
-                opts.schema,
-                &mut tables_out,
-                &pool,
-                &sqlite,
-                authority,
-                opts.settle,
-            )
-            .await?;
+            recount(opts, &mut tables_out, &pool, &sqlite, authority).await?;
         }
         repair_report = Some(rr);
     }
@@ -360,14 +343,13 @@ async fn open_sqlite(opts: &VerifyOptions) -> Result<tokio_rusqlite::Connection>
 /// them) and checked again: up to `settle` long, as a write copied between
 /// the two sides' counts can make one recount miss again under traffic.
 async fn recount(
-    schema: &tables::Schema,
+    opts: &VerifyOptions,
     tables_out: &mut [TableReport],
     pool: &PgPool,
     sqlite: &tokio_rusqlite::Connection,
     authority: Backend,
-    settle: std::time::Duration,
 ) -> Result<()> {
-    let deadline = Instant::now() + settle;
+    let (schema, deadline) = (opts.schema, Instant::now() + opts.settle);
     loop {
         for t in tables_out.iter_mut().filter(|t| t.unaccounted_rows != 0) {
             let Some(table) = schema.by_name(t.table) else {
@@ -585,7 +567,7 @@ async fn odd_rows(
         return Ok(skip);
     }
     let by_rowid = rejects_by_rowid(pool, table).await?;
-    let key_idx = key_index(table);
+    let key_idx = table.key_index();
     let pk = table.primary_key;
     for (rowid, l) in odd {
         let null = matches!(l.raws[key_idx], OwnedRaw::Null);

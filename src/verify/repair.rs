@@ -7,7 +7,7 @@
 use sqlx::PgPool;
 
 use super::side::legacy_value;
-use super::{key_index, Fix};
+use super::Fix;
 use crate::error::{Backend, Error, Result};
 use crate::row::{Cell, OwnedRaw};
 use crate::tables::{self, Table};
@@ -67,7 +67,7 @@ fn named(table: &Table, key: &str, e: impl std::fmt::Display, backend: Backend) 
 }
 
 fn key_text(table: &Table, cells: &[Cell]) -> String {
-    match &cells[key_index(table)] {
+    match &cells[table.key_index()] {
         Cell::Text(s) => s.clone(),
         Cell::Int(i) => i.to_string(),
         other => format!("{other:?}"),

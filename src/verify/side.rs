@@ -286,11 +286,7 @@ pub async fn pg_rows(
     let rows = bind_keys(sqlx::query(sqlx::AssertSqlSafe(sql)), &binds)
         .fetch_all(pool)
         .await?;
-    let key_idx = table
-        .columns
-        .iter()
-        .position(|c| c.name == table.primary_key)
-        .expect("primary key is a column");
+    let key_idx = table.key_index();
     rows.iter()
         .map(|r| Ok((pg_sort_key(table, r, key_idx)?, pg_cells(table, r)?)))
         .collect()
@@ -403,11 +399,7 @@ pub fn sqlite_rows(
         t = table.name,
         pk = table.primary_key
     );
-    let key_idx = table
-        .columns
-        .iter()
-        .position(|c| c.name == table.primary_key)
-        .expect("primary key is a column");
+    let key_idx = table.key_index();
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(binds))?;
     let mut out = Vec::new();
@@ -443,7 +435,7 @@ pub fn sqlite_odd_rows(
         t = table.name,
         pk = table.primary_key
     );
-    let key_idx = super::key_index(table);
+    let key_idx = table.key_index();
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
@@ -481,7 +473,7 @@ pub async fn pg_row_by_key(
         .bind(key)
         .fetch_optional(pool)
         .await?;
-    let key_idx = super::key_index(table);
+    let key_idx = table.key_index();
     row.map(|r| Ok((pg_sort_key(table, &r, key_idx)?, pg_cells(table, &r)?)))
         .transpose()
 }
