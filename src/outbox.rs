@@ -10,6 +10,7 @@
 
 use crate::changes::Change;
 use crate::error::{Backend, Result};
+use crate::tables::Schema;
 
 /// The SQLite outbox table (created when the dual store opens the file).
 pub const SQLITE_DDL: &str = "CREATE TABLE IF NOT EXISTS _cutover_outbox (
@@ -47,8 +48,9 @@ pub struct Entry {
     pub change: Change,
 }
 
-fn table_name(name: &str) -> &'static str {
-    crate::tables::by_name(name)
+fn table_name(name: &str, schema: &Schema) -> &'static str {
+    schema
+        .by_name(name)
         .map(|t| t.name)
         .unwrap_or("unknown")
 }
@@ -101,8 +103,14 @@ pub async fn pg_pending(pool: &sqlx::PgPool) -> Result<i64> {
         .await?)
 }
 
-/// The oldest `limit` SQLite entries after id `after`.
-pub fn sqlite_fetch(conn: &rusqlite::Connection, after: i64, limit: i64) -> Result<Vec<Entry>> {
+/// The oldest `limit` SQLite entries after id `after` (tables named as
+/// `schema` declares them).
+pub fn sqlite_fetch(
+    conn: &rusqlite::Connection,
+    schema: &Schema,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Entry>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, table_name, row_key FROM _cutover_outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
@@ -119,14 +127,20 @@ pub fn sqlite_fetch(conn: &rusqlite::Connection, after: i64, limit: i64) -> Resu
         out.push(Entry {
             id,
             side: Backend::Sqlite,
-            change: Change::new(table_name(&t), k),
+            change: Change::new(table_name(&t, schema), k),
         });
     }
     Ok(out)
 }
 
-/// The oldest `limit` PostgreSQL entries after id `after`.
-pub async fn pg_fetch(pool: &sqlx::PgPool, after: i64, limit: i64) -> Result<Vec<Entry>> {
+/// The oldest `limit` PostgreSQL entries after id `after` (tables named
+/// as `schema` declares them).
+pub async fn pg_fetch(
+    pool: &sqlx::PgPool,
+    schema: &Schema,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Entry>> {
     let rows: Vec<(i64, String, String)> = sqlx::query_as(
         "SELECT id, table_name, row_key FROM cutover.outbox WHERE id > $1 ORDER BY id LIMIT $2",
     )
@@ -139,7 +153,7 @@ pub async fn pg_fetch(pool: &sqlx::PgPool, after: i64, limit: i64) -> Result<Vec
         .map(|(id, t, k)| Entry {
             id,
             side: Backend::Postgres,
-            change: Change::new(table_name(&t), k),
+            change: Change::new(table_name(&t, schema), k),
         })
         .collect())
 }

@@ -89,10 +89,14 @@ pub(crate) fn sqlite_raise(conn: &rusqlite::Connection, table: &Table, top: i64)
 /// never saw; none writes this many rows of one table.
 pub(crate) const FALLBACK_ID_GAP: i64 = 1000;
 
-/// Moves every serial table's SQLite generator `gap` past the highest id
+/// Moves every serial table's (of `schema`) SQLite generator `gap` past the highest id
 /// SQLite knows.
-pub(crate) fn sqlite_skip(conn: &rusqlite::Connection, gap: i64) -> Result<()> {
-    for t in tables::ALL.iter().filter(|t| t.serial) {
+pub(crate) fn sqlite_skip(
+    conn: &rusqlite::Connection,
+    schema: &tables::Schema,
+    gap: i64,
+) -> Result<()> {
+    for t in schema.tables.iter().filter(|t| t.serial) {
         let top = sqlite_top(conn, t)?;
         sqlite_raise(conn, t, top + gap)?;
     }
@@ -104,7 +108,13 @@ pub(crate) fn sqlite_skip(conn: &rusqlite::Connection, gap: i64) -> Result<()> {
 /// out a used id. Runs inside SQLite's write lock when the caller holds it
 /// (a flip): one call per side and table.
 pub(crate) async fn align(sqlite: &SqliteStore, pool: &sqlx::PgPool) -> Result<()> {
-    let serial: Vec<&'static Table> = tables::ALL.iter().copied().filter(|t| t.serial).collect();
+    let serial: Vec<&'static Table> = sqlite
+        .schema()
+        .tables
+        .iter()
+        .copied()
+        .filter(|t| t.serial)
+        .collect();
     let s = serial.clone();
     let sqlite_tops: Vec<i64> = sqlite
         .locked(move |conn| s.iter().map(|t| sqlite_top(conn, t)).collect())

@@ -198,13 +198,28 @@ impl GoLive {
     }
 }
 
-/// Checks the gates into `live` on PostgreSQL; `extra_pending` adds outbox
-/// entries kept elsewhere (the SQLite side's outbox).
+/// Checks the gates into `live` on PostgreSQL for the Twitter
+/// application's tables; `extra_pending` adds outbox entries kept elsewhere
+/// (the SQLite side's outbox).
 pub async fn go_live_check(pool: &PgPool, extra_pending: i64) -> Result<GoLive> {
-    let tables = crate::tables::ALL.len() as i64;
-    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.checkpoints WHERE completed")
-        .fetch_one(pool)
-        .await?;
+    go_live_check_for(pool, extra_pending, &crate::tables::TWITTER).await
+}
+
+/// [`go_live_check`] for `schema`'s tables: the backfill is complete when
+/// each of them finished.
+pub async fn go_live_check_for(
+    pool: &PgPool,
+    extra_pending: i64,
+    schema: &crate::tables::Schema,
+) -> Result<GoLive> {
+    let names: Vec<&str> = schema.tables.iter().map(|t| t.name).collect();
+    let tables = names.len() as i64;
+    let done: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cutover.checkpoints WHERE completed AND table_name = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_one(pool)
+    .await?;
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM cutover.outbox")
         .fetch_one(pool)
         .await?;
@@ -238,9 +253,19 @@ pub struct Change {
     pub extra_pending: i64,
 }
 
-/// Changes the stage, checking the gates; returns the new state. Rolling
-/// back to any earlier stage is always allowed.
+/// Changes the stage, checking the gates (for the Twitter application's
+/// tables); returns the new state. Rolling back to any earlier stage is
+/// always allowed.
 pub async fn set(pool: &PgPool, change: &Change) -> Result<StageState> {
+    set_for(pool, change, &crate::tables::TWITTER).await
+}
+
+/// [`set`], the gates judged on `schema`'s tables.
+pub async fn set_for(
+    pool: &PgPool,
+    change: &Change,
+    schema: &crate::tables::Schema,
+) -> Result<StageState> {
     let mut tx = pool.begin().await?;
     // Serialises concurrent changes.
     let (cur, version): (String, i64) =
@@ -284,7 +309,7 @@ pub async fn set(pool: &PgPool, change: &Change) -> Result<StageState> {
         }
     }
     if crosses_into_live {
-        let check = go_live_check(pool, change.extra_pending).await?;
+        let check = go_live_check_for(pool, change.extra_pending, schema).await?;
         let blockers = check.blockers();
         if !blockers.is_empty() {
             if change.force {

@@ -256,3 +256,385 @@ async fn another_applications_schema_backfills_verifies_and_exports() {
         "{report:?}"
     );
 }
+
+// ----- the same application's queries through the dual store ---------------
+
+use chrono::{DateTime, TimeZone, Utc};
+use cutover::dual::{DualConfig, PgFuture, ReadQuery, WriteQuery};
+use cutover::sqlite::SqliteOptions;
+use cutover::{DualStore, PgStore, SqliteStore, Stage};
+use serde_json::{json, Value};
+
+fn bad_value(e: cutover::convert::ValueError) -> cutover::Error {
+    cutover::Error::InvalidArgument(e.to_string())
+}
+
+/// Adds an author; answers the id the authoritative side handed out.
+struct AddAuthor(&'static str);
+
+impl WriteQuery for AddAuthor {
+    type Output = i64;
+    fn sqlite(&self, c: &Connection) -> cutover::Result<i64> {
+        Ok(c.query_row(
+            "INSERT INTO authors (name) VALUES (?1) RETURNING id",
+            [self.0],
+            |r| r.get(0),
+        )?)
+    }
+    fn postgres<'c>(&'c self, c: &'c mut sqlx::PgConnection) -> PgFuture<'c, i64> {
+        Box::pin(async move {
+            let id: i32 = sqlx::query_scalar("INSERT INTO authors (name) VALUES ($1) RETURNING id")
+                .bind(self.0)
+                .fetch_one(c)
+                .await?;
+            Ok(i64::from(id))
+        })
+    }
+}
+
+/// Writes a note (insert or replace).
+struct SaveNote {
+    id: &'static str,
+    author_id: i64,
+    body: Value,
+    at: DateTime<Utc>,
+}
+
+impl WriteQuery for SaveNote {
+    type Output = ();
+    fn sqlite(&self, c: &Connection) -> cutover::Result<()> {
+        c.execute(
+            "INSERT INTO notes (id, author_id, body, written_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id,
+               body = excluded.body, written_at = excluded.written_at",
+            (
+                self.id,
+                self.author_id,
+                self.body.to_string(),
+                cutover::convert::format_timestamp(&self.at),
+            ),
+        )?;
+        Ok(())
+    }
+    fn postgres<'c>(&'c self, c: &'c mut sqlx::PgConnection) -> PgFuture<'c, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO notes (id, author_id, body, written_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id,
+                   body = excluded.body, written_at = excluded.written_at",
+            )
+            .bind(self.id)
+            .bind(self.author_id as i32)
+            .bind(&self.body)
+            .bind(self.at)
+            .execute(c)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// Deletes a note; answers whether there was one.
+struct DeleteNote(&'static str);
+
+impl WriteQuery for DeleteNote {
+    type Output = bool;
+    fn sqlite(&self, c: &Connection) -> cutover::Result<bool> {
+        Ok(c.execute("DELETE FROM notes WHERE id = ?1", [self.0])? > 0)
+    }
+    fn postgres<'c>(&'c self, c: &'c mut sqlx::PgConnection) -> PgFuture<'c, bool> {
+        Box::pin(async move {
+            let n = sqlx::query("DELETE FROM notes WHERE id = $1")
+                .bind(self.0)
+                .execute(c)
+                .await?
+                .rows_affected();
+            Ok(n > 0)
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct Note {
+    id: String,
+    author_id: i64,
+    body: Option<Value>,
+    written_at: DateTime<Utc>,
+}
+
+/// One note by id, read the same way from either side.
+struct GetNote(&'static str);
+
+impl ReadQuery for GetNote {
+    type Output = Option<Note>;
+    const TABLE: &'static str = "notes";
+    fn sqlite(&self, c: &Connection) -> cutover::Result<Option<Note>> {
+        let mut st =
+            c.prepare("SELECT id, author_id, body, written_at FROM notes WHERE id = ?1")?;
+        let mut rows = st.query([self.0])?;
+        let Some(r) = rows.next()? else {
+            return Ok(None);
+        };
+        Ok(Some(Note {
+            id: r.get(0)?,
+            author_id: r.get(1)?,
+            body: cutover::convert::json("body", r.get_ref(2)?.into()).map_err(bad_value)?,
+            written_at: cutover::convert::timestamp("written_at", r.get_ref(3)?.into())
+                .map_err(bad_value)?
+                .expect("not null"),
+        }))
+    }
+    fn postgres<'c>(&'c self, c: &'c mut sqlx::PgConnection) -> PgFuture<'c, Option<Note>> {
+        Box::pin(async move {
+            let row: Option<(String, i32, Option<Value>, DateTime<Utc>)> =
+                sqlx::query_as("SELECT id, author_id, body, written_at FROM notes WHERE id = $1")
+                    .bind(self.0)
+                    .fetch_optional(c)
+                    .await?;
+            Ok(row.map(|(id, author_id, body, written_at)| Note {
+                id,
+                author_id: i64::from(author_id),
+                body,
+                written_at,
+            }))
+        })
+    }
+}
+
+async fn pg_note(pool: &sqlx::PgPool, id: &str) -> Option<(i32, Value)> {
+    sqlx::query_as("SELECT author_id, body FROM notes WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+fn sqlite_note(path: &std::path::Path, id: &str) -> Option<(i64, String)> {
+    let c = Connection::open(path).unwrap();
+    c.query_row(
+        "SELECT author_id, body FROM notes WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .ok()
+}
+
+async fn verify_clean(path: &std::path::Path, db: &TestDb) {
+    let mut vo = VerifyOptions::new(path, db.settings.clone());
+    vo.schema = &NOTES_APP;
+    vo.settle = std::time::Duration::from_millis(200);
+    let report = verify::verify(&vo).await.unwrap();
+    assert!(report.clean, "{report:?}");
+}
+
+#[tokio::test]
+async fn another_applications_queries_dual_write_in_every_stage() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    sqlx::raw_sql(PG_DDL).execute(&pool).await.unwrap();
+    let dir = TempDir::new();
+    let path = dir.file("notes.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(SQLITE_DDL).unwrap();
+        c.execute_batch(
+            r#"INSERT INTO authors (name) VALUES ('ada'), ('brian');
+               INSERT INTO notes VALUES ('n1', 1, '{"v": 1}', '2024-03-01 12:34:56'),
+                                        ('n2', 2, NULL, 1709296496789);"#,
+        )
+        .unwrap();
+    }
+    let sqlite = SqliteStore::open_with(
+        &path,
+        SqliteOptions {
+            schema: &NOTES_APP,
+            ..SqliteOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pg = PgStore::connect(&db.settings)
+        .await
+        .unwrap()
+        .with_schema(&NOTES_APP);
+    assert_eq!(pg.install_capture().await.unwrap(), ["authors", "notes"]);
+    assert!(pg.install_capture().await.unwrap().is_empty());
+    // A store opened for other tables is refused.
+    let twitter_pg = PgStore::connect(&db.settings).await.unwrap();
+    let other = SqliteStore::open_with(
+        &path,
+        SqliteOptions {
+            schema: &NOTES_APP,
+            ..SqliteOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(DualStore::open(other, twitter_pg, DualConfig::default())
+        .await
+        .is_err());
+    let d = DualStore::open(
+        sqlite,
+        pg,
+        DualConfig {
+            shadow_sample_rate: 1.0,
+            ..DualConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let at = |s: u32| Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, s).unwrap();
+
+    // off: SQLite only.
+    assert_eq!(d.stage(), Stage::Off);
+    let carol = d.write("add_author", AddAuthor("carol")).await.unwrap();
+    assert_eq!(carol, 3);
+    d.write(
+        "save_note",
+        SaveNote {
+            id: "off1",
+            author_id: carol,
+            body: json!({"stage": "off"}),
+            at: at(1),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(sqlite_note(&path, "off1").is_some());
+    assert!(pg_note(&pool, "off1").await.is_none());
+
+    // dualwrite: SQLite authoritative, each change copied to PostgreSQL
+    // (a note whose author is not there yet waits in the outbox).
+    d.set_stage(Stage::DualWrite, false, "tests").await.unwrap();
+    let dave = d.write("add_author", AddAuthor("dave")).await.unwrap();
+    assert_eq!(dave, 4);
+    d.write(
+        "save_note",
+        SaveNote {
+            id: "dw1",
+            author_id: dave,
+            body: json!({"stage": "dualwrite"}),
+            at: at(2),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        pg_note(&pool, "dw1").await,
+        Some((4, json!({"stage": "dualwrite"})))
+    );
+    d.write(
+        "save_note",
+        SaveNote {
+            id: "n1",
+            author_id: 1,
+            body: json!({"v": 2}),
+            at: at(3),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(d.write("delete_note", DeleteNote("n2")).await.unwrap());
+
+    // The history: backfilled while the dual store runs; then both sides
+    // hold the same rows.
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.schema = &NOTES_APP;
+    let summary = backfill::run(o, std::future::pending()).await.unwrap();
+    assert_eq!(summary.tables.len(), 2);
+    verify_clean(&path, &db).await;
+    assert_eq!(pg_note(&pool, "n1").await, Some((1, json!({"v": 2}))));
+    assert!(pg_note(&pool, "n2").await.is_none());
+
+    // shadow: reads compared with PostgreSQL's answers.
+    d.set_stage(Stage::Shadow, false, "tests").await.unwrap();
+    d.write(
+        "save_note",
+        SaveNote {
+            id: "sh1",
+            author_id: 2,
+            body: json!([1, 2]),
+            at: at(4),
+        },
+    )
+    .await
+    .unwrap();
+    for id in ["n1", "off1", "dw1", "sh1", "gone"] {
+        let got = d.read("get_note", GetNote(id)).await.unwrap();
+        assert_eq!(got.is_some(), id != "gone", "{id}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let c = loop {
+        let c = d.counters();
+        if c.comparisons >= 5 || std::time::Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(c.comparisons, 5, "{c:?}");
+    assert_eq!(c.mismatches_real, 0, "{c:?}");
+
+    // live: the gates judged on this schema's tables (both backfilled, a
+    // clean verify after dual writes began, nothing pending), no force.
+    verify_clean(&path, &db).await;
+    d.set_stage(Stage::Live, false, "tests").await.unwrap();
+    // PostgreSQL hands out ids now: past every id SQLite handed out.
+    let erin = d.write("add_author", AddAuthor("erin")).await.unwrap();
+    assert!(erin > dave, "PostgreSQL handed out {erin}");
+    d.write(
+        "save_note",
+        SaveNote {
+            id: "live1",
+            author_id: erin,
+            body: json!({"stage": "live"}),
+            at: at(5),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(d.write("delete_note", DeleteNote("dw1")).await.unwrap());
+    d.settle().await;
+    assert_eq!(
+        sqlite_note(&path, "live1"),
+        Some((erin, r#"{"stage":"live"}"#.to_string()))
+    );
+    assert!(sqlite_note(&path, "dw1").is_none());
+    let got = d.read("get_note", GetNote("live1")).await.unwrap().unwrap();
+    assert_eq!(got.written_at, at(5));
+    verify_clean(&path, &db).await;
+
+    // rampdown: still copied back to SQLite.
+    d.set_stage(Stage::Rampdown, false, "tests").await.unwrap();
+    d.write(
+        "save_note",
+        SaveNote {
+            id: "rd1",
+            author_id: erin,
+            body: json!({"stage": "rampdown"}),
+            at: at(6),
+        },
+    )
+    .await
+    .unwrap();
+    d.settle().await;
+    assert!(sqlite_note(&path, "rd1").is_some());
+    verify_clean(&path, &db).await;
+
+    // complete: PostgreSQL only.
+    d.set_stage(Stage::Complete, false, "tests").await.unwrap();
+    d.write(
+        "save_note",
+        SaveNote {
+            id: "done1",
+            author_id: erin,
+            body: json!({"stage": "complete"}),
+            at: at(7),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(pg_note(&pool, "done1").await.is_some());
+    assert!(sqlite_note(&path, "done1").is_none());
+    let c = d.counters();
+    assert_eq!((c.failed_calls, c.secondary_failures), (0, 0), "{c:?}");
+}

@@ -29,7 +29,7 @@ impl DualStore {
         img: Option<image::Image>,
         read_at: Instant,
     ) -> Result<bool> {
-        let table = tables::by_name(c.table).expect("checked by apply");
+        let table = self.schema().by_name(c.table).expect("checked by apply");
         let (k, cc) = (key.clone(), c.clone());
         // A flip or a return (holding the lock) applies PostgreSQL's
         // entries whatever the authority row says mid-way.
@@ -67,6 +67,7 @@ impl DualStore {
         for (_, c, cv) in &items {
             work.push((c.clone(), cv.outbox_id, cv.image.clone(), cv.read_at));
         }
+        let schema = self.schema();
         let landed = self
             .inner
             .sqlite
@@ -76,7 +77,7 @@ impl DualStore {
                     .into_iter()
                     .map(|(c, version, img, read_at)| {
                         tx.prepare_cached("SAVEPOINT cutover_land")?.execute([])?;
-                        let r = land_fresh(tx, &c, version, img.as_ref(), read_at);
+                        let r = land_fresh(tx, schema, &c, version, img.as_ref(), read_at);
                         if r.is_err() {
                             tx.prepare_cached("ROLLBACK TO cutover_land")?.execute([])?;
                         }
@@ -163,7 +164,7 @@ impl DualStore {
         carried: Option<&Carried>,
         fence: Option<i64>,
     ) -> Result<()> {
-        let table = tables::by_name(c.table).ok_or_else(|| {
+        let table = self.schema().by_name(c.table).ok_or_else(|| {
             Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
         })?;
         let key = Key::parse(table, &c.key)?;
@@ -320,7 +321,7 @@ impl DualStore {
     }
 
     fn mark_table_busy(&self, table: &str) {
-        if let Some(t) = tables::by_name(table) {
+        if let Some(t) = self.schema().by_name(table) {
             let until = Instant::now() + self.inner.config.copy_busy_pause;
             self.inner
                 .busy_tables
@@ -452,6 +453,7 @@ fn land_image(
 /// (`land_image`), unless it is older than `APPLY_WINDOW`.
 fn land_fresh(
     tx: &rusqlite::Connection,
+    schema: &crate::tables::Schema,
     c: &Change,
     version: i64,
     img: Option<&image::Image>,
@@ -465,7 +467,7 @@ fn land_fresh(
             outbox::APPLY_WINDOW
         )));
     }
-    let table = tables::by_name(c.table).ok_or_else(|| {
+    let table = schema.by_name(c.table).ok_or_else(|| {
         Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
     })?;
     land_image(tx, c, table, &Key::parse(table, &c.key)?, version, img)

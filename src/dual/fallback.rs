@@ -11,7 +11,6 @@ use crate::image::{self, Key};
 use crate::metrics as m;
 use crate::outbox;
 use crate::stage;
-use crate::tables;
 
 use super::routing::Routing;
 use super::DualStore;
@@ -64,9 +63,10 @@ impl DualStore {
         // The write that found PostgreSQL gone may have committed there
         // with ids SQLite never saw: SQLite's generators skip a gap, so the
         // ids it hands out meanwhile cannot collide with them.
+        let schema = self.schema();
         held.call(move |c| {
             crate::authority::sqlite_write(c, &next)?;
-            crate::sequences::sqlite_skip(c, crate::sequences::FALLBACK_ID_GAP)
+            crate::sequences::sqlite_skip(c, schema, crate::sequences::FALLBACK_ID_GAP)
         })
         .await?;
         self.inner
@@ -225,7 +225,7 @@ impl DualStore {
     pub(super) async fn record_conflicts(&self) -> Result<()> {
         let pool = self.inner.pg.pool();
         for (t, k, upto) in outbox::pg_pending_keys(pool).await? {
-            let Some(table) = tables::by_name(&t) else {
+            let Some(table) = self.schema().by_name(&t) else {
                 continue;
             };
             let c = Change::new(table.name, k.clone());

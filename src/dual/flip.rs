@@ -84,7 +84,7 @@ impl DualStore {
                 .sqlite
                 .locked(crate::outbox::sqlite_pending)
                 .await?;
-            let state = stage::set(
+            let state = stage::set_for(
                 &pool,
                 &stage::Change {
                     to,
@@ -92,6 +92,7 @@ impl DualStore {
                     by,
                     extra_pending: sqlite_pending,
                 },
+                self.schema(),
             )
             .await?;
             if auth.authoritative() != next.authoritative() || auth.fallback {

@@ -26,6 +26,7 @@ mod apply;
 mod counters;
 mod fallback;
 mod flip;
+mod queries;
 mod reject;
 mod replay;
 mod routes;
@@ -48,7 +49,9 @@ use crate::shadow::{Ledger, Mismatch};
 use crate::sqlite::SqliteStore;
 use crate::stage::Stage;
 
+pub use crate::shadow::Policy;
 pub use counters::{CounterSnapshot, Counters};
+pub use queries::{PgFuture, ReadQuery, WriteQuery};
 pub use routing::Routing;
 
 /// Tunables of the dual store.
@@ -168,6 +171,16 @@ impl DualStore {
     /// A dual store over both stores, following the authority as the
     /// SQLite file records it (created from PostgreSQL's on first use).
     pub async fn open(sqlite: SqliteStore, pg: PgStore, config: DualConfig) -> Result<Self> {
+        let names = |s: &crate::tables::Schema| -> Vec<&'static str> {
+            s.tables.iter().map(|t| t.name).collect()
+        };
+        if names(sqlite.schema()) != names(pg.schema()) {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "the SQLite store was opened for the tables {:?} and the PostgreSQL store for {:?}: both need the same schema",
+                names(sqlite.schema()),
+                names(pg.schema())
+            )));
+        }
         crate::metrics::zero_dual_store();
         sqlite.ensure_outbox().await?;
         let auth = crate::authority::init(&sqlite, &pg).await?;
@@ -243,6 +256,12 @@ impl DualStore {
     /// Current stage.
     pub fn stage(&self) -> Stage {
         self.routing().stage
+    }
+
+    /// The application's tables this store moves (both stores were
+    /// opened with them).
+    pub fn schema(&self) -> &'static crate::tables::Schema {
+        self.inner.sqlite.schema()
     }
 
     /// The SQLite store underneath.

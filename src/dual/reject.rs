@@ -4,7 +4,6 @@ use crate::changes::Change;
 use crate::error::{Error, Result};
 use crate::image::{self, Key};
 use crate::outbox;
-use crate::tables;
 
 use super::DualStore;
 
@@ -16,7 +15,7 @@ impl DualStore {
         if e.db_kind() != Some(crate::DbErrorKind::ForeignKeyViolation) {
             return false;
         }
-        let Some(table) = tables::by_name(c.table) else {
+        let Some(table) = self.schema().by_name(c.table) else {
             return false;
         };
         let parents: Vec<&'static str> =
@@ -32,7 +31,7 @@ impl DualStore {
     /// reject, with its original image, and its outbox entry is cleared, so
     /// one bad legacy row never blocks the outbox behind it.
     pub(super) async fn reject_change(&self, c: &Change, e: &Error) -> Result<()> {
-        let table = tables::by_name(c.table).expect("checked by apply");
+        let table = self.schema().by_name(c.table).expect("checked by apply");
         let key = Key::parse(table, &c.key)?;
         let (reason, column, detail) = match e {
             Error::InvalidValue {

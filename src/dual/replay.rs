@@ -163,10 +163,13 @@ impl DualStore {
             }
             let entries = match side {
                 Backend::Sqlite => {
-                    self.sqlite_rw(move |conn| outbox::sqlite_fetch(conn, after, batch))
+                    let schema = self.schema();
+                    self.sqlite_rw(move |conn| outbox::sqlite_fetch(conn, schema, after, batch))
                         .await?
                 }
-                Backend::Postgres => outbox::pg_fetch(self.inner.pg.pool(), after, batch).await?,
+                Backend::Postgres => {
+                    outbox::pg_fetch(self.inner.pg.pool(), self.schema(), after, batch).await?
+                }
             };
             if entries.is_empty() {
                 return Ok(applied);
@@ -274,7 +277,7 @@ impl DualStore {
         }
         let mut keys = Vec::with_capacity(order.len());
         for c in &order {
-            let Some(table) = crate::tables::by_name(c.table) else {
+            let Some(table) = self.schema().by_name(c.table) else {
                 return Ok(false);
             };
             let Ok(key) = crate::image::Key::parse(table, &c.key) else {

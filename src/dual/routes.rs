@@ -12,33 +12,34 @@ use crate::model::*;
 use crate::shadow::Policy;
 use crate::store::Store;
 
+use super::queries::Side;
 use super::routing::{other_side_of, Routing};
-use super::write::{runs_again, write_op, BUSY_RETRIES};
+use super::write::{routed_write, runs_again, write_op, BUSY_RETRIES};
 use super::DualStore;
 
 /// A read: the authoritative side answers; in shadow stages a sample is
 /// compared with the other side on a spawned task. `$owned` are owned copies
 /// of the arguments the shadow read needs.
-macro_rules! read_op {
-    ($self:ident, $op:literal, $table:literal, $policy:expr, [$($v:ident : $t:ty = $init:expr),*], |$s:ident| $call:expr) => {{
+macro_rules! routed_read {
+    ($self:ident, $op:expr, $table:expr, $policy:expr, [$($v:ident : $t:ty = $init:expr),*], |$s:ident| $call:expr) => {{
         $(let $v: $t = $init;)*
         let routing = $self.routing();
         let side = routing.authoritative();
         let started = Instant::now();
         let res = {
-            let $s: &dyn Store = $self.side(side);
+            let $s = $self.side(side);
             $call.await
         };
         $self.observe($op, side, started);
         let res = match res {
             Err(e) if $self.should_fall_back(&routing, &e) => {
                 if $self.fall_back_for_read(&e).await {
-                    let $s: &dyn Store = &$self.inner.sqlite;
+                    let $s = Side::Sqlite(&$self.inner.sqlite);
                     $call.await
                 } else {
                     // PostgreSQL answers a fresh connection: the one this
                     // read used was cut; a read runs again safely.
-                    let $s: &dyn Store = $self.side(side);
+                    let $s = $self.side(side);
                     $call.await
                 }
             }
@@ -53,13 +54,31 @@ macro_rules! read_op {
                 tokio::spawn(me.shadow_compare($op, $table, $policy, primary, other, move |d: DualStore, b: Backend| {
                     $(let $v = $v.clone();)*
                     async move {
-                        let $s: &dyn Store = d.side(b);
+                        let $s = d.side(b);
                         $call.await
                     }
                 }));
             }
         }
         Ok(value)
+    }};
+}
+
+pub(super) use routed_read;
+
+/// A `Store` operation's read (`routed_read`, the side as a `Store`).
+macro_rules! read_op {
+    ($self:ident, $op:literal, $table:literal, $policy:expr, [$($v:ident : $t:ty = $init:expr),*], |$s:ident| $call:expr) => {{
+        debug_assert!(
+            crate::metrics::READ_OPS.contains(&($op, $table)),
+            "{} on {} is missing from metrics::READ_OPS (its metrics would not start at 0)",
+            $op,
+            $table
+        );
+        routed_read!($self, $op, $table, $policy, [$($v: $t = $init),*], |side| {
+            let $s: &dyn Store = side.store();
+            $call
+        })
     }};
 }
 

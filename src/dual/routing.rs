@@ -9,7 +9,6 @@ use crate::authority::Authority;
 use crate::error::{Backend, Error, Result};
 use crate::metrics as m;
 use crate::stage::Stage;
-use crate::store::Store;
 
 use super::DualStore;
 
@@ -67,10 +66,10 @@ impl DualStore {
             .set_outbox(r.authoritative() == Backend::Postgres && sec.is_some());
     }
 
-    pub(super) fn side(&self, b: Backend) -> &dyn Store {
+    pub(super) fn side(&self, b: Backend) -> super::queries::Side<'_> {
         match b {
-            Backend::Sqlite => &self.inner.sqlite,
-            Backend::Postgres => &self.inner.pg,
+            Backend::Sqlite => super::queries::Side::Sqlite(&self.inner.sqlite),
+            Backend::Postgres => super::queries::Side::Postgres(&self.inner.pg),
         }
     }
 

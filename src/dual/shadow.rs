@@ -11,7 +11,6 @@ use crate::error::{Backend, Result};
 use crate::metrics as m;
 use crate::outbox;
 use crate::shadow::{self, Mismatch, Policy};
-use crate::tables;
 
 use super::routing::other_side_of;
 use super::DualStore;
@@ -38,10 +37,6 @@ impl DualStore {
         F: Fn(DualStore, Backend) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        debug_assert!(
-            crate::metrics::READ_OPS.contains(&(op, table)),
-            "{op} on {table} is missing from metrics::READ_OPS (its metrics would not start at 0)"
-        );
         let timeout = self.inner.config.shadow_timeout;
         let c = &self.inner.counters;
         let outcome = |o: &'static str| {
@@ -145,7 +140,10 @@ impl DualStore {
             !m.key.is_empty()
                 && match &m.field {
                     None => true,
-                    Some(f) => tables::by_name(m.table).is_some_and(|t| t.column(f).is_some()),
+                    Some(f) => self
+                        .schema()
+                        .by_name(m.table)
+                        .is_some_and(|t| t.column(f).is_some()),
                 }
         };
         if !ms.iter().all(own_column) {

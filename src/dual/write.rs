@@ -279,13 +279,8 @@ pub(super) fn runs_again(side: Backend, attempt: u32, e: &Error) -> bool {
 /// unreachable (a fresh connection fails too) the authority moves to SQLite
 /// for every process under the order lock, exclusive, and the write runs
 /// there, unless PostgreSQL may have committed it already.
-macro_rules! write_op {
-    ($self:ident, $op:literal, |$s:ident| $call:expr) => {{
-        debug_assert!(
-            crate::metrics::WRITE_OPS.contains(&$op),
-            "{} is missing from metrics::WRITE_OPS",
-            $op
-        );
+macro_rules! routed_write {
+    ($self:ident, $op:expr, |$s:ident| $call:expr) => {{
         let out = async {
             let mut attempt = 0;
             loop {
@@ -297,7 +292,7 @@ macro_rules! write_op {
                     if routing.authoritative() == Backend::Postgres {
                         let started = Instant::now();
                         let (r, captured) = capture(crate::pg::with_ready(ready, async {
-                            let $s: &dyn Store = &$self.inner.pg;
+                            let $s = Side::Postgres(&$self.inner.pg);
                             $call.await
                         }))
                         .await;
@@ -364,7 +359,7 @@ macro_rules! write_op {
                 }
                 let started = Instant::now();
                 let (r, captured) = crate::sqlite::lock::within(async {
-                    let $s: &dyn Store = &$self.inner.sqlite;
+                    let $s = Side::Sqlite(&$self.inner.sqlite);
                     capture($call).await
                 })
                 .await;
@@ -390,6 +385,23 @@ macro_rules! write_op {
         .await;
         $self.count(&out);
         out
+    }};
+}
+
+pub(super) use routed_write;
+
+/// A `Store` operation's write (`routed_write`, the side as a `Store`).
+macro_rules! write_op {
+    ($self:ident, $op:literal, |$s:ident| $call:expr) => {{
+        debug_assert!(
+            crate::metrics::WRITE_OPS.contains(&$op),
+            "{} is missing from metrics::WRITE_OPS",
+            $op
+        );
+        routed_write!($self, $op, |side| {
+            let $s: &dyn Store = side.store();
+            $call
+        })
     }};
 }
 

@@ -1,5 +1,5 @@
 //! The change-capture triggers, generated from the declared schema
-//! (`tables::ALL`): every table gets `cutover_capture`, calling the one
+//! (`tables::Schema`): every table gets `cutover_capture`, calling the one
 //! generic `cutover.capture()` function (migration 0008) with the table's
 //! name, its key column and its nullable JSON columns. `cutover schema`
 //! installs them after the migrations; a table whose trigger already has
@@ -8,7 +8,7 @@
 use sqlx::PgPool;
 
 use crate::error::Result;
-use crate::tables::{Kind, Table, ALL};
+use crate::tables::{Kind, Schema, Table};
 
 /// The trigger's arguments a table needs: name, key, nullable JSON columns.
 pub(crate) fn arguments(t: &Table) -> Vec<String> {
@@ -23,7 +23,10 @@ pub(crate) fn arguments(t: &Table) -> Vec<String> {
 }
 
 /// Each table's current `cutover_capture` arguments (None: no trigger).
-pub(crate) async fn installed(pool: &PgPool) -> Result<Vec<(String, Option<Vec<String>>)>> {
+pub(crate) async fn installed(
+    pool: &PgPool,
+    schema: &Schema,
+) -> Result<Vec<(String, Option<Vec<String>>)>> {
     let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
         "SELECT c.relname::text, t.tgargs FROM pg_trigger t
          JOIN pg_class c ON c.oid = t.tgrelid
@@ -33,7 +36,8 @@ pub(crate) async fn installed(pool: &PgPool) -> Result<Vec<(String, Option<Vec<S
     )
     .fetch_all(pool)
     .await?;
-    Ok(ALL
+    Ok(schema
+        .tables
         .iter()
         .map(|t| {
             let args = rows.iter().find(|r| r.0 == t.name).map(|r| {
@@ -49,9 +53,10 @@ pub(crate) async fn installed(pool: &PgPool) -> Result<Vec<(String, Option<Vec<S
 
 /// Tables whose trigger is missing or has other arguments than the
 /// declared schema gives.
-pub(crate) async fn stale(pool: &PgPool) -> Result<Vec<&'static str>> {
-    let now = installed(pool).await?;
-    Ok(ALL
+pub(crate) async fn stale(pool: &PgPool, schema: &Schema) -> Result<Vec<&'static str>> {
+    let now = installed(pool, schema).await?;
+    Ok(schema
+        .tables
         .iter()
         .filter(|t| {
             let want = arguments(t);
@@ -72,14 +77,14 @@ fn ident(s: &str) -> String {
 
 /// Creates or replaces the triggers that differ from the declared schema;
 /// returns the tables changed.
-pub(crate) async fn install(pool: &PgPool) -> Result<Vec<&'static str>> {
-    let stale = stale(pool).await?;
+pub(crate) async fn install(pool: &PgPool, schema: &Schema) -> Result<Vec<&'static str>> {
+    let stale = stale(pool, schema).await?;
     if stale.is_empty() {
         return Ok(stale);
     }
     let mut tx = pool.begin().await?;
     for name in &stale {
-        let t = crate::tables::by_name(name).expect("a declared table");
+        let t = schema.by_name(name).expect("a declared table");
         let args: Vec<String> = arguments(t).iter().map(|a| literal(a)).collect();
         let table = ident(t.name);
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

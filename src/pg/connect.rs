@@ -58,6 +58,7 @@ impl PgStore {
                 pool,
                 limits,
                 outbox: Arc::new(AtomicBool::new(false)),
+                schema: &crate::tables::TWITTER,
             }),
             Err(e) => Err(connect_error(settings, e).await),
         }
@@ -75,7 +76,29 @@ impl PgStore {
             pool,
             limits,
             outbox: Arc::new(AtomicBool::new(false)),
+            schema: &crate::tables::TWITTER,
         }
+    }
+
+    /// This store for another application's tables (the Twitter
+    /// application's by default): the tables its writes' changes are read
+    /// against. Their capture triggers are installed by
+    /// [`PgStore::install_capture`].
+    pub fn with_schema(mut self, schema: &'static crate::tables::Schema) -> Self {
+        self.schema = schema;
+        self
+    }
+
+    /// The application's tables this store works on.
+    pub fn schema(&self) -> &'static crate::tables::Schema {
+        self.schema
+    }
+
+    /// Installs (or brings up to date) the change-capture trigger of each
+    /// of the schema's tables; returns the tables changed. `cutover schema`
+    /// does this for the Twitter application's tables.
+    pub async fn install_capture(&self) -> Result<Vec<&'static str>> {
+        super::capture::install(&self.pool, self.schema).await
     }
 
     /// Switches outbox recording on or off: when on, every write records the

@@ -82,7 +82,7 @@ pub async fn state(pool: &PgPool) -> Result<SchemaState> {
 pub async fn require_current(pool: &PgPool) -> Result<()> {
     match state(pool).await? {
         SchemaState::Current(_) => {
-            let stale = super::capture::stale(pool).await?;
+            let stale = super::capture::stale(pool, &crate::tables::TWITTER).await?;
             if stale.is_empty() {
                 Ok(())
             } else {
@@ -109,7 +109,7 @@ pub async fn migrate(pool: &PgPool) -> Result<SchemaReport> {
         kind: DbErrorKind::Other,
         message: format!("applying migrations/postgres: {e}"),
     })?;
-    let triggers = super::capture::install(pool).await?;
+    let triggers = super::capture::install(pool, &crate::tables::TWITTER).await?;
     Ok(SchemaReport {
         applied: MIGRATOR
             .iter()

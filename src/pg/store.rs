@@ -33,6 +33,7 @@ pub struct PgStore {
     pub(super) limits: PoolLimits,
     pub(super) outbox: Arc<AtomicBool>,
     pub(super) warm: Arc<super::warm::Warm>,
+    pub(super) schema: &'static crate::tables::Schema,
 }
 
 // ----- checks inside a transaction ---------------------------------------------

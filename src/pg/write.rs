@@ -11,7 +11,7 @@ use super::store::PgStore;
 use super::warm::Conn;
 use crate::changes::{self, Change};
 use crate::error::Result;
-use crate::tables;
+use crate::tables::Schema;
 
 impl PgStore {
     pub(super) async fn begin(&self) -> Result<WriteTx> {
@@ -32,6 +32,23 @@ impl PgStore {
             conn: Some(conn),
             begun,
         })
+    }
+
+    /// Runs an application's write (`dual::WriteQuery`) in a write
+    /// transaction: its changes captured, committed when it succeeds.
+    pub(crate) async fn run_write<W: crate::dual::WriteQuery>(&self, w: &W) -> Result<W::Output> {
+        let mut tx = self.begin().await?;
+        let out = w.postgres(&mut tx).await?;
+        self.commit(tx).await?;
+        Ok(out)
+    }
+
+    /// Runs an application's read (`dual::ReadQuery`) on a pooled connection.
+    pub(crate) async fn run_read<R: crate::dual::ReadQuery>(&self, r: &R) -> Result<R::Output> {
+        let mut c = self.conn().await?;
+        let out = r.postgres(&mut c).await?;
+        c.finished();
+        Ok(out)
     }
 
     /// A read-only transaction (no change capture).
@@ -79,7 +96,7 @@ impl PgStore {
                 .and_then(|r| r.try_get::<Option<String>, _>(i).ok().flatten())
                 .unwrap_or_default()
         };
-        let mut reported = noted_changes(&text(0), read_at);
+        let mut reported = noted_changes(&text(0), read_at, self.schema);
         if let Ok(txid) = text(1).parse::<i64>() {
             // Past the notes' limit: the outbox lists every key the
             // transaction changed, with its last entry; a noted image is
@@ -96,7 +113,7 @@ impl PgStore {
                 .filter_map(|(c, carried)| carried.map(|cv| (c, cv)))
                 .collect();
             for (id, t, k) in listed.unwrap_or_default() {
-                let Some(table) = tables::by_name(&t) else {
+                let Some(table) = self.schema.by_name(&t) else {
                     continue;
                 };
                 let c = Change::new(table.name, k);
@@ -129,6 +146,7 @@ pub(crate) async fn with_ready<F: std::future::Future>(conn: Option<Conn>, f: F)
 fn noted_changes(
     noted: &str,
     read_at: std::time::Instant,
+    schema: &Schema,
 ) -> Vec<(Change, Option<changes::Carried>)> {
     let mut order: Vec<Change> = Vec::new();
     let mut last: std::collections::HashMap<Change, (i64, Value, Vec<String>)> =
@@ -144,7 +162,7 @@ fn noted_changes(
             tracing::warn!(note = line, "unreadable change note; left to the replayer");
             continue;
         };
-        let Some(table) = tables::by_name(&t) else {
+        let Some(table) = schema.by_name(&t) else {
             continue;
         };
         let c = Change::new(table.name, k);
@@ -164,7 +182,7 @@ fn noted_changes(
         .into_iter()
         .map(|c| {
             let (id, img, sql_nulls) = last.remove(&c).expect("noted above");
-            let table = tables::by_name(c.table).expect("checked above");
+            let table = schema.by_name(c.table).expect("checked above");
             let image = match img {
                 Value::Null => Some(None),
                 json => crate::image::image_from_jsonb(table, &json, &sql_nulls).map(Some),
@@ -267,7 +285,7 @@ mod tests {
         .join("\n")
             + "\n";
         let at = std::time::Instant::now();
-        let got = noted_changes(&noted, at);
+        let got = noted_changes(&noted, at, &crate::tables::TWITTER);
         let keys: Vec<_> = got.iter().map(|(c, _)| (c.table, c.key.as_str())).collect();
         assert_eq!(
             keys,
@@ -289,6 +307,6 @@ mod tests {
             got[3].1.is_none(),
             "a rendering that does not decode is read back"
         );
-        assert!(noted_changes("", at).is_empty());
+        assert!(noted_changes("", at, &crate::tables::TWITTER).is_empty());
     }
 }

@@ -10,18 +10,24 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::write::install_change_capture;
 use crate::error::Result;
+use crate::tables::Schema;
 
 /// Options for opening the SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     /// How long a statement waits for SQLite's write lock before failing `Busy`.
     pub busy_timeout: Duration,
+    /// The application's tables: what a new file is created with, and
+    /// what the change capture watches (the Twitter application's by
+    /// default).
+    pub schema: &'static Schema,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         Self {
             busy_timeout: Duration::from_secs(10),
+            schema: &crate::tables::TWITTER,
         }
     }
 }
@@ -37,6 +43,7 @@ pub struct SqliteStore {
     pub(super) outbox: Arc<AtomicBool>,
     pub(super) lock: crate::sqlite::lock::WriteLock,
     pub(super) order: crate::sqlite::order::OrderLock,
+    pub(super) schema: &'static Schema,
 }
 
 /// Read connections per store.
@@ -53,9 +60,10 @@ impl SqliteStore {
     /// Sets WAL and `synchronous=NORMAL` so readers never block the writer;
     /// leaves foreign keys off, as the legacy application always ran (the
     /// file holds orphans, and the store checks parents itself). A file with
-    /// no table gets the legacy schema; an existing file's tables are never
+    /// no table gets the schema's DDL; an existing file's tables are never
     /// altered.
     pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        let schema = options.schema;
         let conn = tokio_rusqlite::Connection::open(path.as_ref()).await?;
         conn.call(move |c| -> Result<()> {
             c.busy_timeout(options.busy_timeout)?;
@@ -69,13 +77,14 @@ impl SqliteStore {
                 |r| r.get(0),
             )?;
             if tables == 0 {
-                tx.execute_batch(crate::sqlite::LEGACY_SCHEMA)?;
+                tx.execute_batch(schema.sqlite_ddl)?;
             }
             tx.commit()?;
             Ok(())
         })
         .await?;
-        conn.call(install_change_capture).await?;
+        conn.call(move |c| install_change_capture(c, schema))
+            .await?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = tokio_rusqlite::Connection::open(path.as_ref()).await?;
@@ -94,7 +103,13 @@ impl SqliteStore {
             outbox: Arc::new(AtomicBool::new(false)),
             lock: crate::sqlite::lock::WriteLock::for_path(path.as_ref())?,
             order: crate::sqlite::order::OrderLock::for_path(path.as_ref())?,
+            schema,
         })
+    }
+
+    /// The application's tables this store was opened with.
+    pub fn schema(&self) -> &'static Schema {
+        self.schema
     }
 
     /// Takes SQLite's write lock for a whole dual write (see `lock.rs`):

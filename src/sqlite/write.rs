@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use super::connect::SqliteStore;
 use crate::changes::{self, Change};
 use crate::error::Result;
-use crate::tables;
+use crate::tables::Schema;
 
 impl SqliteStore {
     /// Runs `f` on the write connection under SQLite's write lock, as one
@@ -47,12 +47,13 @@ impl SqliteStore {
 
     /// Runs an application write `f` (see `locked`), noting the rows it
     /// changed: recorded in the outbox when it is on, and reported.
-    pub(super) async fn write<R, F>(&self, f: F) -> Result<R>
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let outbox = self.outbox.clone();
+        let schema = self.schema;
         let (out, changed) = self
             .locked(move |c| -> Result<(R, Vec<Change>)> {
                 c.execute_batch("UPDATE temp._cutover_capture SET active = 1")?;
@@ -65,7 +66,7 @@ impl SqliteStore {
                         return Err(e);
                     }
                 };
-                let changed = take_changes(c)?;
+                let changed = take_changes(c, schema)?;
                 if outbox.load(AtomicOrdering::SeqCst) {
                     crate::outbox::sqlite_record(c, &changed)?;
                 }
@@ -83,13 +84,13 @@ impl SqliteStore {
 /// connections are unaffected. They note only while `write` runs (the flag
 /// in `temp._cutover_capture`), so the dual store's applies, which run on
 /// the same connection, are not mistaken for application writes.
-pub(super) fn install_change_capture(c: &mut Connection) -> Result<()> {
+pub(super) fn install_change_capture(c: &mut Connection, schema: &Schema) -> Result<()> {
     let mut sql = String::from(
         "CREATE TEMP TABLE IF NOT EXISTS _cutover_capture (active INTEGER NOT NULL);
          INSERT INTO temp._cutover_capture SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM temp._cutover_capture);
          CREATE TEMP TABLE IF NOT EXISTS _cutover_changes (seq INTEGER PRIMARY KEY, table_name TEXT NOT NULL, row_key ANY);",
     );
-    for t in tables::ALL {
+    for t in schema.tables {
         for (event, row) in [("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")] {
             sql.push_str(&format!(
                 "CREATE TEMP TRIGGER IF NOT EXISTS _cutover_{table}_{ev} AFTER {event} ON main.{table}
@@ -108,7 +109,7 @@ pub(super) fn install_change_capture(c: &mut Connection) -> Result<()> {
 /// The changes noted during this write, in statement order (parents
 /// inserted before their children come first; children deleted first stay
 /// first), and stops noting.
-fn take_changes(tx: &Connection) -> Result<Vec<Change>> {
+fn take_changes(tx: &Connection, schema: &Schema) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     {
         let mut stmt = tx
@@ -116,7 +117,7 @@ fn take_changes(tx: &Connection) -> Result<Vec<Change>> {
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let table: String = r.get(0)?;
-            if let Some(t) = tables::by_name(&table) {
+            if let Some(t) = schema.by_name(&table) {
                 out.push(Change::new(
                     t.name,
                     crate::row::key_text(r.get_ref(1)?.into()),
