@@ -44,6 +44,12 @@ pub struct CutoverConfig {
     /// How often this process records itself in `cutover.processes` (for
     /// `cutover status`).
     pub heartbeat: Duration,
+    /// The application's tables (the Twitter application's by default).
+    /// Another application declares its own and runs its operations
+    /// through `DualStore::write` and `read`; their capture triggers are
+    /// installed at start with `migrate`, else they must be installed
+    /// already (`PgStore::install_capture`).
+    pub schema: &'static crate::tables::Schema,
 }
 
 impl CutoverConfig {
@@ -58,6 +64,7 @@ impl CutoverConfig {
             actor: format!("pid {}", std::process::id()),
             migrate: false,
             heartbeat: Duration::from_secs(5),
+            schema: &crate::tables::TWITTER,
         }
     }
 }
@@ -85,12 +92,23 @@ impl Cutover {
     /// `config.migrate`), reads the persisted stage and starts the
     /// replayer, the stage watcher and the heartbeat.
     pub async fn start(config: CutoverConfig) -> Result<Cutover> {
-        let sqlite = SqliteStore::open(&config.sqlite_path).await?;
-        let pg = PgStore::connect(&config.postgres).await?;
+        let sqlite = SqliteStore::open_with(
+            &config.sqlite_path,
+            crate::sqlite::SqliteOptions {
+                schema: config.schema,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let pg = PgStore::connect(&config.postgres)
+            .await?
+            .with_schema(config.schema);
         if config.migrate {
             crate::pg::migrate(pg.pool()).await?;
+            pg.install_capture().await?;
         } else {
             crate::pg::require_current(pg.pool()).await?;
+            crate::pg::require_capture(pg.pool(), config.schema).await?;
         }
         let dual = DualStore::open(sqlite, pg, config.dual.clone()).await?;
         let (stop, rx) = watch::channel(false);

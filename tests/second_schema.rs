@@ -638,3 +638,49 @@ async fn another_applications_queries_dual_write_in_every_stage() {
     let c = d.counters();
     assert_eq!((c.failed_calls, c.secondary_failures), (0, 0), "{c:?}");
 }
+
+#[tokio::test]
+async fn an_application_starts_the_cutover_handle_on_its_own_tables() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    sqlx::raw_sql(PG_DDL).execute(&pool).await.unwrap();
+    let dir = TempDir::new();
+    let path = dir.file("notes.db");
+    let mut config = cutover::CutoverConfig::new(&path, db.settings.clone());
+    config.schema = &NOTES_APP;
+    // The capture of its tables is not installed yet: refused, naming how.
+    let err = cutover::Cutover::start(config.clone())
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("authors, notes") && err.contains("install_capture"),
+        "{err}"
+    );
+    // With `migrate` it installs them; a new file gets the schema's DDL.
+    config.migrate = true;
+    let c = cutover::Cutover::start(config).await.unwrap();
+    let store = c.store();
+    assert_eq!(store.schema().tables.len(), 2);
+    c.set_stage(Stage::DualWrite, false).await.unwrap();
+    let id = store.write("add_author", AddAuthor("ada")).await.unwrap();
+    store
+        .write(
+            "save_note",
+            SaveNote {
+                id: "h1",
+                author_id: id,
+                body: json!({"via": "Cutover"}),
+                at: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    c.shutdown().await;
+    assert_eq!(
+        pg_note(&pool, "h1").await,
+        Some((id as i32, json!({"via": "Cutover"})))
+    );
+    assert!(sqlite_note(&path, "h1").is_some());
+}

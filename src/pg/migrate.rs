@@ -101,6 +101,19 @@ pub async fn require_current(pool: &PgPool) -> Result<()> {
     }
 }
 
+/// Fails, naming the tables, unless each of `schema`'s tables has its
+/// capture trigger as the schema gives it (`PgStore::install_capture`).
+pub async fn require_capture(pool: &PgPool, schema: &crate::tables::Schema) -> Result<()> {
+    let stale = super::capture::stale(pool, schema).await?;
+    if stale.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "the change capture of {} is not installed as the application's schema declares it: install it with PgStore::install_capture (or CutoverConfig::migrate)",
+        stale.join(", ")
+    )))
+}
+
 /// Creates or upgrades the schema; a second run changes nothing.
 pub async fn migrate(pool: &PgPool) -> Result<SchemaReport> {
     let before = applied(pool).await?.unwrap_or_default();

@@ -18,6 +18,8 @@ mod warm;
 mod write;
 
 pub use connect::{preflight, CONNECT_TIMEOUT};
-pub use migrate::{migrate, require_current, state as schema_state, SchemaReport, SchemaState};
+pub use migrate::{
+    migrate, require_capture, require_current, state as schema_state, SchemaReport, SchemaState,
+};
 pub use store::PgStore;
 pub(crate) use write::with_ready;
