@@ -684,3 +684,204 @@ async fn an_application_starts_the_cutover_handle_on_its_own_tables() {
     );
     assert!(sqlite_note(&path, "h1").is_some());
 }
+
+// ----- several processes on the second schema ---------------------------------
+
+const NOTE_WRITERS: u64 = 4;
+
+/// A child process: a `Cutover` on the notes schema whose writers save,
+/// update and delete their own notes (and two notes every process
+/// updates) until the stop file appears, logging each acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by several_processes_write_the_second_schema_across_flips"]
+async fn notes_child() {
+    let (Ok(path), Ok(url), Ok(id), Ok(log), Ok(stop)) = (
+        std::env::var("NOTES_SQLITE"),
+        std::env::var("NOTES_URL"),
+        std::env::var("NOTES_ID"),
+        std::env::var("NOTES_LOG"),
+        std::env::var("NOTES_STOP"),
+    ) else {
+        return;
+    };
+    let mut config = cutover::CutoverConfig::new(
+        &path,
+        cutover::settings::PgSettings::from_url(&url).unwrap(),
+    );
+    config.schema = &NOTES_APP;
+    config.stage_poll = std::time::Duration::from_millis(200);
+    config.replay_interval = std::time::Duration::from_millis(100);
+    config.dual.shadow_sample_rate = 0.2;
+    let c = cutover::Cutover::start(config).await.unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(std::fs::File::create(log).unwrap()));
+    eprintln!("notes child {id} ready");
+    let mut tasks = Vec::new();
+    for w in 0..NOTE_WRITERS {
+        let (d, log, stop, id) = (c.store(), log.clone(), stop.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            use std::io::Write;
+            let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+            let mut i = 0u64;
+            while !std::path::Path::new(&stop).exists() {
+                i += 1;
+                let note = leak(format!("p{id}w{w}n{i}"));
+                let body = json!({"p": id, "w": w, "i": i});
+                let (line, r) = if i % 5 == 0 {
+                    let gone = leak(format!("p{id}w{w}n{}", i - 2));
+                    let r = d.write("delete_note", DeleteNote(gone)).await.map(|_| ());
+                    (json!({"deleted": gone}), r)
+                } else {
+                    let target = if i % 3 == 0 {
+                        leak(format!("hot{}", i % 2))
+                    } else {
+                        note
+                    };
+                    let save = SaveNote {
+                        id: target,
+                        author_id: 1,
+                        body: body.clone(),
+                        at: Utc::now(),
+                    };
+                    let r = d.write("save_note", save).await;
+                    (json!({"saved": target, "body": body}), r)
+                };
+                let line = match r {
+                    Ok(()) => line,
+                    Err(e) => json!({"failed": e.to_string()}),
+                };
+                writeln!(log.lock().unwrap(), "{line}").unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_processes_write_the_second_schema_across_flips() {
+    use std::collections::BTreeMap;
+    use std::io::BufRead;
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    sqlx::raw_sql(PG_DDL).execute(&pool).await.unwrap();
+    let dir = TempDir::new();
+    let path = dir.file("notes.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(SQLITE_DDL).unwrap();
+        c.execute_batch("INSERT INTO authors (name) VALUES ('ada');")
+            .unwrap();
+    }
+    let mut config = cutover::CutoverConfig::new(&path, db.settings.clone());
+    config.schema = &NOTES_APP;
+    config.migrate = true;
+    let parent = cutover::Cutover::start(config).await.unwrap();
+    parent.set_stage(Stage::DualWrite, false).await.unwrap();
+    let mut o = BackfillOptions::new(&path, db.settings.clone());
+    o.schema = &NOTES_APP;
+    backfill::run(o, std::future::pending()).await.unwrap();
+
+    let stop = dir.file("stop");
+    let mut children = Vec::new();
+    for id in 0..2 {
+        let log = dir.file(&format!("child{id}.log"));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "notes_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("NOTES_SQLITE", &path)
+            .env("NOTES_URL", db.url())
+            .env("NOTES_ID", id.to_string())
+            .env("NOTES_LOG", &log)
+            .env("NOTES_STOP", &stop)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                if line.contains("ready") {
+                    let _ = tx.send(());
+                }
+                if line.contains("panicked") || line.contains("ERROR") {
+                    eprintln!("child: {line}");
+                }
+            }
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the child started");
+        children.push((child, log));
+    }
+
+    // Flips while they write: dualwrite → shadow → live ⇄ shadow → live → rampdown.
+    for to in [
+        Stage::Shadow,
+        Stage::Live,
+        Stage::Shadow,
+        Stage::Live,
+        Stage::Rampdown,
+    ] {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        parent.set_stage(to, true).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    std::fs::File::create(&stop).unwrap();
+    for (child, _) in &mut children {
+        assert!(child.wait().unwrap().success());
+    }
+    // A flip under the lock drains both outboxes.
+    parent.set_stage(Stage::Live, true).await.unwrap();
+    parent.shutdown().await;
+
+    // Every acknowledged write of a writer's own notes is the final state
+    // on both sides; the shared notes are compared by verify.
+    let mut want: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    let mut acked = 0;
+    for (_, log) in &children {
+        for line in std::io::BufReader::new(std::fs::File::open(log).unwrap()).lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            assert!(v.get("failed").is_none(), "a write failed: {v}");
+            acked += 1;
+            if let Some(id) = v["saved"].as_str() {
+                if !id.starts_with("hot") {
+                    want.insert(id.to_string(), Some(v["body"].clone()));
+                }
+            } else if let Some(id) = v["deleted"].as_str() {
+                want.insert(id.to_string(), None);
+            }
+        }
+    }
+    assert!(acked > 50, "only {acked} writes");
+    let mut missing = Vec::new();
+    for (id, body) in &want {
+        let pg = pg_note(&pool, id).await.map(|(_, b)| b);
+        let sqlite =
+            sqlite_note(&path, id).map(|(_, b)| serde_json::from_str::<Value>(&b).unwrap());
+        if pg != *body || sqlite != *body {
+            missing.push(format!(
+                "{id}: acknowledged {body:?}, PostgreSQL {pg:?}, SQLite {sqlite:?}"
+            ));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {}: {:?}",
+        missing.len(),
+        want.len(),
+        &missing[..missing.len().min(5)]
+    );
+    verify_clean(&path, &db).await;
+    eprintln!("{acked} acknowledged writes, {} notes checked", want.len());
+}
