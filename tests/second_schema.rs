@@ -726,12 +726,12 @@ async fn notes_child() {
                 i += 1;
                 let note = leak(format!("p{id}w{w}n{i}"));
                 let body = json!({"p": id, "w": w, "i": i});
-                let (line, r) = if i % 5 == 0 {
+                let (line, r) = if i.is_multiple_of(5) {
                     let gone = leak(format!("p{id}w{w}n{}", i - 2));
                     let r = d.write("delete_note", DeleteNote(gone)).await.map(|_| ());
                     (json!({"deleted": gone}), r)
                 } else {
-                    let target = if i % 3 == 0 {
+                    let target = if i.is_multiple_of(3) {
                         leak(format!("hot{}", i % 2))
                     } else {
                         note
