@@ -401,6 +401,16 @@ impl ReadQuery for GetNote {
     }
 }
 
+async fn save(d: &DualStore, id: &'static str, author_id: i64, body: Value, at: DateTime<Utc>) {
+    let note = SaveNote {
+        id,
+        author_id,
+        body,
+        at,
+    };
+    d.write("save_note", note).await.unwrap();
+}
+
 async fn pg_note(pool: &sqlx::PgPool, id: &str) -> Option<(i32, Value)> {
     sqlx::query_as("SELECT author_id, body FROM notes WHERE id = $1")
         .bind(id)
@@ -489,17 +499,7 @@ async fn another_applications_queries_dual_write_in_every_stage() {
     assert_eq!(d.stage(), Stage::Off);
     let carol = d.write("add_author", AddAuthor("carol")).await.unwrap();
     assert_eq!(carol, 3);
-    d.write(
-        "save_note",
-        SaveNote {
-            id: "off1",
-            author_id: carol,
-            body: json!({"stage": "off"}),
-            at: at(1),
-        },
-    )
-    .await
-    .unwrap();
+    save(&d, "off1", carol, json!({"stage": "off"}), at(1)).await;
     assert!(sqlite_note(&path, "off1").is_some());
     assert!(pg_note(&pool, "off1").await.is_none());
 
@@ -508,32 +508,12 @@ async fn another_applications_queries_dual_write_in_every_stage() {
     d.set_stage(Stage::DualWrite, false, "tests").await.unwrap();
     let dave = d.write("add_author", AddAuthor("dave")).await.unwrap();
     assert_eq!(dave, 4);
-    d.write(
-        "save_note",
-        SaveNote {
-            id: "dw1",
-            author_id: dave,
-            body: json!({"stage": "dualwrite"}),
-            at: at(2),
-        },
-    )
-    .await
-    .unwrap();
+    save(&d, "dw1", dave, json!({"stage": "dualwrite"}), at(2)).await;
     assert_eq!(
         pg_note(&pool, "dw1").await,
         Some((4, json!({"stage": "dualwrite"})))
     );
-    d.write(
-        "save_note",
-        SaveNote {
-            id: "n1",
-            author_id: 1,
-            body: json!({"v": 2}),
-            at: at(3),
-        },
-    )
-    .await
-    .unwrap();
+    save(&d, "n1", 1, json!({"v": 2}), at(3)).await;
     assert!(d.write("delete_note", DeleteNote("n2")).await.unwrap());
 
     // The history: backfilled while the dual store runs; then both sides
@@ -548,17 +528,7 @@ async fn another_applications_queries_dual_write_in_every_stage() {
 
     // shadow: reads compared with PostgreSQL's answers.
     d.set_stage(Stage::Shadow, false, "tests").await.unwrap();
-    d.write(
-        "save_note",
-        SaveNote {
-            id: "sh1",
-            author_id: 2,
-            body: json!([1, 2]),
-            at: at(4),
-        },
-    )
-    .await
-    .unwrap();
+    save(&d, "sh1", 2, json!([1, 2]), at(4)).await;
     for id in ["n1", "off1", "dw1", "sh1", "gone"] {
         let got = d.read("get_note", GetNote(id)).await.unwrap();
         assert_eq!(got.is_some(), id != "gone", "{id}");
@@ -581,17 +551,7 @@ async fn another_applications_queries_dual_write_in_every_stage() {
     // PostgreSQL hands out ids now: past every id SQLite handed out.
     let erin = d.write("add_author", AddAuthor("erin")).await.unwrap();
     assert!(erin > dave, "PostgreSQL handed out {erin}");
-    d.write(
-        "save_note",
-        SaveNote {
-            id: "live1",
-            author_id: erin,
-            body: json!({"stage": "live"}),
-            at: at(5),
-        },
-    )
-    .await
-    .unwrap();
+    save(&d, "live1", erin, json!({"stage": "live"}), at(5)).await;
     assert!(d.write("delete_note", DeleteNote("dw1")).await.unwrap());
     d.settle().await;
     assert_eq!(
@@ -605,34 +565,14 @@ async fn another_applications_queries_dual_write_in_every_stage() {
 
     // rampdown: still copied back to SQLite.
     d.set_stage(Stage::Rampdown, false, "tests").await.unwrap();
-    d.write(
-        "save_note",
-        SaveNote {
-            id: "rd1",
-            author_id: erin,
-            body: json!({"stage": "rampdown"}),
-            at: at(6),
-        },
-    )
-    .await
-    .unwrap();
+    save(&d, "rd1", erin, json!({"stage": "rampdown"}), at(6)).await;
     d.settle().await;
     assert!(sqlite_note(&path, "rd1").is_some());
     verify_clean(&path, &db).await;
 
     // complete: PostgreSQL only.
     d.set_stage(Stage::Complete, false, "tests").await.unwrap();
-    d.write(
-        "save_note",
-        SaveNote {
-            id: "done1",
-            author_id: erin,
-            body: json!({"stage": "complete"}),
-            at: at(7),
-        },
-    )
-    .await
-    .unwrap();
+    save(&d, "done1", erin, json!({"stage": "complete"}), at(7)).await;
     assert!(pg_note(&pool, "done1").await.is_some());
     assert!(sqlite_note(&path, "done1").is_none());
     let c = d.counters();
