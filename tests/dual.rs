@@ -259,7 +259,6 @@ async fn ids_come_from_the_authoritative_side() {
         chunk_tweet_counts: vec![10, 20],
     };
     let a = d.enqueue_job(&job(0)).await.unwrap();
-    d.settle().await;
     let on_pg = d.pg().get_job(a.job.job_id).await.unwrap().unwrap();
     assert_eq!(on_pg, a, "same ids and rows on PostgreSQL");
     d.switch(Stage::Shadow).await.unwrap();
@@ -334,8 +333,6 @@ async fn shadow_reads_count_real_mismatches_not_lag() {
     let db = common::TestDb::migrated().await;
     let d = dual_on(&dir.file("t.db"), &db.settings, Stage::Shadow).await;
     d.upsert_profile(&profile("s1")).await.unwrap();
-    // The copy to PostgreSQL follows the answer: in before the reads.
-    d.settle().await;
     for _ in 0..20 {
         d.get_user("s1").await.unwrap();
     }
@@ -1086,8 +1083,6 @@ async fn copies_that_meet_a_locked_table_wait_in_the_outbox_not_the_caller() {
     })
     .await
     .expect("the application's writes are not held behind PostgreSQL's lock");
-    // Their copies follow the answers: each gives up on the lock.
-    d.settle().await;
     let c = d.counters();
     assert_eq!(
         (c.secondary_deferred, c.secondary_failures, c.failed_calls),
@@ -1112,53 +1107,4 @@ async fn copies_that_meet_a_locked_table_wait_in_the_outbox_not_the_caller() {
         .await
         .unwrap();
     assert_eq!(in_pg, 5, "replayed once the lock is gone");
-}
-
-/// In `dualwrite` a write is answered once SQLite committed it with its
-/// outbox entry; its copy to PostgreSQL follows off the caller's path. Here
-/// the copy is held at a gate: the answer comes while it waits, PostgreSQL
-/// has the row once it goes on, and `settle` waits for it. With
-/// `copy_after_answer` off the answer waits for the copy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dualwrite_answer_does_not_wait_for_its_copy_to_postgres() {
-    use cutover::failpoint;
-    let db = common::TestDb::migrated().await;
-    let dir = common::TempDir::new();
-
-    let d = dual_on(&dir.file("after.db"), &db.settings, Stage::DualWrite).await;
-    let gate = failpoint::arm_gate("dual.before_copy_to_postgres");
-    let user = tokio::time::timeout(Duration::from_secs(20), d.upsert_profile(&profile("quick")))
-        .await
-        .expect("answered while its copy waits at the gate")
-        .unwrap();
-    gate.reached().await;
-    assert_eq!(d.pg().get_user("quick").await.unwrap(), None);
-    gate.release();
-    d.settle().await;
-    assert_eq!(d.pg().get_user("quick").await.unwrap(), Some(user));
-    assert_eq!(d.outbox_pending().await.unwrap(), 0);
-    drop(d);
-
-    let config = DualConfig {
-        copy_after_answer: false,
-        ..DualConfig::default()
-    };
-    let db = common::TestDb::migrated().await;
-    let d = dual_with(
-        &dir.file("before.db"),
-        &db.settings,
-        Stage::DualWrite,
-        config,
-    )
-    .await;
-    let gate = failpoint::arm_gate("dual.before_copy_to_postgres");
-    let write = {
-        let d = d.clone();
-        tokio::spawn(async move { d.upsert_profile(&profile("patient")).await })
-    };
-    gate.reached().await;
-    assert!(!write.is_finished(), "the answer waits for the copy");
-    gate.release();
-    let user = write.await.unwrap().unwrap();
-    assert_eq!(d.pg().get_user("patient").await.unwrap(), Some(user));
 }

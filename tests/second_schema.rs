@@ -509,7 +509,6 @@ async fn another_applications_queries_dual_write_in_every_stage() {
     let dave = d.write("add_author", AddAuthor("dave")).await.unwrap();
     assert_eq!(dave, 4);
     save(&d, "dw1", dave, json!({"stage": "dualwrite"}), at(2)).await;
-    d.settle().await;
     assert_eq!(
         pg_note(&pool, "dw1").await,
         Some((4, json!({"stage": "dualwrite"})))

@@ -207,7 +207,6 @@ impl DualStore {
                     })
                     .await?;
                 crate::failpoint::pause("dual.before_copy_to_postgres").await;
-                crate::failpoint::gate("dual.before_copy_to_postgres").await;
                 let written = match (&img, fence) {
                     (Some(img), Some(epoch)) => {
                         image::pg_upsert_fenced(&mut *tx, table, img, epoch).await?

@@ -81,14 +81,6 @@ pub struct DualConfig {
     pub copy_lock_timeout: Duration,
     /// See `copy_lock_timeout`.
     pub copy_busy_pause: Duration,
-    /// With SQLite authoritative (`dualwrite`, `shadow`, a fallback's
-    /// return aside), answer a write once SQLite committed it (its outbox
-    /// entry with it) and copy its rows to PostgreSQL right after, off the
-    /// caller's path (in order, by one task per process; with a few queued
-    /// the caller waits for its copy). Off: every write's copy is made before its
-    /// answer. Either way nothing acknowledged is lost; `settle` waits for
-    /// the copies in flight.
-    pub copy_after_answer: bool,
 }
 
 impl Default for DualConfig {
@@ -103,7 +95,6 @@ impl Default for DualConfig {
             connect_probe_timeout: Duration::from_secs(2),
             copy_lock_timeout: Duration::from_millis(200),
             copy_busy_pause: Duration::from_secs(1),
-            copy_after_answer: true,
         }
     }
 }
@@ -117,8 +108,6 @@ pub(crate) struct Inner {
     // Copies to PostgreSQL made after their SQLite commit, still running.
     pub(super) applying: std::sync::atomic::AtomicUsize,
     pub(super) applied: tokio::sync::Notify,
-    // Copies to PostgreSQL after their write's answer (`copy_after`).
-    pub(super) copy_queue: std::sync::Mutex<write::CopyQueue>,
     // SQLite outbox entries copied to PostgreSQL and not cleared yet, with
     // the id to clear up to (cleared in one locked transaction per flush).
     pub(super) sqlite_clears: std::sync::Mutex<HashMap<Change, i64>>,
@@ -209,7 +198,6 @@ impl DualStore {
                 )]),
                 applying: std::sync::atomic::AtomicUsize::new(0),
                 applied: tokio::sync::Notify::new(),
-                copy_queue: std::sync::Mutex::new(write::CopyQueue::default()),
                 sqlite_clears: std::sync::Mutex::new(HashMap::new()),
                 held_clears: std::sync::Mutex::new(Vec::new()),
                 landing_queue: std::sync::Mutex::new(Vec::new()),

@@ -128,84 +128,6 @@ impl DualStore {
         None
     }
 
-    /// Copies a committed SQLite write's rows to PostgreSQL. The write's
-    /// outbox entry committed with it, so the copy may follow the answer
-    /// (docs/DESIGN.md §3): it is queued, and one task per process copies
-    /// the queue in order (a parent's copy before its child's, as when each
-    /// caller copied before its answer), fenced by the epoch like any copy
-    /// after the commit; `settle` waits for it. With `COPIES_AFTER` queued
-    /// already the caller waits for its own copy, so under load writers
-    /// wait for PostgreSQL as before and the queue stays short. With
-    /// `DualConfig::copy_after_answer` off, or inside SQLite's lock, the
-    /// caller copies before its answer.
-    pub(super) async fn copy_after(
-        &self,
-        op: &'static str,
-        routing: super::Routing,
-        captured: crate::changes::Captured,
-    ) {
-        if routing.secondary().is_none() || captured.changes.is_empty() {
-            return;
-        }
-        if !self.inner.config.copy_after_answer || crate::sqlite::lock::is_held() {
-            self.apply_changes(op, &routing, captured).await;
-            return;
-        }
-        let (done, copied) = tokio::sync::oneshot::channel();
-        let (wait, start) = {
-            let mut q = self.inner.copy_queue.lock().expect("copy queue");
-            let wait = q.items.len() >= COPIES_AFTER;
-            q.items.push_back(Queued {
-                op,
-                routing,
-                captured,
-                done,
-                _counted: self.applying(),
-            });
-            (wait, !std::mem::replace(&mut q.running, true))
-        };
-        if start {
-            let me = self.clone();
-            tokio::spawn(async move { me.copy_queued().await });
-        }
-        if wait {
-            let _ = copied.await;
-        }
-    }
-
-    /// Copies the queued writes in order until the queue is empty.
-    async fn copy_queued(&self) {
-        // A copy that panics (or a task cancelled at shutdown) must not
-        // leave the queue marked as copied: the next write starts a task.
-        struct Stopped<'a>(&'a std::sync::Mutex<CopyQueue>, bool);
-        impl Drop for Stopped<'_> {
-            fn drop(&mut self) {
-                if self.1 {
-                    if let Ok(mut q) = self.0.lock() {
-                        q.running = false;
-                    }
-                }
-            }
-        }
-        let mut stopped = Stopped(&self.inner.copy_queue, true);
-        loop {
-            let next = {
-                let mut q = self.inner.copy_queue.lock().expect("copy queue");
-                let next = q.items.pop_front();
-                q.running = next.is_some();
-                next
-            };
-            let Some(w) = next else {
-                // `running` was cleared with the queue seen empty; a write
-                // queued since has started the next task.
-                stopped.1 = false;
-                return;
-            };
-            self.apply_changes(w.op, &w.routing, w.captured).await;
-            let _ = w.done.send(());
-        }
-    }
-
     /// Lands a PostgreSQL write's images in SQLite, under SQLite's write
     /// lock; what does not land stays in PostgreSQL's outbox for the
     /// replayer (the write committed: nothing fails the caller).
@@ -328,26 +250,6 @@ impl Landing {
                 .is_some_and(|cv| cv.read_at.elapsed() < crate::outbox::APPLY_WINDOW)
         })
     }
-}
-
-/// Writes whose copy to PostgreSQL waits in the queue after their answer,
-/// at most, per process (`copy_after`).
-pub(super) const COPIES_AFTER: usize = 16;
-
-/// Writes whose copy to PostgreSQL follows their answer, in order.
-#[derive(Default)]
-pub(crate) struct CopyQueue {
-    items: std::collections::VecDeque<Queued>,
-    // A task copies the queue.
-    running: bool,
-}
-
-struct Queued {
-    op: &'static str,
-    routing: super::Routing,
-    captured: crate::changes::Captured,
-    done: tokio::sync::oneshot::Sender<()>,
-    _counted: super::apply::Applying,
 }
 
 /// Times an authoritative write aborted as busy runs again.
@@ -473,7 +375,7 @@ macro_rules! routed_write {
                             crate::failpoint::hit("dual.after_authoritative_commit");
                         }
                         if !routing.fallback {
-                            $self.copy_after($op, routing, captured).await;
+                            $self.apply_changes($op, &routing, captured).await;
                         }
                         break Ok(v);
                     }
