@@ -342,6 +342,11 @@ async fn open_sqlite(opts: &VerifyOptions) -> Result<tokio_rusqlite::Connection>
 /// between the counts and the scan, or a divergence settled since, moves
 /// them) and checked again: up to `settle` long, as a write copied between
 /// the two sides' counts can make one recount miss again under traffic.
+/// With PostgreSQL authoritative a write holds the order lock, shared,
+/// until its rows landed in SQLite, and under steady traffic some write is
+/// always between the two sides: after a first recount that misses, each
+/// recount takes the order lock exclusively for the length of its counts,
+/// as a flip does (writers wait that long; none is between the sides).
 async fn recount(
     opts: &VerifyOptions,
     tables_out: &mut [TableReport],
@@ -350,7 +355,18 @@ async fn recount(
     authority: Backend,
 ) -> Result<()> {
     let (schema, deadline) = (opts.schema, Instant::now() + opts.settle);
+    let mut attempt = 0;
     loop {
+        let still = if authority == Backend::Postgres
+            && attempt > 0
+            && tables_out.iter().any(|t| t.unaccounted_rows != 0)
+        {
+            let order = crate::sqlite::order::OrderLock::for_path(&opts.sqlite_path)?;
+            Some(order.exclusive().await?)
+        } else {
+            None
+        };
+        attempt += 1;
         for t in tables_out.iter_mut().filter(|t| t.unaccounted_rows != 0) {
             let Some(table) = schema.by_name(t.table) else {
                 continue;
@@ -359,6 +375,7 @@ async fn recount(
             t.postgres_rows = side::pg_count(pool, table).await?;
             t.check_counts(authority);
         }
+        drop(still);
         if tables_out.iter().all(|t| t.unaccounted_rows == 0) || Instant::now() >= deadline {
             return Ok(());
         }
