@@ -315,16 +315,19 @@ pub const ALL: [&Table; 10] = [
     &ANALYSIS_CHUNKS,
 ];
 
-/// A table by name.
+/// A table of the Twitter application by name (`TWITTER.by_name`).
 pub fn by_name(name: &str) -> Option<&'static Table> {
-    ALL.into_iter().find(|t| t.name == name)
+    TWITTER.by_name(name)
 }
 
-/// An application's tables: what backfill, verify and export copy, compare
-/// and write back. The Twitter application's is [`TWITTER`]; another
-/// application declares its own (its tables and its SQLite DDL) and hands it
-/// to `BackfillOptions::schema`, `VerifyOptions::schema` and
-/// `export::export_schema`.
+/// An application's tables: what the dual store captures and copies, and
+/// what backfill, verify and export copy, compare and write back. The
+/// Twitter application's is [`TWITTER`]; another application declares its
+/// own (its tables and its SQLite DDL) and hands it to
+/// `CutoverConfig::schema` (or `SqliteOptions::schema` and
+/// `PgStore::with_schema`), `BackfillOptions::schema`,
+/// `VerifyOptions::schema` and `export::export_schema`; its operations go
+/// through `DualStore::write` and `read`.
 #[derive(Debug, Clone, Copy)]
 pub struct Schema {
     /// The tables, parents before children (the order of copy and export).

@@ -403,6 +403,21 @@ async fn soak(o: Soak) {
         // secondary indexes (full-text too) are dropped for its copy and
         // built again, a build holding the table's lock; the writes that
         // meet it wait in the outbox and are replayed.
+        let indexes = |valid: bool| {
+            let pool = d.pg().pool().clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = 'public' AND (NOT $1 OR i.indisvalid)",
+                )
+                .bind(valid)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        let before = indexes(false).await;
         let mut o = cutover::backfill::BackfillOptions::new(&path, settings.clone());
         o.defer_min_rows = 0;
         o.defer_full_text = true;
@@ -410,6 +425,12 @@ async fn soak(o: Soak) {
         let summary = cutover::backfill::run(o, std::future::pending())
             .await
             .unwrap();
+        // Every index dropped for the copy is back, and valid.
+        assert_eq!(
+            (indexes(false).await, indexes(true).await),
+            (before, before),
+            "indexes after the backfill"
+        );
         backfilled = Some((
             summary.tables.iter().map(|t| t.copied).sum::<u64>(),
             summary.tables.iter().map(|t| t.busy_rounds).sum::<u64>(),

@@ -18,8 +18,10 @@
 //! handling), `apply` (copying a changed row to the other side), `reject`
 //! (legacy rows PostgreSQL cannot take), `replay` (outbox drains and
 //! clears), `fallback` (PostgreSQL unreachable, and the return), `flip`
-//! (stage changes under the lock), `shadow` (sampled comparison of reads)
-//! and `routes` (the `Store` operations). The authority itself is
+//! (stage changes under the lock), `shadow` (sampled comparison of reads),
+//! `routes` (the `Store` operations) and `queries` (any application's
+//! operations, `WriteQuery`/`ReadQuery`, routed the same way). The
+//! authority itself is
 //! `crate::authority`.
 
 mod apply;

@@ -355,18 +355,21 @@ async fn recount(
     authority: Backend,
 ) -> Result<()> {
     let (schema, deadline) = (opts.schema, Instant::now() + opts.settle);
-    let mut attempt = 0;
+    let mut order = None;
+    let mut missed = false;
     loop {
-        let still = if authority == Backend::Postgres
-            && attempt > 0
-            && tables_out.iter().any(|t| t.unaccounted_rows != 0)
-        {
-            let order = crate::sqlite::order::OrderLock::for_path(&opts.sqlite_path)?;
-            Some(order.exclusive().await?)
+        let still = if authority == Backend::Postgres && missed {
+            let lock = match &order {
+                Some(l) => l,
+                None => order.insert(crate::sqlite::order::OrderLock::for_path(
+                    &opts.sqlite_path,
+                )?),
+            };
+            Some(lock.exclusive().await?)
         } else {
             None
         };
-        attempt += 1;
+        missed = true;
         for t in tables_out.iter_mut().filter(|t| t.unaccounted_rows != 0) {
             let Some(table) = schema.by_name(t.table) else {
                 continue;
