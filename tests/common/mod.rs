@@ -35,9 +35,19 @@ fn server() -> &'static Server {
             _guard: None,
         },
         _ => {
-            let guard = tmp_postgrust::new_default_process().expect(
+            let mut guard = tmp_postgrust::new_default_process().expect(
                 "start a throwaway PostgreSQL (set DATABASE_URL to use an existing server)",
             );
+            // The server logs to pipes: unread, they fill (every refused
+            // statement is logged, and a dual-write test makes thousands)
+            // and each backend then blocks writing its next log line,
+            // holding its transaction and locks. Read them to the end.
+            if let Some(lines) = guard.stderr_reader.take() {
+                std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+            }
+            if let Some(lines) = guard.stdout_reader.take() {
+                std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+            }
             Server {
                 admin_url: guard.connection_string(),
                 _guard: Some(guard),
