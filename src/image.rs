@@ -353,6 +353,38 @@ where
     Ok(())
 }
 
+/// As `pg_lock_copy`, for several keys (`(table, key)`) in one statement,
+/// in the order of their names (`settle_gone` takes a table's keys in that
+/// order too), so two transactions taking several never wait for each other
+/// in a cycle. Every wait for a lock in the transaction, these included,
+/// ends after `lock_timeout`.
+pub async fn pg_lock_copies<'a, 'e, E>(
+    exec: E,
+    keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+    lock_timeout: std::time::Duration,
+) -> Result<()>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let mut locks: Vec<String> = keys.into_iter().map(|(t, k)| format!("{t}:{k}")).collect();
+    locks.sort();
+    locks.dedup();
+    // The settings' subquery first (kept apart by OFFSET 0), then the
+    // locks, one row at a time in the array's order.
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock($1, hashtext(l.name)))
+         FROM (SELECT set_config('lock_timeout', $3, true) OFFSET 0) s,
+              LATERAL (SELECT name FROM unnest($2::text[]) WITH ORDINALITY AS u(name, i)
+                       WHERE s.set_config IS NOT NULL ORDER BY i OFFSET 0) l",
+    )
+    .bind(COPY_LOCK_CLASS)
+    .bind(locks)
+    .bind(format!("{}ms", lock_timeout.as_millis().max(1)))
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
 /// Deletes a row from PostgreSQL; true when it existed.
 pub async fn pg_delete<'e, E>(exec: E, table: &'static Table, key: &Key) -> Result<bool>
 where

@@ -108,9 +108,7 @@ impl DualStore {
     }
 
     pub(super) fn key_lock(&self, c: &Change) -> &tokio::sync::Mutex<()> {
-        let mut h = DefaultHasher::new();
-        c.hash(&mut h);
-        &self.inner.key_locks[(h.finish() as usize) % KEY_LOCKS]
+        &self.inner.key_locks[key_slot(c)]
     }
 
     /// Copies one changed row from `from` to the other side as its current
@@ -286,12 +284,36 @@ impl DualStore {
         let _applying = self.applying();
         let from = r.authoritative();
         let fence = (!crate::sqlite::lock::is_held()).then_some(r.epoch);
+        let to_pg_after_commit = from == Backend::Sqlite && fence.is_some();
         let mut seen = std::collections::HashSet::new();
-        for c in captured.changes {
-            if !seen.insert(c.clone()) {
-                continue;
+        let mut changes: Vec<Change> = captured
+            .changes
+            .into_iter()
+            .filter(|c| seen.insert(c.clone()))
+            .collect();
+        if to_pg_after_commit {
+            changes.retain(|c| {
+                let busy = self.table_busy(c.table);
+                if busy {
+                    self.secondary_failed(
+                        op,
+                        c,
+                        Some(crate::error::DbErrorKind::Busy),
+                        &"the table is locked in PostgreSQL; the copy waits in the outbox",
+                    );
+                }
+                !busy
+            });
+            if let (true, Some(epoch)) = (changes.len() > 1, fence) {
+                match self.copy_together(&changes, epoch).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::debug!(op, rows = changes.len(), error = %e, "the write's rows did not copy to PostgreSQL together; copying them one by one");
+                    }
+                }
             }
-            let to_pg_after_commit = from == Backend::Sqlite && fence.is_some();
+        }
+        for c in changes {
             if to_pg_after_commit && self.table_busy(c.table) {
                 self.secondary_failed(
                     op,
@@ -311,6 +333,79 @@ impl DualStore {
                 self.secondary_failed(op, &c, e.db_kind(), &e);
             }
         }
+    }
+
+    /// Copies a write's changed rows (more than one) from SQLite to
+    /// PostgreSQL in one transaction, after the write's commit, fenced by
+    /// `epoch`: one commit, where copying them one by one made one each.
+    /// Each key is copied as `apply_image` copies it, under the same locks:
+    /// this process's key locks (in slot order) and every key's copy lock
+    /// in PostgreSQL (in one statement, in the order `settle_gone` takes
+    /// them), then SQLite read once for every key (high water, then image),
+    /// then the images written. Waits for a PostgreSQL lock end after the
+    /// copy lock timeout. Any error rolls the whole copy back (nothing is
+    /// written) and the caller copies the rows one by one, where a row's
+    /// own trouble (a parent not there yet, a bad value, a lock) is judged
+    /// for that row alone.
+    async fn copy_together(&self, changes: &[Change], epoch: i64) -> Result<()> {
+        let schema = self.schema();
+        let mut rows = Vec::with_capacity(changes.len());
+        for c in changes {
+            let table = schema.by_name(c.table).ok_or_else(|| {
+                Error::InvalidArgument(format!("outbox names unknown table {:?}", c.table))
+            })?;
+            rows.push((c.clone(), table, Key::parse(table, &c.key)?));
+        }
+        let mut slots: Vec<usize> = changes.iter().map(key_slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let mut held = Vec::with_capacity(slots.len());
+        for s in slots {
+            held.push(self.inner.key_locks[s].lock().await);
+        }
+        let mut tx = self.inner.pg.pool().begin().await?;
+        image::pg_lock_copies(
+            &mut *tx,
+            changes.iter().map(|c| (c.table, c.key.as_str())),
+            self.inner.config.copy_lock_timeout,
+        )
+        .await?;
+        let wanted = rows.clone();
+        let read = self
+            .sqlite_rw(move |conn| -> Result<Vec<_>> {
+                wanted
+                    .iter()
+                    .map(|(c, table, key)| {
+                        // The high water first: the image read after it
+                        // holds every change up to it.
+                        let hw = outbox::sqlite_high_water(conn, c)?;
+                        Ok((hw, image::sqlite_read(conn, table, key)?))
+                    })
+                    .collect()
+            })
+            .await?;
+        crate::failpoint::pause("dual.before_copy_to_postgres").await;
+        for ((_, table, key), (_, img)) in rows.iter().zip(&read) {
+            let written = match img {
+                Some(img) => image::pg_upsert_fenced(&mut *tx, table, img, epoch).await?,
+                None => image::pg_delete_fenced(&mut *tx, table, key, epoch).await?,
+            };
+            if !written {
+                // The first statement found another epoch (it holds the
+                // authority row otherwise): nothing was written. A flip or
+                // fallback moved it; its drain copies these rows.
+                tracing::debug!(rows = rows.len(), "copy of an older epoch dropped");
+                return Ok(());
+            }
+        }
+        tx.commit().await?;
+        drop(held);
+        for ((c, _, _), (hw, _)) in rows.iter().zip(read) {
+            if let Some(hw) = hw {
+                self.queue_sqlite_clear(c, hw);
+            }
+        }
+        Ok(())
     }
 
     /// Whether copies to `table` go straight to the outbox for now (a copy
@@ -408,6 +503,13 @@ impl Drop for Applying {
             self.0.applied.notify_waiters();
         }
     }
+}
+
+/// The slot of this process's key locks that `c` takes.
+fn key_slot(c: &Change) -> usize {
+    let mut h = DefaultHasher::new();
+    c.hash(&mut h);
+    (h.finish() as usize) % KEY_LOCKS
 }
 
 /// PostgreSQL's images land in SQLite only while it is authoritative:
