@@ -18,8 +18,9 @@
 //! Then the load phase, on the clean file: the demo's scraper and funnel
 //! writes (8 workers: a profile, five tweets, a funnel step, each call
 //! timed) for `BENCH_LOAD_SECS` in `off`, the same in `dualwrite`, then in
-//! `dualwrite` while a backfill runs; the p99 of the calls in each.
-//! Medians of the runs; ratios from the same run.
+//! `dualwrite` while a backfill runs (`BENCH_LOAD_BACKFILL_ARGS` adds
+//! options to that backfill, e.g. `--busy-share 3`); the p99 of the calls
+//! in each. Medians of the runs; ratios from the same run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -396,7 +397,12 @@ fn main() {
             let mut dual = load(work.clone(), pg.clone(), load_secs, stop.clone(), 16).await;
             let running = {
                 let (w, u) = (work.clone(), db_url.clone());
-                tokio::task::spawn_blocking(move || cli(&w, &u, &["backfill"]))
+                tokio::task::spawn_blocking(move || {
+                    let extra = std::env::var("BENCH_LOAD_BACKFILL_ARGS").unwrap_or_default();
+                    let mut args = vec!["backfill"];
+                    args.extend(extra.split_whitespace());
+                    cli(&w, &u, &args)
+                })
             };
             let started = Instant::now();
             let (stop2, w2, p2) = (stop.clone(), work.clone(), pg.clone());
