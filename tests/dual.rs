@@ -1001,7 +1001,14 @@ async fn a_slower_process_never_leaves_an_older_image_behind_for_several_rows() 
     let db = common::TestDb::migrated().await;
     let dir = common::TempDir::new();
     let path = dir.file("race-rows.db");
-    let d = dual_on(&path, &db.settings, Stage::DualWrite).await;
+    // Long enough to wait for the child's copy locks (held 1.5 s), so this
+    // process's rows also copy in one transaction, after the child's.
+    let config = DualConfig {
+        raise_on_mismatch: false,
+        copy_lock_timeout: Duration::from_secs(5),
+        ..DualConfig::default()
+    };
+    let d = dual_with(&path, &db.settings, Stage::DualWrite, config).await;
     d.upsert_profile(&profile("race")).await.unwrap();
     d.save_tweets("race", &[tweet("ra", "first"), tweet("rb", "first")])
         .await
@@ -1017,12 +1024,25 @@ async fn a_slower_process_never_leaves_an_older_image_behind_for_several_rows() 
         Stage::DualWrite,
         format!("failpoint {point} paused"),
     );
+    let before = d.counters();
     d.save_tweets("race", &[tweet("ra", "newer"), tweet("rb", "newer")])
         .await
         .unwrap();
     d.settle().await;
+    let after = d.counters();
+    assert_eq!(
+        (
+            after.copies_together - before.copies_together,
+            after.copies_one_by_one - before.copies_one_by_one
+        ),
+        (1, 0),
+        "this process's two rows copied in one transaction: {after:?}"
+    );
     let status = child.wait().unwrap();
-    assert!(status.success(), "the child's write succeeded: {status:?}");
+    assert!(
+        status.success(),
+        "the child's write succeeded, its rows copied in one transaction: {status:?}"
+    );
 
     for id in ["ra", "rb"] {
         let (s, p) = (
@@ -1045,6 +1065,8 @@ async fn child_writer_of_several_rows_paused_before_its_copy() {
         .await
         .unwrap();
     d.settle().await;
+    let c = d.counters();
+    assert_eq!((c.copies_together, c.copies_one_by_one), (1, 0), "{c:?}");
 }
 
 /// Two tweets of two users written in one SQLite transaction.
@@ -1093,7 +1115,16 @@ async fn a_write_whose_one_row_postgresql_refuses_still_copies_the_others() {
     d.upsert_profile(&profile("old")).await.unwrap();
     d.switch(Stage::DualWrite).await.unwrap();
     d.upsert_profile(&profile("new")).await.unwrap();
+    // A write of two rows PostgreSQL takes: one transaction.
+    d.save_tweets("new", &[tweet("n1", "one"), tweet("n2", "two")])
+        .await
+        .unwrap();
     d.settle().await;
+    let c = d.counters();
+    assert_eq!((c.copies_together, c.copies_one_by_one), (1, 0), "{c:?}");
+    for id in ["n1", "n2"] {
+        assert!(d.pg().get_tweet(id).await.unwrap().is_some(), "{id}");
+    }
     assert!(d.pg().get_user("old").await.unwrap().is_none());
     let before = d.counters();
 
@@ -1118,6 +1149,11 @@ async fn a_write_whose_one_row_postgresql_refuses_still_copies_the_others() {
             .unwrap();
     assert_eq!(rejects, vec![("two-old".to_string(), "orphan".to_string())]);
     let after = d.counters();
+    assert_eq!(
+        after.copies_one_by_one - before.copies_one_by_one,
+        1,
+        "{after:?}"
+    );
     assert_eq!(
         after.secondary_failures, before.secondary_failures,
         "{after:?}"

@@ -305,9 +305,22 @@ impl DualStore {
                 !busy
             });
             if let (true, Some(epoch)) = (changes.len() > 1, fence) {
+                let counters = &self.inner.counters;
                 match self.copy_together(&changes, epoch).await {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        counters.copies_together.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    // PostgreSQL is out of reach: each row would fail the
+                    // same way; they wait in the outbox for the replayer.
+                    Err(e) if e.is_unavailable() => {
+                        for c in &changes {
+                            self.secondary_failed(op, c, e.db_kind(), &e);
+                        }
+                        return;
+                    }
                     Err(e) => {
+                        counters.copies_one_by_one.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(op, rows = changes.len(), error = %e, "the write's rows did not copy to PostgreSQL together; copying them one by one");
                     }
                 }

@@ -45,6 +45,12 @@ pub struct Counters {
     /// Keys both sides changed across a fallback, recorded in
     /// `cutover.conflicts`.
     pub conflicts: AtomicU64,
+    /// Writes whose changed rows were copied to PostgreSQL in one
+    /// transaction.
+    pub copies_together: AtomicU64,
+    /// Writes whose rows could not copy in one transaction (one of them
+    /// refused, or a lock wait ran out) and were copied one by one.
+    pub copies_one_by_one: AtomicU64,
 }
 
 /// A snapshot of `Counters`.
@@ -80,6 +86,11 @@ pub struct CounterSnapshot {
     pub unknown_commits: u64,
     /// Conflicts recorded after a fallback.
     pub conflicts: u64,
+    /// Writes whose rows were copied to PostgreSQL in one transaction.
+    pub copies_together: u64,
+    /// Writes whose rows were copied one by one after their copy in one
+    /// transaction failed.
+    pub copies_one_by_one: u64,
 }
 
 impl DualStore {
@@ -103,6 +114,8 @@ impl DualStore {
             fallbacks: g(&c.fallbacks),
             unknown_commits: g(&c.unknown_commits),
             conflicts: g(&c.conflicts),
+            copies_together: g(&c.copies_together),
+            copies_one_by_one: g(&c.copies_one_by_one),
         }
     }
 }

@@ -43,10 +43,10 @@ fn server() -> &'static Server {
             // and each backend then blocks writing its next log line,
             // holding its transaction and locks. Read them to the end.
             if let Some(lines) = guard.stderr_reader.take() {
-                std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+                std::thread::spawn(move || drain(lines));
             }
             if let Some(lines) = guard.stdout_reader.take() {
-                std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+                std::thread::spawn(move || drain(lines));
             }
             Server {
                 admin_url: guard.connection_string(),
@@ -54,6 +54,18 @@ fn server() -> &'static Server {
             }
         }
     })
+}
+
+/// Reads a pipe's lines until it closes (a line that is not UTF-8 is
+/// skipped, not an end).
+fn drain(lines: impl Iterator<Item = std::io::Result<String>>) {
+    for line in lines {
+        if let Err(e) = line {
+            if e.kind() != std::io::ErrorKind::InvalidData {
+                break;
+            }
+        }
+    }
 }
 
 /// The URL of the admin database the per-test databases are created from.
