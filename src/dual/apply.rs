@@ -276,7 +276,10 @@ impl DualStore {
     }
 
     /// Copies a write's rows to the other side, fenced by the epoch the
-    /// write was made under (outside the lock) or inside it.
+    /// write was made under (outside the lock) or inside it. After
+    /// SQLite's commit, rows of a table PostgreSQL has locked wait in the
+    /// outbox, and several rows go in one transaction (`copy_together`),
+    /// one by one when that fails.
     pub(super) async fn apply_changes(&self, op: &'static str, r: &Routing, captured: Captured) {
         if r.secondary().is_none() || captured.changes.is_empty() {
             return;
@@ -292,18 +295,7 @@ impl DualStore {
             .filter(|c| seen.insert(c.clone()))
             .collect();
         if to_pg_after_commit {
-            changes.retain(|c| {
-                let busy = self.table_busy(c.table);
-                if busy {
-                    self.secondary_failed(
-                        op,
-                        c,
-                        Some(crate::error::DbErrorKind::Busy),
-                        &"the table is locked in PostgreSQL; the copy waits in the outbox",
-                    );
-                }
-                !busy
-            });
+            changes.retain(|c| !self.left_for_busy_table(op, c));
             if let (true, Some(epoch)) = (changes.len() > 1, fence) {
                 let counters = &self.inner.counters;
                 match self.copy_together(&changes, epoch).await {
@@ -327,13 +319,8 @@ impl DualStore {
             }
         }
         for c in changes {
-            if to_pg_after_commit && self.table_busy(c.table) {
-                self.secondary_failed(
-                    op,
-                    &c,
-                    Some(crate::error::DbErrorKind::Busy),
-                    &"the table is locked in PostgreSQL; the copy waits in the outbox",
-                );
+            // A copy made one by one may have found its table locked.
+            if to_pg_after_commit && self.left_for_busy_table(op, &c) {
                 continue;
             }
             if let Err(e) = self
@@ -419,6 +406,21 @@ impl DualStore {
             }
         }
         Ok(())
+    }
+
+    /// True when `c`'s table is locked in PostgreSQL (`table_busy`): its
+    /// copy is counted as deferred and left in the outbox.
+    fn left_for_busy_table(&self, op: &'static str, c: &Change) -> bool {
+        let busy = self.table_busy(c.table);
+        if busy {
+            self.secondary_failed(
+                op,
+                c,
+                Some(crate::error::DbErrorKind::Busy),
+                &"the table is locked in PostgreSQL; the copy waits in the outbox",
+            );
+        }
+        busy
     }
 
     /// Whether copies to `table` go straight to the outbox for now (a copy
