@@ -1327,3 +1327,75 @@ async fn verify_counts_add_up_under_steady_writes_in_live() {
     }
     assert!(written > 0);
 }
+
+/// A write of several rows whose copy meets its table locked against
+/// writes (as a backfill's plain index build locks it) waits out the lock
+/// timeout once: the copy together marks the table busy, and the rows go
+/// to the outbox instead of each being tried again, one by one, behind the
+/// same lock. Each wait is seen from PostgreSQL's side: a transaction of
+/// the store's waiting for the table's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_of_several_rows_waits_for_a_locked_table_once() {
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicBool;
+    let dir = common::TempDir::new();
+    let db = common::TestDb::migrated().await;
+    let d = dual_on(&dir.file("t.db"), &db.settings, Stage::DualWrite).await;
+    d.upsert_profile(&profile("lk")).await.unwrap();
+    let pool = db.pool().await;
+    let mut build = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tweets IN SHARE MODE")
+        .execute(&mut *build)
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut waiting = HashSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                let now: Vec<String> = sqlx::query_scalar(
+                    "SELECT virtualtransaction FROM pg_locks
+                     WHERE relation = 'tweets'::regclass AND NOT granted",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                waiting.extend(now);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            waiting.len()
+        })
+    };
+    let tweets: Vec<NewTweet> = (0..5)
+        .map(|k| tweet(&format!("lk-t{k}"), "behind a lock"))
+        .collect();
+    d.save_tweets("lk", &tweets).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let waits = watcher.await.unwrap();
+    let c = d.counters();
+    assert_eq!(waits, 1, "transactions that waited for the lock; {c:?}");
+    assert_eq!(
+        (
+            c.copies_one_by_one,
+            c.secondary_deferred,
+            c.secondary_failures,
+            c.failed_calls
+        ),
+        (1, 5, 0, 0),
+        "{c:?}"
+    );
+    build.rollback().await.unwrap();
+    for _ in 0..50 {
+        d.drain(Backend::Sqlite, 100).await.unwrap();
+        if d.outbox_pending().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let in_pg: i64 = sqlx::query_scalar("SELECT count(*) FROM tweets WHERE user_id = 'lk'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(in_pg, 5, "replayed once the lock is gone");
+}

@@ -387,9 +387,18 @@ impl DualStore {
         crate::failpoint::pause("dual.before_copy_to_postgres").await;
         for ((_, table, key), (_, img)) in rows.iter().zip(&read) {
             let written = match img {
-                Some(img) => image::pg_upsert_fenced(&mut *tx, table, img, epoch).await?,
-                None => image::pg_delete_fenced(&mut *tx, table, key, epoch).await?,
-            };
+                Some(img) => image::pg_upsert_fenced(&mut *tx, table, img, epoch).await,
+                None => image::pg_delete_fenced(&mut *tx, table, key, epoch).await,
+            }
+            .inspect_err(|e| {
+                // The table (or a row of it) is locked past the copy lock
+                // timeout, as by an index build: its rows go straight to
+                // the outbox, where copying them one by one would wait
+                // out the timeout again.
+                if e.db_kind() == Some(crate::error::DbErrorKind::Busy) {
+                    self.mark_table_busy(table.name);
+                }
+            })?;
             if !written {
                 // The first statement found another epoch (it holds the
                 // authority row otherwise): nothing was written. A flip or
