@@ -188,8 +188,22 @@ pub(crate) async fn gin_indexes(conn: &mut PgConnection, table: &Table) -> Resul
     .await?)
 }
 
+/// What the connection merging a table's GIN pending lists does
+/// ([`merge_pending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Merging {
+    /// Merge beside the loading connections.
+    Beside,
+    /// Wait: while the application writes, the copy merges after each
+    /// round itself ([`merge_now`]), so that it does one thing at a time.
+    Held,
+    /// The table is done.
+    Stop,
+}
+
 /// Merges the pending lists of `table`'s GIN indexes into the indexes, on a
-/// connection of its own, until `stop` turns true.
+/// connection of its own, while `state` is [`Merging::Beside`], until it
+/// turns [`Merging::Stop`].
 ///
 /// A GIN index in place during a copy takes each row's entries in its
 /// pending list (the batches set a 1 GB limit, so they never merge it
@@ -201,7 +215,7 @@ pub(crate) async fn gin_indexes(conn: &mut PgConnection, table: &Table) -> Resul
 pub(crate) async fn merge_pending(
     settings: PgSettings,
     table: &'static Table,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut state: tokio::sync::watch::Receiver<Merging>,
 ) -> Result<()> {
     let mut conn = PgConnection::connect_with(&settings.connect_options()).await?;
     let gin = gin_indexes(&mut conn, table).await?;
@@ -213,22 +227,39 @@ pub(crate) async fn merge_pending(
     sqlx::query("SELECT set_config('maintenance_work_mem', '1GB', false)")
         .execute(&mut conn)
         .await?;
-    while !*stop.borrow() {
-        let mut merged = 0i64;
-        for &oid in &gin {
-            let pages: i64 = sqlx::query_scalar("SELECT gin_clean_pending_list($1::oid::regclass)")
-                .bind(oid)
-                .fetch_one(&mut conn)
-                .await?;
-            merged += pages;
-        }
-        if merged == 0 {
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+    loop {
+        let now = *state.borrow_and_update();
+        match now {
+            Merging::Stop => break,
+            Merging::Held => {
+                if state.changed().await.is_err() {
+                    break;
+                }
+            }
+            Merging::Beside => {
+                if merge_now(&mut conn, &gin).await? == 0 {
+                    tokio::select! {
+                        _ = state.changed() => {}
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    }
+                }
             }
         }
     }
     let _ = conn.close().await;
     Ok(())
+}
+
+/// Merges the pending lists of the GIN indexes `gin` (oids) once; returns
+/// the pages merged.
+pub(crate) async fn merge_now(conn: &mut PgConnection, gin: &[i64]) -> Result<i64> {
+    let mut merged = 0i64;
+    for &oid in gin {
+        let pages: i64 = sqlx::query_scalar("SELECT gin_clean_pending_list($1::oid::regclass)")
+            .bind(oid)
+            .fetch_one(&mut *conn)
+            .await?;
+        merged += pages;
+    }
+    Ok(merged)
 }

@@ -229,7 +229,10 @@ async fn run_locked(
         acknowledged_drift: unknown,
         ..BackfillSummary::default()
     };
-    let mut throttle = Throttle::new(opts.max_rows_per_sec);
+    let mut pace = Pace {
+        throttle: Throttle::new(opts.max_rows_per_sec),
+        app: AppWatch::new(&source).await?,
+    };
     let copied: Result<()> = async {
     for &table in tables {
         // Insert-triggered autovacuum would otherwise scan the table again
@@ -248,24 +251,25 @@ async fn run_locked(
         target::pause_autovacuum(target.conn().await?, table).await?;
         // The full-text indexes left in place take the batches' rows in
         // their pending lists, which a connection of their own merges while
-        // the copy goes on (see `indexes::merge_pending`).
-        let (stop_merging, merging) = tokio::sync::watch::channel(false);
+        // the copy goes on (see `indexes::merge_pending`); while the
+        // application writes, the copy merges them itself between rounds.
+        let (merging, merger_state) = tokio::sync::watch::channel(indexes::Merging::Beside);
         let merger = tokio::spawn(indexes::merge_pending(
             opts.postgres.clone(),
             table,
-            merging,
+            merger_state,
         ));
         let copied = copy_table(
             opts,
             &source,
             &mut target,
             table,
-            bar.clone(),
-            &mut throttle,
+            &mut pace,
+            &merging,
             &mut shutdown,
         )
         .await;
-        let _ = stop_merging.send(true);
+        let _ = merging.send(indexes::Merging::Stop);
         if let Ok(Err(e)) = merger.await {
             tracing::warn!(table = table.name, error = %e, "merging the full-text pending list during the copy stopped; it is merged at the end");
         }
@@ -331,6 +335,43 @@ async fn run_locked(
     }
 }
 
+/// What spaces the copy's rounds over the whole run.
+struct Pace {
+    throttle: Throttle,
+    app: AppWatch,
+}
+
+/// Whether the application is writing to SQLite, from `PRAGMA
+/// data_version` (it moves when another connection commits), watched
+/// round by round over the whole run.
+struct AppWatch {
+    version: i64,
+    /// The application committed during the last round, or no round was
+    /// watched yet: the next round loads `busy_jobs` batches side by side,
+    /// not `jobs`. A table's first round is thus never a burst of `jobs`
+    /// connections into a busy application's writes; on an idle file the
+    /// first round alone is narrower.
+    busy: bool,
+}
+
+impl AppWatch {
+    async fn new(source: &Source) -> Result<Self> {
+        Ok(Self {
+            version: source.data_version().await?,
+            busy: true,
+        })
+    }
+
+    /// Whether the application committed since the last call (the round
+    /// just made); the copy then makes room for it (`busy_share`).
+    async fn saw_commits(&mut self, source: &Source) -> Result<bool> {
+        let version = source.data_version().await?;
+        self.busy = version != self.version;
+        self.version = version;
+        Ok(self.busy)
+    }
+}
+
 /// Spaces batches so the run stays under `max_rows_per_sec`.
 struct Throttle {
     rate: Option<u64>,
@@ -370,8 +411,8 @@ async fn copy_table(
     source: &Source,
     target: &mut Target,
     table: &'static Table,
-    bar: Option<Arc<dyn crate::progress::Progress>>,
-    throttle: &mut Throttle,
+    pace: &mut Pace,
+    merging: &tokio::sync::watch::Sender<indexes::Merging>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(TableSummary, bool)> {
     let started = Instant::now();
@@ -385,13 +426,14 @@ async fn copy_table(
         && target::may_skip_fk_triggers(target.conn().await?, table).await?;
     let (remaining, losers) = source.prepare_table(table, cp.last_rowid).await?;
     let losers = Arc::new(losers);
-    let mut progress = Progress::new(table.name, remaining, bar);
+    let mut progress = Progress::new(table.name, remaining, opts.progress.clone());
     let mut summary = TableSummary {
         table: table.name,
         ..TableSummary::default()
     };
     let mut size = opts.batch_size;
     let mut prefetched: Option<(RoundPlan, Round)> = None;
+    let gin = indexes::gin_indexes(target.conn().await?, table).await?;
     let mut failures = 0u32;
     let mut at_one = 0u32;
     // Retries of a batch that met a parent the application wrote whose
@@ -405,10 +447,6 @@ async fn copy_table(
     // The client-side limit covers what statement_timeout cannot: a server
     // or network that stops answering altogether.
     let limit = opts.statement_timeout + opts.statement_timeout / 2 + Duration::from_secs(1);
-    // Whether the application committed to SQLite during the last round:
-    // then the copy makes room for its calls (`busy_share`, `busy_jobs`).
-    let mut data_version = source.data_version().await?;
-    let mut app_busy = false;
     loop {
         if stopping(shutdown).await {
             stopped = true;
@@ -418,8 +456,22 @@ async fn copy_table(
         // before loaded, when it went as planned), then loaded side by side;
         // no SQLite lock is held at any point.
         let round_at = Instant::now();
+        // While the application writes, the copy does one thing at a time:
+        // the next round is not read ahead, and the full-text pending lists
+        // are merged after the round's commit, not beside it.
+        let one_at_a_time = pace.app.busy;
+        merging.send_if_modified(|m| {
+            let want = if one_at_a_time {
+                indexes::Merging::Held
+            } else {
+                indexes::Merging::Beside
+            };
+            let changed = *m != want;
+            *m = want;
+            changed
+        });
         let width = if parallel && failures == 0 {
-            if app_busy {
+            if pace.app.busy {
                 opts.jobs.min(opts.busy_jobs.max(1))
             } else {
                 opts.jobs
@@ -446,6 +498,7 @@ async fn copy_table(
         let next_plan = batches
             .last()
             .and_then(|(_, b)| b.last_rowid)
+            .filter(|_| !one_at_a_time)
             .map(|last| (last, size, width));
         crate::failpoint::gate("backfill.after_read").await;
         let loading_at = Instant::now();
@@ -532,6 +585,11 @@ async fn copy_table(
             summary.deleted_meanwhile += loaded.gone;
             progress.batch(loaded.copied(), loaded.rejected_total());
         }
+        if one_at_a_time && failed.is_none() && !gin.is_empty() {
+            let merging_at = Instant::now();
+            indexes::merge_now(target.conn().await?, &gin).await?;
+            summary.postgres_seconds += merging_at.elapsed().as_secs_f64();
+        }
         // What committed is checked against SQLite again: rows the
         // application deleted since the batch read them go from PostgreSQL
         // too (the batch may have brought them back).
@@ -549,9 +607,7 @@ async fn copy_table(
             }
         }
         let took = round_at.elapsed();
-        let version = source.data_version().await?;
-        app_busy = version != data_version;
-        data_version = version;
+        let app_busy = pace.app.saw_commits(source).await?;
         if app_busy {
             summary.busy_rounds += 1;
         }
@@ -562,6 +618,15 @@ async fn copy_table(
                 Duration::ZERO
             };
             summary.room_seconds += room.as_secs_f64();
+            tracing::debug!(
+                table = table.name,
+                batches = width,
+                rows = read_total,
+                took_ms = took.as_millis() as u64,
+                app_busy,
+                room_ms = room.as_millis() as u64,
+                "round committed"
+            );
             let pause = took.mul_f64(opts.writer_share) + room;
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
@@ -679,7 +744,7 @@ async fn copy_table(
                 });
             }
         }
-        if let Some(wait) = throttle.after(read_total) {
+        if let Some(wait) = pace.throttle.after(read_total) {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.as_mut() => { stopped = true; break; }
