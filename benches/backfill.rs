@@ -2,8 +2,8 @@
 //!
 //! `DATABASE_URL=postgres://... cargo bench --bench backfill`, with
 //! `BENCH_TWEETS` (default 100000; BENCHMARKS.md quotes 1000000),
-//! `BENCH_RUNS` (3), `BENCH_DIRTY` (0.02), `BENCH_LOAD_SECS` (20; 0 skips
-//! the load phase). Needs `psql`.
+//! `BENCH_RUNS` (3; 0 measures only the application load), `BENCH_DIRTY`
+//! (0.02), `BENCH_LOAD_SECS` (20; 0 skips the load phase). Needs `psql`.
 //!
 //! Each run starts from the plan's schema with every index in place and:
 //! - runs `cutover backfill` (this build's binary, as a child process) on
@@ -60,8 +60,68 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
 }
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cutover")
+/// One timed call of the load.
+#[derive(Clone)]
+struct Call {
+    /// 0 a profile, 1 five tweets, 2 a funnel step.
+    kind: usize,
+    /// When it ended.
+    at: chrono::DateTime<chrono::Utc>,
+    ms: f64,
+}
+
+/// The calls' times in ms, whatever their kind.
+fn ms(calls: &[Call]) -> Vec<f64> {
+    calls.iter().map(|c| c.ms).collect()
+}
+
+/// With `BENCH_TIMELINE=1`: the calls' p99 and maximum second by second,
+/// to lay beside the backfill's log (`BENCH_CLI_LOG`).
+fn timeline(calls: &[Call]) {
+    let mut by_second: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+    for c in calls {
+        by_second.entry(c.at.timestamp()).or_default().push(c.ms);
+    }
+    for (second, mut v) in by_second {
+        let at = chrono::DateTime::from_timestamp(second, 0).unwrap();
+        println!(
+            "    {} {:>5} calls, p99 {:>6.1}, max {:>6.1} ms, over 20 ms {}",
+            at.format("%H:%M:%S"),
+            v.len(),
+            percentile(&mut v, 0.99),
+            v.last().copied().unwrap_or(0.0),
+            v.iter().filter(|m| **m > 20.0).count()
+        );
+    }
+}
+
+/// p50, p90, p99, p99.9 and the maximum of every call, then the p99 of
+/// each kind of call.
+fn spread(calls: &[Call]) -> String {
+    let mut all = ms(calls);
+    let mut out = format!(
+        "p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1} ms",
+        percentile(&mut all, 0.5),
+        percentile(&mut all, 0.9),
+        percentile(&mut all, 0.99),
+        percentile(&mut all, 0.999),
+        all.last().copied().unwrap_or(0.0)
+    );
+    for (kind, name) in ["profile", "five tweets", "funnel step"].iter().enumerate() {
+        let mut v: Vec<f64> = calls
+            .iter()
+            .filter(|c| c.kind == kind)
+            .map(|c| c.ms)
+            .collect();
+        out.push_str(&format!("; {name} p99 {:.1}", percentile(&mut v, 0.99)));
+    }
+    out
+}
+
+/// This build's `cutover`, or `BENCH_CUTOVER_BIN` (another build, to
+/// compare two backfills under the same application load).
+fn bin() -> String {
+    std::env::var("BENCH_CUTOVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cutover").into())
 }
 
 /// Runs the CLI; returns (wall seconds, peak RSS in MB) and panics on failure.
@@ -69,7 +129,14 @@ fn cli(sqlite: &Path, url: &str, args: &[&str]) -> (f64, f64) {
     let started = Instant::now();
     let mut child = Command::new(bin())
         .args(["--env-file", "/dev/null"])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            if std::env::var_os("BENCH_CLI_LOG").is_some() {
+                std::env::var("BENCH_CLI_RUST_LOG").unwrap_or("info".into())
+            } else {
+                "warn".into()
+            },
+        )
         .arg("--sqlite")
         .arg(sqlite)
         .args(["--postgres", url])
@@ -104,6 +171,17 @@ fn cli(sqlite: &Path, url: &str, args: &[&str]) -> (f64, f64) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // With `BENCH_CLI_LOG=path`, the runs' logs are kept there.
+    if let Some(log) = std::env::var_os("BENCH_CLI_LOG") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        writeln!(f, "== cutover {args:?}").unwrap();
+        f.write_all(&out.stderr).unwrap();
+    }
     (started.elapsed().as_secs_f64(), peak_kb as f64 / 1024.0)
 }
 
@@ -188,7 +266,7 @@ async fn load(
     secs: f64,
     stop: Arc<AtomicBool>,
     first_worker: usize,
-) -> Vec<f64> {
+) -> Vec<Call> {
     use cutover::{NewTweet, ScrapedProfile, Store};
     let c = Arc::new(
         cutover::Cutover::start(cutover::CutoverConfig::new(&sqlite, pg))
@@ -204,10 +282,12 @@ async fn load(
             let store = c.store();
             let mut rng = StdRng::seed_from_u64(w as u64 * 7919);
             let mut i = 0u64;
-            let timed = |started: Instant| {
-                lat.lock()
-                    .unwrap()
-                    .push(started.elapsed().as_secs_f64() * 1000.0)
+            let timed = |kind: usize, started: Instant| {
+                lat.lock().unwrap().push(Call {
+                    kind,
+                    at: chrono::Utc::now(),
+                    ms: started.elapsed().as_secs_f64() * 1000.0,
+                })
             };
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 i += 1;
@@ -226,7 +306,7 @@ async fn load(
                     })
                     .await
                     .unwrap();
-                timed(t);
+                timed(0, t);
                 let tweets: Vec<NewTweet> = (0..5)
                     .map(|k| NewTweet {
                         id: format!("{user}-t{i}-{k}"),
@@ -241,7 +321,7 @@ async fn load(
                     .collect();
                 let t = Instant::now();
                 store.save_tweets(&user, &tweets).await.unwrap();
-                timed(t);
+                timed(1, t);
                 let t = Instant::now();
                 store
                     .complete_funnel_command(
@@ -251,7 +331,7 @@ async fn load(
                     )
                     .await
                     .unwrap();
-                timed(t);
+                timed(2, t);
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }));
@@ -353,19 +433,21 @@ fn main() {
             ours[run], ours_dirty[run], theirs[run], ours[run] / theirs[run]
         );
     }
-    let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
-    let dirty_ratios: Vec<f64> = ours_dirty.iter().zip(&ours).map(|(a, b)| a / b).collect();
-    println!("{tweets} tweets ({clean_rows} source rows over the ten tables), every index in place at the start and present at the end, median of {runs} runs");
-    println!(
-        "  cutover backfill, clean:   {:>9.0} rows/s  {:.2}x psql \\copy (per run {:?})",
-        median(ours.clone()),
-        median(ratios.clone()),
-        ratios
-            .iter()
-            .map(|r| (r * 100.0).round() / 100.0)
-            .collect::<Vec<_>>()
-    );
-    println!(
+    // BENCH_RUNS=0 measures only the application's writes.
+    if runs > 0 {
+        let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
+        let dirty_ratios: Vec<f64> = ours_dirty.iter().zip(&ours).map(|(a, b)| a / b).collect();
+        println!("{tweets} tweets ({clean_rows} source rows over the ten tables), every index in place at the start and present at the end, median of {runs} runs");
+        println!(
+            "  cutover backfill, clean:   {:>9.0} rows/s  {:.2}x psql \\copy (per run {:?})",
+            median(ours.clone()),
+            median(ratios.clone()),
+            ratios
+                .iter()
+                .map(|r| (r * 100.0).round() / 100.0)
+                .collect::<Vec<_>>()
+        );
+        println!(
         "  cutover backfill, {:.0} % dirty: {:>9.0} rows/s  {:.2}x the clean rate (per run {:?})",
         dirty * 100.0,
         median(ours_dirty),
@@ -375,16 +457,16 @@ fn main() {
             .map(|r| (r * 100.0).round() / 100.0)
             .collect::<Vec<_>>()
     );
-    println!(
-        "  psql \\copy:                {:>9.0} rows/s",
-        median(theirs)
-    );
-    println!(
-        "  backfill peak RSS:         {:>9.0} MB (max of runs {:.0})",
-        median(rss.clone()),
-        rss.iter().cloned().fold(0.0, f64::max)
-    );
-
+        println!(
+            "  psql \\copy:                {:>9.0} rows/s",
+            median(theirs)
+        );
+        println!(
+            "  backfill peak RSS:         {:>9.0} MB (max of runs {:.0})",
+            median(rss.clone()),
+            rss.iter().cloned().fold(0.0, f64::max)
+        );
+    }
     if load_secs > 0.0 {
         rt.block_on(async {
             reset(&pg).await;
@@ -392,9 +474,9 @@ fn main() {
             std::fs::copy(&clean, &work).unwrap();
             cli(&work, &db_url, &["stage", "set", "off"]);
             let stop = Arc::new(AtomicBool::new(false));
-            let mut off = load(work.clone(), pg.clone(), load_secs, stop.clone(), 0).await;
+            let off = load(work.clone(), pg.clone(), load_secs, stop.clone(), 0).await;
             cli(&work, &db_url, &["stage", "set", "dualwrite"]);
-            let mut dual = load(work.clone(), pg.clone(), load_secs, stop.clone(), 16).await;
+            let dual = load(work.clone(), pg.clone(), load_secs, stop.clone(), 16).await;
             let running = {
                 let (w, u) = (work.clone(), db_url.clone());
                 tokio::task::spawn_blocking(move || {
@@ -409,12 +491,18 @@ fn main() {
             let loaded = tokio::spawn(async move { load(w2, p2, 3600.0, stop2, 8).await });
             let (bwall, _) = running.await.unwrap();
             stop.store(true, Ordering::Relaxed);
-            let mut during = loaded.await.unwrap();
+            let during = loaded.await.unwrap();
             let (p_off, p_dual, p_during) = (
-                percentile(&mut off, 0.99),
-                percentile(&mut dual, 0.99),
-                percentile(&mut during, 0.99),
+                percentile(&mut ms(&off), 0.99),
+                percentile(&mut ms(&dual), 0.99),
+                percentile(&mut ms(&during), 0.99),
             );
+            for (phase, calls) in [("off", &off), ("dualwrite", &dual), ("during the backfill", &during)] {
+                println!("  {phase}: {}", spread(calls));
+            }
+            if env("BENCH_TIMELINE", 0) == 1 {
+                timeline(&during);
+            }
             println!(
                 "  application writes, p99: {p_off:.1} ms in off ({} calls); in dualwrite {p_dual:.1} ms without a backfill ({} calls), {p_during:.1} ms during the backfill ({} calls, {:.1} s): {:.2}x off, {:.2}x dualwrite alone",
                 off.len(),
