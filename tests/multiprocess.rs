@@ -200,6 +200,10 @@ struct ChildLog {
     followed: Vec<(i64, String, bool, u128)>,
     calls: u64,
     fallbacks: u64,
+    /// Writes whose changed rows copied to PostgreSQL in one transaction
+    /// (a redeemed referral changes three rows).
+    copies_together: u64,
+    counters: Value,
 }
 
 fn read_log(path: &Path) -> ChildLog {
@@ -234,6 +238,8 @@ fn read_log(path: &Path) -> ChildLog {
         } else if let Some(c) = v.get("calls") {
             out.calls = c.as_u64().unwrap();
             out.fallbacks = v["counters"]["fallbacks"].as_u64().unwrap_or(0);
+            out.copies_together = v["counters"]["copies_together"].as_u64().unwrap_or(0);
+            out.counters = v["counters"].clone();
         }
     }
     out
@@ -700,6 +706,18 @@ async fn soak(o: Soak) {
     );
     assert_eq!(divergent, 0, "verify: {report:?}");
     assert!(acked > 500, "enough traffic: {acked}");
+    // The writes of several rows went through the copy together in every
+    // process, under the same flips and faults (but the one whose single
+    // connection is nearly always taken: its copies wait in the outbox).
+    let together: Vec<u64> = logs.iter().map(|l| l.copies_together).collect();
+    assert!(
+        together
+            .iter()
+            .enumerate()
+            .all(|(i, n)| (tiny_pool && i == 0) || *n > 0),
+        "copies together per process: {together:?}; counters {:?}",
+        logs.iter().map(|l| &l.counters).collect::<Vec<_>>()
+    );
     if restart {
         assert!(fell_back, "the restart made the processes fall back");
     } else {
