@@ -1340,7 +1340,12 @@ async fn a_write_of_several_rows_waits_for_a_locked_table_once() {
     use std::sync::atomic::AtomicBool;
     let dir = common::TempDir::new();
     let db = common::TestDb::migrated().await;
-    let d = dual_on(&dir.file("t.db"), &db.settings, Stage::DualWrite).await;
+    // A long lock timeout: each wait is surely seen by the watcher below.
+    let config = DualConfig {
+        copy_lock_timeout: Duration::from_secs(1),
+        ..DualConfig::default()
+    };
+    let d = dual_with(&dir.file("t.db"), &db.settings, Stage::DualWrite, config).await;
     d.upsert_profile(&profile("lk")).await.unwrap();
     let pool = db.pool().await;
     let mut build = pool.begin().await.unwrap();
@@ -1356,7 +1361,9 @@ async fn a_write_of_several_rows_waits_for_a_locked_table_once() {
             while !stop.load(Ordering::Relaxed) {
                 let now: Vec<String> = sqlx::query_scalar(
                     "SELECT virtualtransaction FROM pg_locks
-                     WHERE relation = 'tweets'::regclass AND NOT granted",
+                     WHERE relation = 'tweets'::regclass AND NOT granted
+                       AND database = (SELECT oid FROM pg_database
+                                       WHERE datname = current_database())",
                 )
                 .fetch_all(&pool)
                 .await

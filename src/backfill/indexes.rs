@@ -128,15 +128,7 @@ async fn build_one(
     definition: &str,
     build: Build,
 ) -> Result<()> {
-    // Index builds sort in memory up to maintenance_work_mem; the 64 MB
-    // default makes a GIN build over a large table spill and crawl. Raised
-    // for this session only, never lowered.
-    sqlx::query(
-        "SELECT set_config('maintenance_work_mem', '1GB', false)
-         WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('1GB')",
-    )
-    .execute(&mut *conn)
-    .await?;
+    raise_maintenance_work_mem(&mut *conn).await?;
     // An interrupted CONCURRENTLY build leaves an invalid index behind.
     let valid: Option<bool> = sqlx::query_scalar(
         "SELECT x.indisvalid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
@@ -223,10 +215,6 @@ pub(crate) async fn merge_pending(
         let _ = conn.close().await;
         return Ok(());
     }
-    // The merge sorts in maintenance_work_mem.
-    sqlx::query("SELECT set_config('maintenance_work_mem', '1GB', false)")
-        .execute(&mut conn)
-        .await?;
     loop {
         let now = *state.borrow_and_update();
         match now {
@@ -251,8 +239,10 @@ pub(crate) async fn merge_pending(
 }
 
 /// Merges the pending lists of the GIN indexes `gin` (oids) once; returns
-/// the pages merged.
+/// the pages merged. The merge sorts in `maintenance_work_mem`, raised to
+/// 1 GB for the session.
 pub(crate) async fn merge_now(conn: &mut PgConnection, gin: &[i64]) -> Result<i64> {
+    raise_maintenance_work_mem(&mut *conn).await?;
     let mut merged = 0i64;
     for &oid in gin {
         let pages: i64 = sqlx::query_scalar("SELECT gin_clean_pending_list($1::oid::regclass)")
@@ -262,4 +252,17 @@ pub(crate) async fn merge_now(conn: &mut PgConnection, gin: &[i64]) -> Result<i6
         merged += pages;
     }
     Ok(merged)
+}
+
+/// Index builds and GIN merges sort in memory up to `maintenance_work_mem`;
+/// the 64 MB default makes a GIN build over a large table spill and crawl.
+/// Raised to 1 GB for this session only, never lowered.
+async fn raise_maintenance_work_mem(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query(
+        "SELECT set_config('maintenance_work_mem', '1GB', false)
+         WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('1GB')",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -362,6 +362,15 @@ impl AppWatch {
         })
     }
 
+    /// Before a table's first round: `busy` also when the application
+    /// committed since the last round watched.
+    async fn watch_from_here(&mut self, source: &Source) -> Result<()> {
+        let version = source.data_version().await?;
+        self.busy |= version != self.version;
+        self.version = version;
+        Ok(())
+    }
+
     /// Whether the application committed since the last call (the round
     /// just made); the copy then makes room for it (`busy_share`).
     async fn saw_commits(&mut self, source: &Source) -> Result<bool> {
@@ -434,6 +443,9 @@ async fn copy_table(
     let mut size = opts.batch_size;
     let mut prefetched: Option<(RoundPlan, Round)> = None;
     let gin = indexes::gin_indexes(target.conn().await?, table).await?;
+    // The application may have started writing since the last round (of
+    // the table before, during its index builds).
+    pace.app.watch_from_here(source).await?;
     let mut failures = 0u32;
     let mut at_one = 0u32;
     // Retries of a batch that met a parent the application wrote whose
@@ -586,8 +598,13 @@ async fn copy_table(
             progress.batch(loaded.copied(), loaded.rejected_total());
         }
         if one_at_a_time && failed.is_none() && !gin.is_empty() {
+            // Optional: what is not merged now is merged when the table is
+            // done (`resume_autovacuum`); a lost connection shows again in
+            // the next round, which handles it.
             let merging_at = Instant::now();
-            indexes::merge_now(target.conn().await?, &gin).await?;
+            if let Err(e) = indexes::merge_now(target.conn().await?, &gin).await {
+                tracing::warn!(table = table.name, error = %e, "merging the full-text pending list after a round failed; it is merged at the end");
+            }
             summary.postgres_seconds += merging_at.elapsed().as_secs_f64();
         }
         // What committed is checked against SQLite again: rows the

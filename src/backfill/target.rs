@@ -692,15 +692,9 @@ pub(crate) async fn pause_autovacuum(conn: &mut PgConnection, table: &Table) -> 
 /// pending lists of its GIN indexes (searches would scan them row by row)
 /// and refreshes its statistics.
 pub(crate) async fn resume_autovacuum(conn: &mut PgConnection, table: &Table) -> Result<()> {
-    // The merge sorts in maintenance_work_mem (64 MB by default).
-    sqlx::query("SELECT set_config('maintenance_work_mem', '1GB', false)")
-        .execute(&mut *conn)
-        .await?;
-    for oid in super::indexes::gin_indexes(&mut *conn, table).await? {
-        sqlx::query("SELECT gin_clean_pending_list($1::oid::regclass)")
-            .bind(oid)
-            .execute(&mut *conn)
-            .await?;
+    let gin = super::indexes::gin_indexes(&mut *conn, table).await?;
+    if !gin.is_empty() {
+        super::indexes::merge_now(&mut *conn, &gin).await?;
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "ALTER TABLE {} RESET (autovacuum_vacuum_insert_threshold)",
