@@ -52,6 +52,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Ratios to two decimals, for the per-run lists.
+fn rounded(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|r| (r * 100.0).round() / 100.0).collect()
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() {
@@ -442,21 +447,15 @@ fn main() {
             "  cutover backfill, clean:   {:>9.0} rows/s  {:.2}x psql \\copy (per run {:?})",
             median(ours.clone()),
             median(ratios.clone()),
-            ratios
-                .iter()
-                .map(|r| (r * 100.0).round() / 100.0)
-                .collect::<Vec<_>>()
+            rounded(&ratios)
         );
         println!(
-        "  cutover backfill, {:.0} % dirty: {:>9.0} rows/s  {:.2}x the clean rate (per run {:?})",
-        dirty * 100.0,
-        median(ours_dirty),
-        median(dirty_ratios.clone()),
-        dirty_ratios
-            .iter()
-            .map(|r| (r * 100.0).round() / 100.0)
-            .collect::<Vec<_>>()
-    );
+            "  cutover backfill, {:.0} % dirty: {:>9.0} rows/s  {:.2}x the clean rate (per run {:?})",
+            dirty * 100.0,
+            median(ours_dirty),
+            median(dirty_ratios.clone()),
+            rounded(&dirty_ratios)
+        );
         println!(
             "  psql \\copy:                {:>9.0} rows/s",
             median(theirs)

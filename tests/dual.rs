@@ -41,6 +41,17 @@ async fn dual_with(
     DualStore::forced(s, p, stage, config).await.unwrap()
 }
 
+/// Replays the outbox to PostgreSQL until it is empty (up to about 5 s).
+async fn replay_until_empty(d: &DualStore) {
+    for _ in 0..50 {
+        d.drain(Backend::Sqlite, 100).await.unwrap();
+        if d.outbox_pending().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits (up to 20 s) until the counters satisfy `done`: shadow comparisons
 /// run off the caller's path and take as long as their re-checks.
 async fn counters_when(
@@ -1266,13 +1277,7 @@ async fn copies_that_meet_a_locked_table_wait_in_the_outbox_not_the_caller() {
         .unwrap();
     assert_eq!(in_pg, 0);
     build.rollback().await.unwrap();
-    for _ in 0..50 {
-        d.drain(Backend::Sqlite, 100).await.unwrap();
-        if d.outbox_pending().await.unwrap() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    replay_until_empty(&d).await;
     let in_pg: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE id LIKE 'locked%'")
         .fetch_one(&pool)
         .await
@@ -1393,13 +1398,7 @@ async fn a_write_of_several_rows_waits_for_a_locked_table_once() {
         "{c:?}"
     );
     build.rollback().await.unwrap();
-    for _ in 0..50 {
-        d.drain(Backend::Sqlite, 100).await.unwrap();
-        if d.outbox_pending().await.unwrap() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    replay_until_empty(&d).await;
     let in_pg: i64 = sqlx::query_scalar("SELECT count(*) FROM tweets WHERE user_id = 'lk'")
         .fetch_one(&pool)
         .await

@@ -2,10 +2,14 @@
 //!
 //! Loading into a table without its secondary indexes and building them once
 //! is far cheaper than maintaining them row by row, above all the full-text
-//! GIN index. So, by default, each table's non-unique indexes (B-tree and
-//! GIN) are dropped before its first batch and built again as soon as its
-//! copy ends, all of a table's indexes side by side, each on a connection
-//! of its own with a large `maintenance_work_mem`.
+//! GIN index. So, by default, each table's non-unique B-tree indexes are
+//! dropped before its first batch and built again as soon as its copy
+//! ends, all of a table's indexes side by side, each on a connection of
+//! its own with a large `maintenance_work_mem`. The GIN indexes are
+//! dropped and built too with `defer_full_text`; otherwise they stay, and
+//! their pending lists are merged during the copy ([`merge_pending`] beside
+//! the loading, or [`merge_now`] after each round while the application
+//! writes).
 //!
 //! While PostgreSQL is not authoritative (`off`, `dualwrite`, `shadow`) the
 //! build is a plain `CREATE INDEX`: it blocks writes to that one table for
